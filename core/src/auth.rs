@@ -1,0 +1,400 @@
+//! The authentication flow, free of PAM: token → certificates → validation →
+//! mapping → PIN → challenge signature → verification.
+
+use std::fmt;
+
+use cryptoki::error::RvError;
+use rustls_pki_types::{CertificateDer, UnixTime};
+use tessera_mappers::{map_certificate, CertificateFields};
+use zeroize::Zeroizing;
+
+use crate::challenge::{Challenge, KeyAlgorithm};
+use crate::config::Config;
+use crate::pki::{self, Rejection, TrustStore, ValidatedCertificate};
+use crate::token::{Pkcs11Module, TokenCertificate, TokenError, TokenIdentity};
+
+/// A failed conversation with the user (the application hung up, or refused).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("conversation failed: {0}")]
+pub struct ConversationError(pub String);
+
+/// How the flow talks to the user: the PAM conversation in the module, the
+/// terminal in the CLI, a script in tests.
+pub trait Conversation {
+    /// Asks for a secret (the PIN) without echo.
+    fn prompt_secret(&mut self, prompt: &str) -> Result<Zeroizing<String>, ConversationError>;
+    /// Asks a question whose answer may be echoed (a choice from a list).
+    fn prompt_visible(&mut self, prompt: &str) -> Result<String, ConversationError>;
+    /// Shows an informational message.
+    fn info(&mut self, message: &str) -> Result<(), ConversationError>;
+    /// Shows an error message.
+    fn error(&mut self, message: &str) -> Result<(), ConversationError>;
+}
+
+/// What the caller knows when authentication starts.
+#[derive(Debug, Clone)]
+pub struct AuthRequest<'a> {
+    /// The user name the application asked for; `None` when the user is to be
+    /// found from the certificate (GDM's smart-card login).
+    pub user: Option<&'a str>,
+    /// The time certificates are checked against.
+    pub now: UnixTime,
+}
+
+/// A successful authentication.
+#[derive(Debug, Clone)]
+pub struct AuthSuccess {
+    /// The authenticated user.
+    pub user: String,
+    /// The token that signed the challenge.
+    pub token: TokenIdentity,
+    /// Subject DN of the certificate used.
+    pub subject: String,
+    /// SHA-256 fingerprint of the certificate used.
+    pub certificate_sha256: String,
+    /// The rule that mapped the certificate to the user.
+    pub rule: String,
+}
+
+/// Classes of failure; the PAM module maps each to one PAM return code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// The PKCS#11 module file does not exist or cannot be loaded.
+    NoModule,
+    /// No token is present.
+    NoToken,
+    /// Tokens are present, but no valid certificate on them maps to the user.
+    NoMatchingCertificate,
+    /// The user's certificate is expired, untrusted or otherwise rejected.
+    CertificateRejected,
+    /// The PIN was empty or wrong.
+    WrongPin,
+    /// The PIN is locked on the token.
+    PinLocked,
+    /// Login succeeded but the proof of possession failed.
+    ProofFailed,
+    /// The token disappeared or failed before the PIN was asked.
+    TokenUnavailable,
+    /// The conversation with the user failed.
+    Conversation,
+    /// The configuration or the trust anchors are unusable.
+    Config,
+    /// Anything else that should not happen.
+    Internal,
+}
+
+/// A failed authentication: its class and a message for the log.
+#[derive(Debug, Clone)]
+pub struct AuthFailure {
+    /// The class of failure.
+    pub kind: FailureKind,
+    /// What happened, for the log (never contains the PIN).
+    pub message: String,
+}
+
+impl AuthFailure {
+    fn new(kind: FailureKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for AuthFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl From<ConversationError> for AuthFailure {
+    fn from(error: ConversationError) -> Self {
+        AuthFailure::new(FailureKind::Conversation, error.to_string())
+    }
+}
+
+/// A certificate that passed validation and maps to at least one user.
+struct Candidate<'a> {
+    certificate: &'a TokenCertificate,
+    validated: ValidatedCertificate<'a>,
+    subject: String,
+    sha256: String,
+    users: Vec<String>,
+    rule: String,
+}
+
+/// Does `name` exist in NSS? Look-up errors count as "no", and are logged.
+fn user_exists(name: &str) -> bool {
+    match nix::unistd::User::from_name(name) {
+        Ok(found) => found.is_some(),
+        Err(error) => {
+            tracing::warn!(user = name, %error, "user look-up failed");
+            false
+        }
+    }
+}
+
+/// Runs the whole flow against the tokens of `config`'s PKCS#11 module.
+pub fn authenticate(
+    config: &Config,
+    request: &AuthRequest<'_>,
+    conversation: &mut dyn Conversation,
+) -> Result<AuthSuccess, AuthFailure> {
+    let store = TrustStore::load(&config.ca_paths)
+        .map_err(|error| AuthFailure::new(FailureKind::Config, error.to_string()))?;
+
+    if !config.pkcs11_module.exists() {
+        return Err(AuthFailure::new(
+            FailureKind::NoModule,
+            format!("PKCS#11 module {} does not exist", config.pkcs11_module.display()),
+        ));
+    }
+    let module = Pkcs11Module::load(&config.pkcs11_module).map_err(|error| match error {
+        TokenError::Untrusted(_) => AuthFailure::new(FailureKind::Config, error.to_string()),
+        _ => AuthFailure::new(FailureKind::NoModule, error.to_string()),
+    })?;
+
+    let tokens = module
+        .tokens()
+        .map_err(|error| AuthFailure::new(FailureKind::TokenUnavailable, error.to_string()))?;
+    if tokens.is_empty() {
+        return Err(AuthFailure::new(FailureKind::NoToken, "no token present"));
+    }
+
+    let mut token_certificates: Vec<TokenCertificate> = Vec::new();
+    for token in &tokens {
+        match module.certificates(token) {
+            Ok(found) => {
+                tracing::debug!(token = %token.describe(), count = found.len(), "certificates found");
+                token_certificates.extend(found);
+            }
+            Err(error) => {
+                tracing::warn!(token = %token.describe(), %error, "cannot read certificates; token skipped")
+            }
+        }
+    }
+    let ders: Vec<CertificateDer<'_>> = token_certificates
+        .iter()
+        .map(|certificate| CertificateDer::from(certificate.der.as_slice()))
+        .collect();
+
+    let mut candidates: Vec<Candidate<'_>> = Vec::new();
+    let mut rejections: Vec<(String, Rejection)> = Vec::new();
+    for (index, certificate) in token_certificates.iter().enumerate() {
+        let fields = match CertificateFields::from_der(&certificate.der) {
+            Ok(fields) => fields,
+            Err(error) => {
+                tracing::info!(token = %certificate.token.describe(), label = %certificate.label, %error, "certificate skipped");
+                continue;
+            }
+        };
+        let mapping = map_certificate(&config.rules, &fields);
+        for step in &mapping.trace {
+            tracing::debug!(subject = %fields.subject, "mapping: {step}");
+        }
+        let users: Vec<String> = mapping
+            .users()
+            .iter()
+            .filter(|user| match request.user {
+                Some(wanted) => user.as_str() == wanted,
+                None => true,
+            })
+            .filter(|user| user_exists(user))
+            .cloned()
+            .collect();
+        if users.is_empty() {
+            tracing::debug!(subject = %fields.subject, "certificate does not map to the user");
+            continue;
+        }
+        // Intermediates may sit on the same token, next to the user's certificate.
+        let intermediates: Vec<CertificateDer<'_>> = ders
+            .iter()
+            .enumerate()
+            .filter(|(other, _)| {
+                *other != index && token_certificates[*other].token == certificate.token
+            })
+            .map(|(_, der)| der.clone())
+            .collect();
+        match pki::validate(&store, &ders[index], &intermediates, request.now) {
+            Ok(validated) => candidates.push(Candidate {
+                certificate,
+                validated,
+                subject: fields.subject.clone(),
+                sha256: fields.sha256_hex.clone(),
+                users,
+                rule: mapping
+                    .matched
+                    .as_ref()
+                    .map(|(rule, _)| rule.clone())
+                    .unwrap_or_default(),
+            }),
+            Err(rejection) => {
+                tracing::warn!(subject = %fields.subject, token = %certificate.token.describe(), reason = %rejection, "certificate rejected");
+                rejections.push((fields.subject.clone(), rejection));
+            }
+        }
+    }
+
+    if candidates.is_empty() {
+        if let Some((subject, rejection)) = rejections.into_iter().next() {
+            conversation.error(&format!("Smart card certificate rejected: {rejection}"))?;
+            return Err(AuthFailure::new(
+                FailureKind::CertificateRejected,
+                format!("certificate {subject} rejected: {rejection}"),
+            ));
+        }
+        return Err(AuthFailure::new(
+            FailureKind::NoMatchingCertificate,
+            match request.user {
+                Some(user) => format!("no valid certificate on the token(s) maps to user {user}"),
+                None => "no valid certificate on the token(s) maps to any user".to_owned(),
+            },
+        ));
+    }
+
+    let (candidate, user) = choose(candidates, conversation)?;
+    if request.user.is_none() {
+        conversation.info(&format!("Logging in as {user}"))?;
+    }
+    prove_possession(&module, &candidate, conversation)?;
+
+    Ok(AuthSuccess {
+        user,
+        token: candidate.certificate.token.clone(),
+        subject: candidate.subject,
+        certificate_sha256: candidate.sha256,
+        rule: candidate.rule,
+    })
+}
+
+/// Picks one (certificate, user) pair; asks the user when there are several.
+fn choose<'a>(
+    candidates: Vec<Candidate<'a>>,
+    conversation: &mut dyn Conversation,
+) -> Result<(Candidate<'a>, String), AuthFailure> {
+    let mut options: Vec<(usize, String)> = candidates
+        .iter()
+        .enumerate()
+        .flat_map(|(index, candidate)| candidate.users.iter().map(move |user| (index, user.clone())))
+        .collect();
+    let chosen = if options.len() == 1 {
+        0
+    } else {
+        let mut listing = String::from("Several certificates can log you in:");
+        for (number, (index, user)) in options.iter().enumerate() {
+            let candidate = &candidates[*index];
+            listing.push_str(&format!(
+                "\n  {}. {user}: {} on {}",
+                number + 1,
+                candidate.subject,
+                candidate.certificate.token.describe()
+            ));
+        }
+        conversation.info(&listing)?;
+        let answer = conversation.prompt_visible(&format!("Choose [1-{}]: ", options.len()))?;
+        match answer.trim().parse::<usize>() {
+            Ok(number) if (1..=options.len()).contains(&number) => number - 1,
+            _ => {
+                conversation.error("Invalid choice")?;
+                return Err(AuthFailure::new(
+                    FailureKind::WrongPin,
+                    format!("invalid certificate choice {:?}", answer.trim()),
+                ));
+            }
+        }
+    };
+    let (index, user) = options.swap_remove(chosen);
+    let candidate = candidates
+        .into_iter()
+        .nth(index)
+        .ok_or_else(|| AuthFailure::new(FailureKind::Internal, "candidate index out of range"))?;
+    Ok((candidate, user))
+}
+
+/// Logs in with the PIN, has the token sign a fresh challenge with the key of
+/// the certificate's CKA_ID, and verifies the signature with that certificate.
+fn prove_possession(
+    module: &Pkcs11Module,
+    candidate: &Candidate<'_>,
+    conversation: &mut dyn Conversation,
+) -> Result<(), AuthFailure> {
+    let certificate = candidate.certificate;
+    let token = &certificate.token;
+    let algorithm = KeyAlgorithm::of_certificate(&certificate.der)
+        .map_err(|error| AuthFailure::new(FailureKind::CertificateRejected, error.to_string()))?;
+
+    if token.pin_locked {
+        conversation.error(&format!("The PIN of {} is locked", token.label))?;
+        return Err(AuthFailure::new(
+            FailureKind::PinLocked,
+            format!("PIN of token {} is locked", token.describe()),
+        ));
+    }
+    if token.pin_final_try {
+        conversation.error("Warning: one more wrong PIN will lock the card")?;
+    } else if token.pin_count_low {
+        conversation.error("Warning: a wrong PIN was entered recently")?;
+    }
+
+    let mut session = module.open_session(token).map_err(|error| {
+        AuthFailure::new(FailureKind::TokenUnavailable, error.to_string())
+    })?;
+
+    if token.protected_authentication_path {
+        conversation.info("Enter your PIN on the reader's PIN pad")?;
+        session.login(None).map_err(|error| login_failure(error, token))?;
+    } else {
+        let pin = conversation.prompt_secret(&format!("PIN for {}: ", token.label))?;
+        if pin.is_empty() {
+            return Err(AuthFailure::new(FailureKind::WrongPin, "empty PIN"));
+        }
+        let login = session.login(Some(&pin));
+        drop(pin);
+        if let Err(error) = login {
+            let failure = login_failure(error, token);
+            match failure.kind {
+                FailureKind::WrongPin => conversation.error("Incorrect PIN")?,
+                FailureKind::PinLocked => {
+                    conversation.error(&format!("The PIN of {} is locked", token.label))?
+                }
+                _ => {}
+            }
+            return Err(failure);
+        }
+    }
+
+    let proof_failed = |error: &dyn fmt::Display| {
+        AuthFailure::new(
+            FailureKind::ProofFailed,
+            format!("proof of possession with {}: {error}", token.describe()),
+        )
+    };
+    let key = session
+        .private_key(&certificate.id)
+        .map_err(|error| proof_failed(&error))?;
+    let challenge = Challenge::generate().map_err(|error| {
+        AuthFailure::new(FailureKind::Internal, format!("no randomness for the challenge: {error}"))
+    })?;
+    let (mechanism, input) = algorithm.signing_input(&challenge);
+    let signature = session
+        .sign(&mechanism, key, &input)
+        .map_err(|error| proof_failed(&error))?;
+    algorithm
+        .verify(candidate.validated.end_entity(), &challenge, &signature)
+        .map_err(|error| proof_failed(&error))?;
+    tracing::debug!(token = %token.describe(), ?algorithm, "challenge signature verified");
+    Ok(())
+}
+
+fn login_failure(error: TokenError, token: &TokenIdentity) -> AuthFailure {
+    let kind = match error.rv() {
+        Some(RvError::PinIncorrect | RvError::PinLenRange | RvError::PinInvalid) => {
+            FailureKind::WrongPin
+        }
+        Some(RvError::PinLocked) => FailureKind::PinLocked,
+        _ if error.token_gone() => FailureKind::TokenUnavailable,
+        // Fail closed: any other login error is an authentication failure.
+        _ => FailureKind::ProofFailed,
+    };
+    AuthFailure::new(kind, format!("login to {} failed: {error}", token.describe()))
+}

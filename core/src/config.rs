@@ -1,0 +1,327 @@
+//! `/etc/tessera/tessera.toml`: versioned, strict, with errors that name the
+//! file, line and column.
+
+use std::io::Read;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use tessera_mappers::{Rule, RuleConfig};
+use toml::Spanned;
+
+use crate::filetrust::{self, TrustError};
+
+/// Where the configuration lives unless the PAM argument `config=` says otherwise.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/tessera/tessera.toml";
+
+/// The only configuration format version this build understands.
+pub const CONFIG_VERSION: u32 = 1;
+
+/// Largest configuration file we read.
+const MAX_CONFIG_SIZE: u64 = 1024 * 1024;
+
+/// p11-kit's proxy module: every module the system registered, no config needed.
+/// Packagers can point elsewhere at build time with `TESSERA_DEFAULT_PKCS11_MODULE`.
+pub fn default_pkcs11_module() -> PathBuf {
+    if let Some(path) = option_env!("TESSERA_DEFAULT_PKCS11_MODULE") {
+        return PathBuf::from(path);
+    }
+    let multiarch = format!("/usr/lib/{}-linux-gnu/p11-kit-proxy.so", std::env::consts::ARCH);
+    [
+        multiarch.as_str(),
+        "/usr/lib64/p11-kit-proxy.so",
+        "/usr/lib/p11-kit-proxy.so",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .find(|candidate| candidate.exists())
+    .unwrap_or_else(|| PathBuf::from(multiarch))
+}
+
+/// Why the configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: cannot read: {source}")]
+    Io {
+        /// Config path.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The file or its directory is not protected from non-root writers.
+    #[error("refusing untrusted file: {0}")]
+    Untrusted(#[from] TrustError),
+    /// The file is larger than any sane configuration.
+    #[error("{path}: larger than {MAX_CONFIG_SIZE} bytes")]
+    TooLarge {
+        /// Config path.
+        path: PathBuf,
+    },
+    /// Syntax or schema error at a position in the file.
+    #[error("{path}:{line}:{column}: {message}")]
+    At {
+        /// Config path.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// 1-based column (in characters).
+        column: usize,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    version: Spanned<u32>,
+    #[serde(default)]
+    pkcs11: Pkcs11Section,
+    pki: Spanned<PkiSection>,
+    #[serde(default, rename = "rule")]
+    rules: Vec<Spanned<RuleConfig>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Pkcs11Section {
+    module: Option<Spanned<PathBuf>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PkiSection {
+    ca: Vec<Spanned<PathBuf>>,
+}
+
+/// A loaded, checked configuration.
+#[derive(Debug)]
+pub struct Config {
+    /// Where it was read from.
+    pub path: PathBuf,
+    /// The PKCS#11 module to load.
+    pub pkcs11_module: PathBuf,
+    /// Trust anchor files or directories.
+    pub ca_paths: Vec<PathBuf>,
+    /// Mapping rules, in order.
+    pub rules: Vec<Rule>,
+}
+
+impl Config {
+    /// Reads and checks the configuration at `path`, refusing it unless it
+    /// and its directories are root-owned and not group/other-writable.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let file = filetrust::open_trusted_file(path)?;
+        let mut text = String::new();
+        file.take(MAX_CONFIG_SIZE + 1)
+            .read_to_string(&mut text)
+            .map_err(|source| ConfigError::Io {
+                path: path.to_owned(),
+                source,
+            })?;
+        if text.len() as u64 > MAX_CONFIG_SIZE {
+            return Err(ConfigError::TooLarge {
+                path: path.to_owned(),
+            });
+        }
+        Self::parse(path, &text)
+    }
+
+    /// Parses configuration text; `path` is only used in error messages and
+    /// to resolve nothing else (all paths in the file must be absolute).
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let at = |span: Option<Range<usize>>, message: String| {
+            let (line, column) = line_column(text, span.map_or(0, |span| span.start));
+            ConfigError::At {
+                path: path.to_owned(),
+                line,
+                column,
+                message,
+            }
+        };
+        let raw: RawConfig =
+            toml::from_str(text).map_err(|error| at(error.span(), error.message().to_owned()))?;
+
+        if *raw.version.get_ref() != CONFIG_VERSION {
+            return Err(at(
+                Some(raw.version.span()),
+                format!(
+                    "unsupported config version {}; this tessera reads version {CONFIG_VERSION}",
+                    raw.version.get_ref()
+                ),
+            ));
+        }
+
+        let absolute = |value: &Spanned<PathBuf>, key: &str| {
+            if value.get_ref().is_absolute() {
+                Ok(value.get_ref().clone())
+            } else {
+                Err(at(
+                    Some(value.span()),
+                    format!("{key}: path {:?} must be absolute", value.get_ref()),
+                ))
+            }
+        };
+
+        let pkcs11_module = match &raw.pkcs11.module {
+            Some(module) => absolute(module, "pkcs11.module")?,
+            None => default_pkcs11_module(),
+        };
+
+        if raw.pki.get_ref().ca.is_empty() {
+            return Err(at(
+                Some(raw.pki.span()),
+                "pki.ca is empty: name at least one trusted CA file or directory".to_owned(),
+            ));
+        }
+        let ca_paths = raw
+            .pki
+            .get_ref()
+            .ca
+            .iter()
+            .map(|ca| absolute(ca, "pki.ca"))
+            .collect::<Result<Vec<_>, _>>()?;
+
+        if raw.rules.is_empty() {
+            return Err(at(
+                None,
+                "no [[rule]]: add at least one mapping rule, e.g. user = \"{cn}\"".to_owned(),
+            ));
+        }
+        let rules = raw
+            .rules
+            .iter()
+            .enumerate()
+            .map(|(index, rule)| {
+                Rule::compile(index, rule.get_ref())
+                    .map_err(|error| at(Some(rule.span()), format!("rule {}: {error}", index + 1)))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+
+        Ok(Self {
+            path: path.to_owned(),
+            pkcs11_module,
+            ca_paths,
+            rules,
+        })
+    }
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |newline| newline + 1);
+    let column = before[line_start..].chars().count() + 1;
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONTRACT: &str = r#"
+version = 1
+[pkcs11]
+module = "/usr/lib/softhsm/libsofthsm2.so"   # default: p11-kit-proxy
+[pki]
+ca = ["/etc/tessera/ca"]                      # PEM/DER files or directories of them
+[[rule]]                                      # ordered certificate-to-user rules
+user = "{cn}"                                 # template over certificate fields
+"#;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("/etc/tessera/tessera.toml"), text)
+    }
+
+    fn position(error: ConfigError) -> (usize, usize, String) {
+        match error {
+            ConfigError::At {
+                line,
+                column,
+                message,
+                ..
+            } => (line, column, message),
+            other => panic!("expected a positioned error, got {other}"),
+        }
+    }
+
+    #[test]
+    fn the_design_contract_parses_as_written() {
+        let config = parse(CONTRACT).unwrap();
+        assert_eq!(
+            config.pkcs11_module,
+            PathBuf::from("/usr/lib/softhsm/libsofthsm2.so")
+        );
+        assert_eq!(config.ca_paths, vec![PathBuf::from("/etc/tessera/ca")]);
+        assert_eq!(config.rules.len(), 1);
+        assert_eq!(config.rules[0].user_template().source(), "{cn}");
+    }
+
+    #[test]
+    fn module_defaults_to_p11_kit_proxy() {
+        let config = parse("version = 1\n[pki]\nca = [\"/ca\"]\n[[rule]]\nuser = \"{cn}\"\n").unwrap();
+        assert!(config
+            .pkcs11_module
+            .to_string_lossy()
+            .ends_with("p11-kit-proxy.so"));
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_line_and_column() {
+        let text = CONTRACT.replace("[pki]\n", "[pki]\ncrl_dir = \"/x\"\n");
+        let error = parse(&text).unwrap_err();
+        let rendered = error.to_string();
+        let (line, column, message) = position(error);
+        assert_eq!((line, column), (6, 1), "{rendered}");
+        assert!(message.contains("unknown field `crl_dir`"), "{message}");
+        assert!(rendered.starts_with("/etc/tessera/tessera.toml:6:1: "), "{rendered}");
+    }
+
+    #[test]
+    fn wrong_version_is_refused_at_its_position() {
+        let (line, column, message) = position(parse(&CONTRACT.replace("version = 1", "version = 2")).unwrap_err());
+        assert_eq!((line, column), (2, 11));
+        assert!(message.contains("unsupported config version 2"), "{message}");
+    }
+
+    #[test]
+    fn missing_version_is_an_error() {
+        let text = CONTRACT.replace("version = 1\n", "");
+        let (_, _, message) = position(parse(&text).unwrap_err());
+        assert!(message.contains("version"), "{message}");
+    }
+
+    #[test]
+    fn bad_template_points_at_its_rule() {
+        let text = CONTRACT.replace("{cn}", "{common_name}");
+        let (line, _, message) = position(parse(&text).unwrap_err());
+        // The [[rule]] header of the offending rule.
+        assert_eq!(line, 7);
+        assert!(message.contains("rule 1: in `user`: unknown field {common_name}"), "{message}");
+    }
+
+    #[test]
+    fn relative_paths_are_refused() {
+        let text = CONTRACT.replace("/etc/tessera/ca", "ca");
+        let (line, _, message) = position(parse(&text).unwrap_err());
+        assert_eq!(line, 6);
+        assert!(message.contains("must be absolute"), "{message}");
+    }
+
+    #[test]
+    fn no_rule_and_no_ca_are_errors() {
+        let no_rule = CONTRACT.split("[[rule]]").next().unwrap();
+        assert!(position(parse(no_rule).unwrap_err()).2.contains("no [[rule]]"));
+        let no_ca = CONTRACT.replace("[\"/etc/tessera/ca\"]", "[]");
+        assert!(position(parse(&no_ca).unwrap_err()).2.contains("pki.ca is empty"));
+    }
+
+    #[test]
+    fn line_column_counts_characters() {
+        assert_eq!(line_column("ab\ncé=x", 7), (2, 4));
+        assert_eq!(line_column("", 5), (1, 1));
+    }
+}

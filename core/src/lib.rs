@@ -1,0 +1,13 @@
+//! tessera's core: configuration, PKCS#11 tokens, certificate validation and
+//! the authentication flow. It never calls PAM; it talks to the user through
+//! [`auth::Conversation`].
+
+pub mod auth;
+pub mod challenge;
+pub mod config;
+pub mod filetrust;
+pub mod pki;
+pub mod token;
+
+pub use auth::{authenticate, AuthFailure, AuthRequest, AuthSuccess, Conversation, FailureKind};
+pub use config::Config;

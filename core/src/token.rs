@@ -1,0 +1,365 @@
+//! PKCS#11 tokens: loading the module, listing tokens and certificates,
+//! logging in and signing.
+
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Function, Pkcs11};
+use cryptoki::error::{Error as CryptokiError, RvError};
+use cryptoki::mechanism::Mechanism;
+use cryptoki::object::{Attribute, AttributeType, CertificateType, ObjectClass, ObjectHandle};
+use cryptoki::session::{Session, UserType};
+use cryptoki::slot::Slot;
+use cryptoki::types::AuthPin;
+use zeroize::Zeroizing;
+
+use crate::filetrust::{self, TrustError};
+
+/// At most this many certificate objects are read from one token; a hostile
+/// or broken token cannot make us read without end.
+pub const MAX_CERTIFICATES_PER_TOKEN: usize = 32;
+
+/// What went wrong talking to the PKCS#11 module or token.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    /// The module file is not protected from non-root writers.
+    #[error("refusing PKCS#11 module: {0}")]
+    Untrusted(#[from] TrustError),
+    /// The module could not be loaded or initialised.
+    #[error("cannot load PKCS#11 module {path}: {source}")]
+    Load {
+        /// Module path.
+        path: PathBuf,
+        /// Underlying error.
+        source: CryptokiError,
+    },
+    /// A PKCS#11 call failed.
+    #[error("PKCS#11 {0}")]
+    Call(#[from] CryptokiError),
+    /// A private key with the certificate's CKA_ID was not found.
+    #[error("no private key with CKA_ID {0} on the token")]
+    NoPrivateKey(String),
+    /// Several private keys share the certificate's CKA_ID.
+    #[error("{count} private keys share CKA_ID {id}; refusing to guess")]
+    AmbiguousPrivateKey {
+        /// Hex CKA_ID.
+        id: String,
+        /// How many keys matched.
+        count: usize,
+    },
+}
+
+impl TokenError {
+    /// The PKCS#11 return value, when this is a failed call.
+    pub fn rv(&self) -> Option<RvError> {
+        match self {
+            TokenError::Call(CryptokiError::Pkcs11(rv, _))
+            | TokenError::Load {
+                source: CryptokiError::Pkcs11(rv, _),
+                ..
+            } => Some(*rv),
+            _ => None,
+        }
+    }
+
+    /// True when the token went away during the call.
+    pub fn token_gone(&self) -> bool {
+        matches!(
+            self.rv(),
+            Some(
+                RvError::DeviceRemoved
+                    | RvError::TokenNotPresent
+                    | RvError::SessionClosed
+                    | RvError::SlotIdInvalid
+            )
+        )
+    }
+}
+
+/// Identity and state of a token in a slot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenIdentity {
+    /// The slot the token sits in.
+    pub slot_id: u64,
+    /// The slot's description (often the reader name).
+    pub slot_description: String,
+    /// CKA token label.
+    pub label: String,
+    /// Token manufacturer.
+    pub manufacturer: String,
+    /// Token model.
+    pub model: String,
+    /// Token serial number.
+    pub serial: String,
+    /// CKF_USER_PIN_LOCKED.
+    pub pin_locked: bool,
+    /// CKF_USER_PIN_FINAL_TRY.
+    pub pin_final_try: bool,
+    /// CKF_USER_PIN_COUNT_LOW.
+    pub pin_count_low: bool,
+    /// CKF_PROTECTED_AUTHENTICATION_PATH (PIN pad).
+    pub protected_authentication_path: bool,
+}
+
+impl TokenIdentity {
+    /// A short human description, e.g. `"Alice's PIV card" (serial 0123)`.
+    pub fn describe(&self) -> String {
+        if self.serial.is_empty() {
+            format!("\"{}\"", self.label)
+        } else {
+            format!("\"{}\" (serial {})", self.label, self.serial)
+        }
+    }
+}
+
+/// An X.509 certificate object found on a token.
+#[derive(Debug, Clone)]
+pub struct TokenCertificate {
+    /// The token it was found on.
+    pub token: TokenIdentity,
+    /// CKA_ID, which links it to its private key.
+    pub id: Vec<u8>,
+    /// CKA_LABEL.
+    pub label: String,
+    /// CKA_VALUE: the DER certificate.
+    pub der: Vec<u8>,
+}
+
+/// A loaded and initialised PKCS#11 module.
+#[derive(Debug)]
+pub struct Pkcs11Module {
+    context: Option<Pkcs11>,
+    path: PathBuf,
+    finalize_on_drop: bool,
+}
+
+impl Pkcs11Module {
+    /// Loads the module at `path` after checking that only root can have written it.
+    pub fn load(path: &Path) -> Result<Self, TokenError> {
+        filetrust::check_trusted_path(path)?;
+        let load_error = |source| TokenError::Load {
+            path: path.to_owned(),
+            source,
+        };
+        let context = Pkcs11::new(path).map_err(load_error)?;
+        let finalize_on_drop =
+            match context.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+                Ok(()) => true,
+                // Another user of the module in this process (another PAM module,
+                // the host application) initialised it; finalising would pull
+                // the rug from under them.
+                Err(CryptokiError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => false,
+                Err(source) => return Err(load_error(source)),
+            };
+        Ok(Self {
+            context: Some(context),
+            path: path.to_owned(),
+            finalize_on_drop,
+        })
+    }
+
+    fn context(&self) -> Result<&Pkcs11, TokenError> {
+        self.context.as_ref().ok_or(TokenError::Call(CryptokiError::Pkcs11(
+            RvError::CryptokiNotInitialized,
+            Function::Initialize,
+        )))
+    }
+
+    /// The module's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Every token present in any slot.
+    pub fn tokens(&self) -> Result<Vec<TokenIdentity>, TokenError> {
+        let context = self.context()?;
+        let mut tokens = Vec::new();
+        for slot in context.get_slots_with_token()? {
+            match self.identify(slot) {
+                Ok(token) => tokens.push(token),
+                // A token pulled between the slot list and this call is simply gone.
+                Err(error) if error.token_gone() => {
+                    tracing::debug!(slot = slot.id(), %error, "token vanished while listing")
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(tokens)
+    }
+
+    fn identify(&self, slot: Slot) -> Result<TokenIdentity, TokenError> {
+        let context = self.context()?;
+        let slot_info = context.get_slot_info(slot)?;
+        let info = context.get_token_info(slot)?;
+        Ok(TokenIdentity {
+            slot_id: slot.id(),
+            slot_description: slot_info.slot_description().trim_end().to_owned(),
+            label: info.label().trim_end().to_owned(),
+            manufacturer: info.manufacturer_id().trim_end().to_owned(),
+            model: info.model().trim_end().to_owned(),
+            serial: info.serial_number().trim_end().to_owned(),
+            pin_locked: info.user_pin_locked(),
+            pin_final_try: info.user_pin_final_try(),
+            pin_count_low: info.user_pin_count_low(),
+            protected_authentication_path: info.protected_authentication_path(),
+        })
+    }
+
+    fn slot(&self, token: &TokenIdentity) -> Result<Slot, TokenError> {
+        let context = self.context()?;
+        context
+            .get_slots_with_token()?
+            .into_iter()
+            .find(|slot| slot.id() == token.slot_id)
+            .ok_or(TokenError::Call(CryptokiError::Pkcs11(
+                RvError::TokenNotPresent,
+                Function::GetSlotList,
+            )))
+    }
+
+    /// The X.509 certificates on `token`, at most [`MAX_CERTIFICATES_PER_TOKEN`].
+    pub fn certificates(&self, token: &TokenIdentity) -> Result<Vec<TokenCertificate>, TokenError> {
+        let session = self.context()?.open_ro_session(self.slot(token)?)?;
+        let template = [
+            Attribute::Class(ObjectClass::CERTIFICATE),
+            Attribute::CertificateType(CertificateType::X_509),
+        ];
+        let cache = NonZeroUsize::new(MAX_CERTIFICATES_PER_TOKEN).unwrap_or(NonZeroUsize::MIN);
+        let mut handles = Vec::new();
+        for handle in session.iter_objects_with_cache_size(&template, cache)? {
+            if handles.len() == MAX_CERTIFICATES_PER_TOKEN {
+                tracing::warn!(
+                    token = %token.describe(),
+                    "token holds more than {MAX_CERTIFICATES_PER_TOKEN} certificates; ignoring the rest"
+                );
+                break;
+            }
+            handles.push(handle?);
+        }
+        let mut certificates = Vec::with_capacity(handles.len());
+        for handle in handles {
+            let attributes = session.get_attributes(
+                handle,
+                &[AttributeType::Value, AttributeType::Id, AttributeType::Label],
+            )?;
+            let mut certificate = TokenCertificate {
+                token: token.clone(),
+                id: Vec::new(),
+                label: String::new(),
+                der: Vec::new(),
+            };
+            for attribute in attributes {
+                match attribute {
+                    Attribute::Value(value) => certificate.der = value,
+                    Attribute::Id(id) => certificate.id = id,
+                    Attribute::Label(label) => {
+                        certificate.label = String::from_utf8_lossy(&label).into_owned()
+                    }
+                    _ => {}
+                }
+            }
+            if certificate.der.is_empty() {
+                tracing::debug!(token = %token.describe(), "certificate object without a value; skipped");
+                continue;
+            }
+            certificates.push(certificate);
+        }
+        Ok(certificates)
+    }
+
+    /// Opens a session on `token` for logging in and signing.
+    pub fn open_session(&self, token: &TokenIdentity) -> Result<TokenSession, TokenError> {
+        let session = self.context()?.open_ro_session(self.slot(token)?)?;
+        Ok(TokenSession {
+            session,
+            logged_in: false,
+        })
+    }
+}
+
+impl Drop for Pkcs11Module {
+    fn drop(&mut self) {
+        if let Some(context) = self.context.take() {
+            if self.finalize_on_drop {
+                if let Err(error) = context.finalize() {
+                    tracing::debug!(%error, "C_Finalize failed");
+                }
+            }
+        }
+    }
+}
+
+/// A session on one token.
+#[derive(Debug)]
+pub struct TokenSession {
+    session: Session,
+    logged_in: bool,
+}
+
+impl TokenSession {
+    /// Logs the user in with `pin` (or through the PIN pad when `None`).
+    ///
+    /// If the token says the user is already logged in (another application
+    /// logged in, or a card that kept its state), logs out and logs in again,
+    /// so that the PIN is always verified.
+    pub fn login(&mut self, pin: Option<&Zeroizing<String>>) -> Result<(), TokenError> {
+        let auth_pin = pin.map(|pin| AuthPin::new(pin.as_str().into()));
+        match self.session.login(UserType::User, auth_pin.as_ref()) {
+            Ok(()) => {}
+            Err(CryptokiError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {
+                tracing::debug!("token already logged in; logging out to verify the PIN");
+                self.session.logout()?;
+                self.session.login(UserType::User, auth_pin.as_ref())?;
+            }
+            Err(error) => return Err(error.into()),
+        }
+        self.logged_in = true;
+        Ok(())
+    }
+
+    /// The private key whose CKA_ID is `id`; exactly one must exist.
+    pub fn private_key(&self, id: &[u8]) -> Result<ObjectHandle, TokenError> {
+        let template = [
+            Attribute::Class(ObjectClass::PRIVATE_KEY),
+            Attribute::Id(id.to_vec()),
+        ];
+        let keys: Vec<ObjectHandle> = self
+            .session
+            .iter_objects(&template)?
+            .take(2)
+            .collect::<Result<_, _>>()?;
+        match keys.as_slice() {
+            [key] => Ok(*key),
+            [] => Err(TokenError::NoPrivateKey(hex_id(id))),
+            _ => Err(TokenError::AmbiguousPrivateKey {
+                id: hex_id(id),
+                count: keys.len(),
+            }),
+        }
+    }
+
+    /// Signs `data` with `key`.
+    pub fn sign(
+        &self,
+        mechanism: &Mechanism,
+        key: ObjectHandle,
+        data: &[u8],
+    ) -> Result<Vec<u8>, TokenError> {
+        Ok(self.session.sign(mechanism, key, data)?)
+    }
+}
+
+impl Drop for TokenSession {
+    fn drop(&mut self) {
+        if self.logged_in {
+            if let Err(error) = self.session.logout() {
+                tracing::debug!(%error, "C_Logout failed");
+            }
+        }
+    }
+}
+
+/// CKA_ID in hex for messages.
+pub fn hex_id(id: &[u8]) -> String {
+    id.iter().map(|byte| format!("{byte:02x}")).collect()
+}
