@@ -146,7 +146,10 @@ pub fn authenticate(
     if !config.pkcs11_module.exists() {
         return Err(AuthFailure::new(
             FailureKind::NoModule,
-            format!("PKCS#11 module {} does not exist", config.pkcs11_module.display()),
+            format!(
+                "PKCS#11 module {} does not exist",
+                config.pkcs11_module.display()
+            ),
         ));
     }
     let module = Pkcs11Module::load(&config.pkcs11_module).map_err(|error| match error {
@@ -275,7 +278,12 @@ fn choose<'a>(
     let mut options: Vec<(usize, String)> = candidates
         .iter()
         .enumerate()
-        .flat_map(|(index, candidate)| candidate.users.iter().map(move |user| (index, user.clone())))
+        .flat_map(|(index, candidate)| {
+            candidate
+                .users
+                .iter()
+                .map(move |user| (index, user.clone()))
+        })
         .collect();
     let chosen = if options.len() == 1 {
         0
@@ -336,13 +344,15 @@ fn prove_possession(
         conversation.error("Warning: a wrong PIN was entered recently")?;
     }
 
-    let mut session = module.open_session(token).map_err(|error| {
-        AuthFailure::new(FailureKind::TokenUnavailable, error.to_string())
-    })?;
+    let mut session = module
+        .open_session(token)
+        .map_err(|error| AuthFailure::new(FailureKind::TokenUnavailable, error.to_string()))?;
 
     if token.protected_authentication_path {
         conversation.info("Enter your PIN on the reader's PIN pad")?;
-        session.login(None).map_err(|error| login_failure(error, token))?;
+        session
+            .login(None)
+            .map_err(|error| login_failure(error, token))?;
     } else {
         let pin = conversation.prompt_secret(&format!("PIN for {}: ", token.label))?;
         if pin.is_empty() {
@@ -373,7 +383,10 @@ fn prove_possession(
         .private_key(&certificate.id)
         .map_err(|error| proof_failed(&error))?;
     let challenge = Challenge::generate().map_err(|error| {
-        AuthFailure::new(FailureKind::Internal, format!("no randomness for the challenge: {error}"))
+        AuthFailure::new(
+            FailureKind::Internal,
+            format!("no randomness for the challenge: {error}"),
+        )
     })?;
     let (mechanism, input) = algorithm.signing_input(&challenge);
     let signature = session
@@ -396,5 +409,8 @@ fn login_failure(error: TokenError, token: &TokenIdentity) -> AuthFailure {
         // Fail closed: any other login error is an authentication failure.
         _ => FailureKind::ProofFailed,
     };
-    AuthFailure::new(kind, format!("login to {} failed: {error}", token.describe()))
+    AuthFailure::new(
+        kind,
+        format!("login to {} failed: {error}", token.describe()),
+    )
 }

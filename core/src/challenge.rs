@@ -93,7 +93,9 @@ impl KeyAlgorithm {
                 Some(curve) if curve == SECP256R1 => Ok(KeyAlgorithm::EcdsaP256),
                 Some(curve) if curve == SECP384R1 => Ok(KeyAlgorithm::EcdsaP384),
                 Some(curve) => Err(ChallengeError::UnsupportedKey(format!("EC curve {curve}"))),
-                None => Err(ChallengeError::UnsupportedKey("EC key without a named curve".into())),
+                None => Err(ChallengeError::UnsupportedKey(
+                    "EC key without a named curve".into(),
+                )),
             };
         }
         Err(ChallengeError::UnsupportedKey(algorithm.oid.to_string()))
@@ -155,7 +157,11 @@ impl KeyAlgorithm {
             KeyAlgorithm::Rsa | KeyAlgorithm::Ed25519 => signature,
         };
         certificate
-            .verify_signature(self.verification_algorithm(), challenge.as_bytes(), signature)
+            .verify_signature(
+                self.verification_algorithm(),
+                challenge.as_bytes(),
+                signature,
+            )
             .map_err(|_| ChallengeError::Mismatch)
     }
 }
@@ -209,7 +215,10 @@ mod tests {
     fn wrong_length_ecdsa_signature_is_refused() {
         assert!(matches!(
             ecdsa_raw_to_der(&[1u8; 63], 32),
-            Err(ChallengeError::BadSignatureLength { got: 63, expected: 64 })
+            Err(ChallengeError::BadSignatureLength {
+                got: 63,
+                expected: 64
+            })
         ));
     }
 }

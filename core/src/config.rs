@@ -26,7 +26,10 @@ pub fn default_pkcs11_module() -> PathBuf {
     if let Some(path) = option_env!("TESSERA_DEFAULT_PKCS11_MODULE") {
         return PathBuf::from(path);
     }
-    let multiarch = format!("/usr/lib/{}-linux-gnu/p11-kit-proxy.so", std::env::consts::ARCH);
+    let multiarch = format!(
+        "/usr/lib/{}-linux-gnu/p11-kit-proxy.so",
+        std::env::consts::ARCH
+    );
     [
         multiarch.as_str(),
         "/usr/lib64/p11-kit-proxy.so",
@@ -262,7 +265,8 @@ user = "{cn}"                                 # template over certificate fields
 
     #[test]
     fn module_defaults_to_p11_kit_proxy() {
-        let config = parse("version = 1\n[pki]\nca = [\"/ca\"]\n[[rule]]\nuser = \"{cn}\"\n").unwrap();
+        let config =
+            parse("version = 1\n[pki]\nca = [\"/ca\"]\n[[rule]]\nuser = \"{cn}\"\n").unwrap();
         assert!(config
             .pkcs11_module
             .to_string_lossy()
@@ -277,14 +281,21 @@ user = "{cn}"                                 # template over certificate fields
         let (line, column, message) = position(error);
         assert_eq!((line, column), (6, 1), "{rendered}");
         assert!(message.contains("unknown field `crl_dir`"), "{message}");
-        assert!(rendered.starts_with("/etc/tessera/tessera.toml:6:1: "), "{rendered}");
+        assert!(
+            rendered.starts_with("/etc/tessera/tessera.toml:6:1: "),
+            "{rendered}"
+        );
     }
 
     #[test]
     fn wrong_version_is_refused_at_its_position() {
-        let (line, column, message) = position(parse(&CONTRACT.replace("version = 1", "version = 2")).unwrap_err());
+        let (line, column, message) =
+            position(parse(&CONTRACT.replace("version = 1", "version = 2")).unwrap_err());
         assert_eq!((line, column), (2, 11));
-        assert!(message.contains("unsupported config version 2"), "{message}");
+        assert!(
+            message.contains("unsupported config version 2"),
+            "{message}"
+        );
     }
 
     #[test]
@@ -300,7 +311,10 @@ user = "{cn}"                                 # template over certificate fields
         let (line, _, message) = position(parse(&text).unwrap_err());
         // The [[rule]] header of the offending rule.
         assert_eq!(line, 7);
-        assert!(message.contains("rule 1: in `user`: unknown field {common_name}"), "{message}");
+        assert!(
+            message.contains("rule 1: in `user`: unknown field {common_name}"),
+            "{message}"
+        );
     }
 
     #[test]
@@ -314,9 +328,13 @@ user = "{cn}"                                 # template over certificate fields
     #[test]
     fn no_rule_and_no_ca_are_errors() {
         let no_rule = CONTRACT.split("[[rule]]").next().unwrap();
-        assert!(position(parse(no_rule).unwrap_err()).2.contains("no [[rule]]"));
+        assert!(position(parse(no_rule).unwrap_err())
+            .2
+            .contains("no [[rule]]"));
         let no_ca = CONTRACT.replace("[\"/etc/tessera/ca\"]", "[]");
-        assert!(position(parse(&no_ca).unwrap_err()).2.contains("pki.ca is empty"));
+        assert!(position(parse(&no_ca).unwrap_err())
+            .2
+            .contains("pki.ca is empty"));
     }
 
     #[test]

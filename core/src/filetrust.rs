@@ -149,7 +149,10 @@ mod tests {
 
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o664)).unwrap();
         let error = open_trusted_file(&file).unwrap_err();
-        assert!(matches!(error, TrustError::Writable { mode: 0o664, .. }), "{error}");
+        assert!(
+            matches!(error, TrustError::Writable { mode: 0o664, .. }),
+            "{error}"
+        );
     }
 
     #[test]
@@ -165,7 +168,10 @@ mod tests {
         let file = sub.join("tessera.toml");
         std::fs::write(&file, "version = 1\n").unwrap();
         let error = check_trusted_path(&file).unwrap_err();
-        assert!(matches!(&error, TrustError::Writable { path, .. } if *path == sub), "{error}");
+        assert!(
+            matches!(&error, TrustError::Writable { path, .. } if *path == sub),
+            "{error}"
+        );
     }
 
     #[test]
@@ -179,7 +185,10 @@ mod tests {
         std::fs::write(&file, "version = 1\n").unwrap();
         std::os::unix::fs::chown(&file, Some(65534), None).unwrap();
         let error = check_trusted_path(&file).unwrap_err();
-        assert!(matches!(error, TrustError::Owner { uid: 65534, .. }), "{error}");
+        assert!(
+            matches!(error, TrustError::Owner { uid: 65534, .. }),
+            "{error}"
+        );
     }
 
     #[test]

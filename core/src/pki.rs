@@ -173,7 +173,8 @@ fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, AnchorError
         path: path.to_owned(),
         reason,
     };
-    let ders: Vec<CertificateDer<'static>> = if bytes.trim_ascii_start().starts_with(b"-----BEGIN") {
+    let ders: Vec<CertificateDer<'static>> = if bytes.trim_ascii_start().starts_with(b"-----BEGIN")
+    {
         CertificateDer::pem_slice_iter(&bytes)
             .collect::<Result<_, _>>()
             .map_err(|error| malformed(error.to_string()))?
@@ -184,7 +185,8 @@ fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, AnchorError
         return Err(malformed("no CERTIFICATE block".to_owned()));
     }
     for der in &ders {
-        let certificate = Certificate::from_der(der).map_err(|error| malformed(error.to_string()))?;
+        let certificate =
+            Certificate::from_der(der).map_err(|error| malformed(error.to_string()))?;
         let is_ca = extension::<BasicConstraints>(&certificate, rfc5912::ID_CE_BASIC_CONSTRAINTS)
             .map_err(|error| malformed(error.to_string()))?
             .is_some_and(|constraints| constraints.ca);
@@ -260,13 +262,16 @@ pub enum Rejection {
     #[error("issuer not trusted")]
     UntrustedIssuer,
     /// EKU present but without clientAuth or smartcardLogon.
-    #[error("certificate is not for client authentication or smart-card logon (extended key usage)")]
+    #[error(
+        "certificate is not for client authentication or smart-card logon (extended key usage)"
+    )]
     WrongExtendedKeyUsage,
     /// keyUsage present without digitalSignature.
     #[error("certificate key usage does not allow digital signatures")]
     NoDigitalSignatureUsage,
-    /// A signature in the chain does not verify.
-    #[error("a signature in the certificate chain is invalid")]
+    /// A signature in the chain does not verify: typically a rogue CA that
+    /// copied the name of a trusted one.
+    #[error("issuer not trusted (a signature in the chain does not verify against the trusted CA of that name)")]
     BadSignature,
     /// Anything else webpki refuses, with its own words.
     #[error("certificate rejected: {0}")]
@@ -280,7 +285,8 @@ pub struct ValidatedCertificate<'a> {
 
 impl std::fmt::Debug for ValidatedCertificate<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ValidatedCertificate").finish_non_exhaustive()
+        f.debug_struct("ValidatedCertificate")
+            .finish_non_exhaustive()
     }
 }
 
@@ -299,7 +305,8 @@ pub fn validate<'a>(
     intermediates: &[CertificateDer<'_>],
     now: UnixTime,
 ) -> Result<ValidatedCertificate<'a>, Rejection> {
-    let parsed = Certificate::from_der(der).map_err(|error| Rejection::Malformed(error.to_string()))?;
+    let parsed =
+        Certificate::from_der(der).map_err(|error| Rejection::Malformed(error.to_string()))?;
     let end_entity =
         EndEntityCert::try_from(der).map_err(|error| Rejection::Malformed(error.to_string()))?;
     let policy = EkuPolicy {

@@ -159,10 +159,12 @@ impl Pkcs11Module {
     }
 
     fn context(&self) -> Result<&Pkcs11, TokenError> {
-        self.context.as_ref().ok_or(TokenError::Call(CryptokiError::Pkcs11(
-            RvError::CryptokiNotInitialized,
-            Function::Initialize,
-        )))
+        self.context
+            .as_ref()
+            .ok_or(TokenError::Call(CryptokiError::Pkcs11(
+                RvError::CryptokiNotInitialized,
+                Function::Initialize,
+            )))
     }
 
     /// The module's path.
@@ -175,6 +177,12 @@ impl Pkcs11Module {
         let context = self.context()?;
         let mut tokens = Vec::new();
         for slot in context.get_slots_with_token()? {
+            // SoftHSM and some PKCS#15 drivers expose an empty, uninitialised
+            // token; it holds nothing to log in with.
+            match context.get_token_info(slot) {
+                Ok(info) if !info.token_initialized() => continue,
+                _ => {}
+            }
             match self.identify(slot) {
                 Ok(token) => tokens.push(token),
                 // A token pulled between the slot list and this call is simply gone.
@@ -240,7 +248,11 @@ impl Pkcs11Module {
         for handle in handles {
             let attributes = session.get_attributes(
                 handle,
-                &[AttributeType::Value, AttributeType::Id, AttributeType::Label],
+                &[
+                    AttributeType::Value,
+                    AttributeType::Id,
+                    AttributeType::Label,
+                ],
             )?;
             let mut certificate = TokenCertificate {
                 token: token.clone(),

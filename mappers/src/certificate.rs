@@ -111,7 +111,10 @@ fn attribute_values(name: &Name, oid: ObjectIdentifier) -> Vec<String> {
 fn directory_string(value: &der::Any) -> Option<String> {
     let text = match value.tag() {
         Tag::Utf8String => Utf8StringRef::try_from(value).ok()?.as_str().to_owned(),
-        Tag::PrintableString => PrintableStringRef::try_from(value).ok()?.as_str().to_owned(),
+        Tag::PrintableString => PrintableStringRef::try_from(value)
+            .ok()?
+            .as_str()
+            .to_owned(),
         Tag::Ia5String => Ia5StringRef::try_from(value).ok()?.as_str().to_owned(),
         Tag::TeletexString => TeletexStringRef::try_from(value).ok()?.as_str().to_owned(),
         _ => return None,

@@ -244,7 +244,9 @@ impl Template {
                     }
                     expansions = expansions
                         .iter()
-                        .flat_map(|prefix| values.iter().map(move |value| format!("{prefix}{value}")))
+                        .flat_map(|prefix| {
+                            values.iter().map(move |value| format!("{prefix}{value}"))
+                        })
                         .take(MAX_EXPANSIONS)
                         .collect();
                 }
@@ -286,13 +288,19 @@ mod tests {
     #[test]
     fn fields_and_literals_expand_in_order() {
         let template = Template::parse("x-{cn}-{serial}").unwrap();
-        assert_eq!(template.expand(&fields(), None), Ok(vec!["x-alice-0a1b".to_owned()]));
+        assert_eq!(
+            template.expand(&fields(), None),
+            Ok(vec!["x-alice-0a1b".to_owned()])
+        );
     }
 
     #[test]
     fn doubled_braces_are_literal() {
         let template = Template::parse("{{{cn}}}").unwrap();
-        assert_eq!(template.expand(&fields(), None), Ok(vec!["{alice}".to_owned()]));
+        assert_eq!(
+            template.expand(&fields(), None),
+            Ok(vec!["{alice}".to_owned()])
+        );
     }
 
     #[test]

@@ -50,7 +50,13 @@ mod tests {
 
     #[test]
     fn portable_names_are_accepted() {
-        for name in ["alice", "bob.smith", "j_doe-2", "alice@EXAMPLE.TEST", "HOST$"] {
+        for name in [
+            "alice",
+            "bob.smith",
+            "j_doe-2",
+            "alice@EXAMPLE.TEST",
+            "HOST$",
+        ] {
             assert_eq!(validate_username(name), Ok(()), "{name}");
         }
     }
@@ -58,7 +64,10 @@ mod tests {
     #[test]
     fn separators_controls_and_option_like_names_are_refused() {
         assert_eq!(validate_username(""), Err(UsernameError::Empty));
-        assert_eq!(validate_username("-root"), Err(UsernameError::BadStart('-')));
+        assert_eq!(
+            validate_username("-root"),
+            Err(UsernameError::BadStart('-'))
+        );
         assert_eq!(validate_username(".."), Err(UsernameError::BadStart('.')));
         assert_eq!(
             validate_username("../etc"),

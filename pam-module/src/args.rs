@@ -1,0 +1,110 @@
+//! Module arguments from the PAM stack line.
+
+use std::path::PathBuf;
+
+use tessera_core::config::DEFAULT_CONFIG_PATH;
+
+/// Where log records go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogTarget {
+    /// journald when its socket exists, otherwise syslog.
+    Auto,
+    /// The systemd journal.
+    Journald,
+    /// syslog through /dev/log (facility authpriv).
+    Syslog,
+    /// Standard error of the PAM application, for debugging with pamtester.
+    Stderr,
+}
+
+/// Parsed module arguments.
+#[derive(Debug, Clone)]
+pub struct ModuleArgs {
+    /// `config=PATH`.
+    pub config: PathBuf,
+    /// `debug`.
+    pub debug: bool,
+    /// `log=auto|journald|syslog|stderr`.
+    pub log: LogTarget,
+}
+
+/// An argument the module does not understand.
+#[derive(Debug, thiserror::Error)]
+pub enum ArgsError {
+    /// Not one of the documented arguments.
+    #[error(
+        "unknown module argument {0:?}; known: config=PATH, debug, log=auto|journald|syslog|stderr"
+    )]
+    Unknown(String),
+    /// `log=` with an unknown target.
+    #[error("unknown log target {0:?}; use auto, journald, syslog or stderr")]
+    LogTarget(String),
+    /// `config=` with a relative or empty path.
+    #[error("config= needs an absolute path, got {0:?}")]
+    ConfigPath(String),
+}
+
+impl ModuleArgs {
+    /// Parses the arguments; unknown ones are an error, so a typo in the PAM
+    /// stack cannot silently weaken it.
+    pub fn parse(args: &[String]) -> Result<Self, ArgsError> {
+        let mut parsed = Self {
+            config: PathBuf::from(DEFAULT_CONFIG_PATH),
+            debug: false,
+            log: LogTarget::Auto,
+        };
+        for arg in args {
+            match arg.split_once('=') {
+                None if arg == "debug" => parsed.debug = true,
+                Some(("config", path)) => {
+                    let path = PathBuf::from(path);
+                    if !path.is_absolute() {
+                        return Err(ArgsError::ConfigPath(arg.clone()));
+                    }
+                    parsed.config = path;
+                }
+                Some(("log", target)) => {
+                    parsed.log = match target {
+                        "auto" => LogTarget::Auto,
+                        "journald" => LogTarget::Journald,
+                        "syslog" => LogTarget::Syslog,
+                        "stderr" => LogTarget::Stderr,
+                        other => return Err(ArgsError::LogTarget(other.to_owned())),
+                    }
+                }
+                _ => return Err(ArgsError::Unknown(arg.clone())),
+            }
+        }
+        Ok(parsed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<ModuleArgs, ArgsError> {
+        ModuleArgs::parse(&args.iter().map(|a| a.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn defaults_and_overrides() {
+        let defaults = parse(&[]).unwrap();
+        assert_eq!(defaults.config, PathBuf::from("/etc/tessera/tessera.toml"));
+        assert!(!defaults.debug);
+        let custom = parse(&["config=/tmp/t.toml", "debug", "log=stderr"]).unwrap();
+        assert_eq!(custom.config, PathBuf::from("/tmp/t.toml"));
+        assert!(custom.debug);
+        assert_eq!(custom.log, LogTarget::Stderr);
+    }
+
+    #[test]
+    fn unknown_and_malformed_arguments_are_errors() {
+        assert!(matches!(parse(&["debgu"]), Err(ArgsError::Unknown(_))));
+        assert!(matches!(
+            parse(&["config=rel.toml"]),
+            Err(ArgsError::ConfigPath(_))
+        ));
+        assert!(matches!(parse(&["log=file"]), Err(ArgsError::LogTarget(_))));
+    }
+}

@@ -1,0 +1,62 @@
+//! The core's [`Conversation`] over the PAM conversation function.
+
+use pamsm::Pam;
+use tessera_core::auth::{Conversation, ConversationError};
+use zeroize::Zeroizing;
+
+use crate::ffi::{self, MessageStyle};
+
+/// Talks to the user through the application's PAM conversation.
+pub struct PamConversation<'a> {
+    pam: &'a Pam,
+    silent: bool,
+}
+
+impl<'a> PamConversation<'a> {
+    /// `silent` is PAM_SILENT: informational messages are suppressed.
+    pub fn new(pam: &'a Pam, silent: bool) -> Self {
+        Self { pam, silent }
+    }
+
+    fn ask(
+        &mut self,
+        style: MessageStyle,
+        prompt: &str,
+    ) -> Result<Zeroizing<String>, ConversationError> {
+        let reply = ffi::converse(self.pam, style, prompt)
+            .map_err(|code| ConversationError(format!("PAM conversation returned {code:?}")))?
+            .ok_or_else(|| ConversationError("no reply from the application".to_owned()))?;
+        match std::str::from_utf8(&reply) {
+            Ok(text) => Ok(Zeroizing::new(text.to_owned())),
+            Err(_) => Err(ConversationError("reply is not valid UTF-8".to_owned())),
+        }
+    }
+
+    fn tell(&mut self, style: MessageStyle, message: &str) -> Result<(), ConversationError> {
+        if self.silent {
+            return Ok(());
+        }
+        ffi::converse(self.pam, style, message)
+            .map(drop)
+            .map_err(|code| ConversationError(format!("PAM conversation returned {code:?}")))
+    }
+}
+
+impl Conversation for PamConversation<'_> {
+    fn prompt_secret(&mut self, prompt: &str) -> Result<Zeroizing<String>, ConversationError> {
+        self.ask(MessageStyle::PromptEchoOff, prompt)
+    }
+
+    fn prompt_visible(&mut self, prompt: &str) -> Result<String, ConversationError> {
+        self.ask(MessageStyle::PromptEchoOn, prompt)
+            .map(|answer| answer.as_str().to_owned())
+    }
+
+    fn info(&mut self, message: &str) -> Result<(), ConversationError> {
+        self.tell(MessageStyle::TextInfo, message)
+    }
+
+    fn error(&mut self, message: &str) -> Result<(), ConversationError> {
+        self.tell(MessageStyle::ErrorMsg, message)
+    }
+}

@@ -1,0 +1,131 @@
+//! Logging for the module: journald or syslog with identifier `pam_tessera`,
+//! installed as a scoped dispatcher for one PAM call so nothing leaks into the
+//! host application's own tracing setup. Never stdout.
+
+use std::io::{self, Write};
+use std::os::unix::net::UnixDatagram;
+use std::path::Path;
+
+use tracing::level_filters::LevelFilter;
+use tracing::{Level, Metadata};
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::Layer;
+
+use crate::args::{LogTarget, ModuleArgs};
+
+/// The syslog identifier / journald SYSLOG_IDENTIFIER.
+pub const IDENTIFIER: &str = "pam_tessera";
+
+const JOURNALD_SOCKET: &str = "/run/systemd/journal/socket";
+const SYSLOG_SOCKET: &str = "/dev/log";
+const FACILITY_AUTHPRIV: u8 = 10;
+
+fn severity(level: &Level) -> u8 {
+    match *level {
+        Level::ERROR => 3,
+        Level::WARN => 4,
+        Level::INFO => 6,
+        Level::DEBUG | Level::TRACE => 7,
+    }
+}
+
+/// One syslog record, sent as a datagram to /dev/log when dropped. Records are
+/// dropped silently when no syslog daemon listens: logging must never fail a login.
+struct SyslogRecord {
+    severity: u8,
+    buffer: Vec<u8>,
+}
+
+impl Write for SyslogRecord {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        self.buffer.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for SyslogRecord {
+    fn drop(&mut self) {
+        let text = String::from_utf8_lossy(&self.buffer);
+        send_syslog(self.severity, text.trim());
+    }
+}
+
+fn send_syslog(severity: u8, message: &str) {
+    let priority = FACILITY_AUTHPRIV * 8 + severity;
+    let datagram = format!(
+        "<{priority}>{IDENTIFIER}[{}]: {message}",
+        std::process::id()
+    );
+    if let Ok(socket) = UnixDatagram::unbound() {
+        let _ = socket.send_to(datagram.as_bytes(), SYSLOG_SOCKET);
+    }
+}
+
+struct SyslogWriter;
+
+impl<'a> MakeWriter<'a> for SyslogWriter {
+    type Writer = SyslogRecord;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        SyslogRecord {
+            severity: 6,
+            buffer: Vec::new(),
+        }
+    }
+
+    fn make_writer_for(&'a self, meta: &Metadata<'_>) -> Self::Writer {
+        SyslogRecord {
+            severity: severity(meta.level()),
+            buffer: Vec::new(),
+        }
+    }
+}
+
+/// Runs `body` with the module's logger installed for the current thread.
+pub fn with_logger<T>(args: &ModuleArgs, body: impl FnOnce() -> T) -> T {
+    let level = if args.debug {
+        LevelFilter::DEBUG
+    } else {
+        LevelFilter::INFO
+    };
+    let target = match args.log {
+        LogTarget::Auto if Path::new(JOURNALD_SOCKET).exists() => LogTarget::Journald,
+        LogTarget::Auto => LogTarget::Syslog,
+        other => other,
+    };
+    let plain = || {
+        tracing_subscriber::fmt::layer()
+            .with_ansi(false)
+            .without_time()
+            .with_target(false)
+    };
+    let layer: Box<dyn Layer<tracing_subscriber::Registry> + Send + Sync> = match target {
+        LogTarget::Journald => match tracing_journald::layer() {
+            Ok(journald) => journald
+                .with_syslog_identifier(IDENTIFIER.to_owned())
+                .with_filter(level)
+                .boxed(),
+            Err(_) => plain().with_writer(SyslogWriter).with_filter(level).boxed(),
+        },
+        LogTarget::Stderr => plain()
+            .with_writer(io::stderr)
+            .map_event_format(|format| format.with_target(false))
+            .with_filter(level)
+            .boxed(),
+        LogTarget::Syslog | LogTarget::Auto => {
+            plain().with_writer(SyslogWriter).with_filter(level).boxed()
+        }
+    };
+    let subscriber = tracing_subscriber::registry().with(layer);
+    tracing::subscriber::with_default(subscriber, body)
+}
+
+/// Logs an error when no logger is set up (bad arguments, a panic): straight to syslog and stderr-free.
+pub fn emergency(message: &str) {
+    send_syslog(3, message);
+}

@@ -1,0 +1,297 @@
+//! Test support: runs PAM operations through the real libpam with
+//! `pam_start_confdir`, so tests use service files in a scratch directory,
+//! and answers the conversation from a script. Every message and result is
+//! printed to stdout as one JSON object per line.
+//!
+//! This binary is not shipped; it needs unsafe code to call libpam, which is
+//! why the workspace's `unsafe_code` lint is relaxed here and only here
+//! outside the module's FFI.
+#![allow(unsafe_code)]
+#![allow(clippy::print_stdout)]
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::ffi::{c_char, c_int, c_void, CStr, CString};
+use std::process::ExitCode;
+use std::ptr;
+use std::time::Instant;
+
+use clap::Parser;
+use serde_json::json;
+
+const PAM_SUCCESS: c_int = 0;
+const PAM_CONV_ERR: c_int = 19;
+const PAM_BUF_ERR: c_int = 5;
+const PAM_USER: c_int = 2;
+
+#[repr(C)]
+struct PamMessage {
+    msg_style: c_int,
+    msg: *const c_char,
+}
+
+#[repr(C)]
+struct PamResponse {
+    resp: *mut c_char,
+    resp_retcode: c_int,
+}
+
+#[repr(C)]
+struct PamConv {
+    conv: Option<
+        unsafe extern "C" fn(
+            c_int,
+            *mut *const PamMessage,
+            *mut *mut PamResponse,
+            *mut c_void,
+        ) -> c_int,
+    >,
+    appdata_ptr: *mut c_void,
+}
+
+#[link(name = "pam")]
+extern "C" {
+    fn pam_start_confdir(
+        service: *const c_char,
+        user: *const c_char,
+        conv: *const PamConv,
+        confdir: *const c_char,
+        pamh: *mut *mut c_void,
+    ) -> c_int;
+    fn pam_end(pamh: *mut c_void, status: c_int) -> c_int;
+    fn pam_authenticate(pamh: *mut c_void, flags: c_int) -> c_int;
+    fn pam_acct_mgmt(pamh: *mut c_void, flags: c_int) -> c_int;
+    fn pam_setcred(pamh: *mut c_void, flags: c_int) -> c_int;
+    fn pam_open_session(pamh: *mut c_void, flags: c_int) -> c_int;
+    fn pam_close_session(pamh: *mut c_void, flags: c_int) -> c_int;
+    fn pam_get_item(pamh: *const c_void, item_type: c_int, item: *mut *const c_void) -> c_int;
+}
+
+/// PAM return code names, for readable test output.
+fn code_name(code: c_int) -> &'static str {
+    const NAMES: [&str; 32] = [
+        "PAM_SUCCESS",
+        "PAM_OPEN_ERR",
+        "PAM_SYMBOL_ERR",
+        "PAM_SERVICE_ERR",
+        "PAM_SYSTEM_ERR",
+        "PAM_BUF_ERR",
+        "PAM_PERM_DENIED",
+        "PAM_AUTH_ERR",
+        "PAM_CRED_INSUFFICIENT",
+        "PAM_AUTHINFO_UNAVAIL",
+        "PAM_USER_UNKNOWN",
+        "PAM_MAXTRIES",
+        "PAM_NEW_AUTHTOK_REQD",
+        "PAM_ACCT_EXPIRED",
+        "PAM_SESSION_ERR",
+        "PAM_CRED_UNAVAIL",
+        "PAM_CRED_EXPIRED",
+        "PAM_CRED_ERR",
+        "PAM_NO_MODULE_DATA",
+        "PAM_CONV_ERR",
+        "PAM_AUTHTOK_ERR",
+        "PAM_AUTHTOK_RECOVERY_ERR",
+        "PAM_AUTHTOK_LOCK_BUSY",
+        "PAM_AUTHTOK_DISABLE_AGING",
+        "PAM_TRY_AGAIN",
+        "PAM_IGNORE",
+        "PAM_ABORT",
+        "PAM_AUTHTOK_EXPIRED",
+        "PAM_MODULE_UNKNOWN",
+        "PAM_BAD_ITEM",
+        "PAM_CONV_AGAIN",
+        "PAM_INCOMPLETE",
+    ];
+    usize::try_from(code)
+        .ok()
+        .and_then(|index| NAMES.get(index))
+        .copied()
+        .unwrap_or("PAM_UNKNOWN")
+}
+
+#[derive(Parser, Debug)]
+#[command(about = "Run PAM operations through real libpam with a scripted conversation")]
+struct Cli {
+    /// Directory holding the PAM service files.
+    #[arg(long)]
+    confdir: String,
+    /// PAM service name (a file in --confdir).
+    #[arg(long)]
+    service: String,
+    /// PAM_USER to start with; omit to start without a user (GDM smart-card style).
+    #[arg(long)]
+    user: Option<String>,
+    /// Answers to prompts, in order.
+    #[arg(long = "answer")]
+    answers: Vec<String>,
+    /// Operations to run in order: authenticate, acct_mgmt, setcred, open_session, close_session.
+    #[arg(long = "op", default_value = "authenticate")]
+    ops: Vec<String>,
+    /// Stop at the first operation that does not return PAM_SUCCESS.
+    #[arg(long)]
+    stop_on_failure: bool,
+}
+
+struct Script {
+    answers: VecDeque<String>,
+}
+
+fn style_name(style: c_int) -> &'static str {
+    match style {
+        1 => "prompt_echo_off",
+        2 => "prompt_echo_on",
+        3 => "error",
+        4 => "info",
+        _ => "unknown",
+    }
+}
+
+unsafe extern "C" fn scripted_conversation(
+    count: c_int,
+    messages: *mut *const PamMessage,
+    responses: *mut *mut PamResponse,
+    appdata: *mut c_void,
+) -> c_int {
+    let Ok(count) = usize::try_from(count) else {
+        return PAM_CONV_ERR;
+    };
+    // SAFETY: appdata is the &RefCell<Script> main() passed to pam_start_confdir,
+    // alive for the whole PAM transaction.
+    let script = unsafe { &*appdata.cast::<RefCell<Script>>() };
+    // SAFETY: calloc of `count` zeroed responses; libpam's caller frees them.
+    let replies = unsafe { libc::calloc(count.max(1), std::mem::size_of::<PamResponse>()) }
+        .cast::<PamResponse>();
+    if replies.is_null() {
+        return PAM_BUF_ERR;
+    }
+    for index in 0..count {
+        // SAFETY: Linux-PAM passes an array of `count` message pointers.
+        let message = unsafe { &**messages.add(index) };
+        // SAFETY: each message text is a NUL-terminated string.
+        let text = unsafe { CStr::from_ptr(message.msg) }.to_string_lossy();
+        let is_prompt = matches!(message.msg_style, 1 | 2);
+        let answer = if is_prompt {
+            script.borrow_mut().answers.pop_front()
+        } else {
+            None
+        };
+        println!(
+            "{}",
+            json!({"event": "message", "style": style_name(message.msg_style), "text": text, "answered": answer.is_some()})
+        );
+        if is_prompt {
+            let Some(answer) = answer else {
+                // SAFETY: frees what we allocated above, nothing else refers to it.
+                unsafe { free_replies(replies, index) };
+                return PAM_CONV_ERR;
+            };
+            let Ok(answer) = CString::new(answer) else {
+                // SAFETY: as above.
+                unsafe { free_replies(replies, index) };
+                return PAM_CONV_ERR;
+            };
+            // SAFETY: strdup copies into malloc'd memory that libpam's caller frees.
+            unsafe { (*replies.add(index)).resp = libc::strdup(answer.as_ptr()) };
+        }
+    }
+    // SAFETY: `responses` is libpam's out-pointer.
+    unsafe { *responses = replies };
+    PAM_SUCCESS
+}
+
+/// Frees the first `filled` answers and the array after a failed conversation.
+unsafe fn free_replies(replies: *mut PamResponse, filled: usize) {
+    for index in 0..filled {
+        // SAFETY: the caller guarantees `filled` initialised entries.
+        unsafe { libc::free((*replies.add(index)).resp.cast()) };
+    }
+    // SAFETY: the array came from calloc.
+    unsafe { libc::free(replies.cast()) };
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let script = RefCell::new(Script {
+        answers: cli.answers.into_iter().collect(),
+    });
+    let conversation = PamConv {
+        conv: Some(scripted_conversation),
+        appdata_ptr: (&script as *const RefCell<Script>).cast_mut().cast(),
+    };
+    let (Ok(service), Ok(confdir)) = (CString::new(cli.service), CString::new(cli.confdir)) else {
+        eprintln!("service and confdir must not contain NUL");
+        return ExitCode::from(2);
+    };
+    let user = match cli.user.map(CString::new).transpose() {
+        Ok(user) => user,
+        Err(_) => {
+            eprintln!("user must not contain NUL");
+            return ExitCode::from(2);
+        }
+    };
+    let mut handle: *mut c_void = ptr::null_mut();
+    // SAFETY: all strings are NUL-terminated and outlive the call; the
+    // conversation struct and the script outlive the transaction (pam_end below).
+    let rc = unsafe {
+        pam_start_confdir(
+            service.as_ptr(),
+            user.as_ref().map_or(ptr::null(), |u| u.as_ptr()),
+            &conversation,
+            confdir.as_ptr(),
+            &mut handle,
+        )
+    };
+    if rc != PAM_SUCCESS {
+        println!(
+            "{}",
+            json!({"event": "start", "code": rc, "name": code_name(rc)})
+        );
+        return ExitCode::from(1);
+    }
+    let mut last = PAM_SUCCESS;
+    for op in &cli.ops {
+        let started = Instant::now();
+        // SAFETY: `handle` is the live handle from pam_start_confdir.
+        let rc = unsafe {
+            match op.as_str() {
+                "authenticate" => pam_authenticate(handle, 0),
+                "acct_mgmt" => pam_acct_mgmt(handle, 0),
+                "setcred" => pam_setcred(handle, 0x0002),
+                "open_session" => pam_open_session(handle, 0),
+                "close_session" => pam_close_session(handle, 0),
+                other => {
+                    eprintln!("unknown operation {other}");
+                    pam_end(handle, PAM_SUCCESS);
+                    return ExitCode::from(2);
+                }
+            }
+        };
+        let micros = started.elapsed().as_micros() as u64;
+        println!(
+            "{}",
+            json!({"event": "result", "op": op, "code": rc, "name": code_name(rc), "micros": micros})
+        );
+        last = rc;
+        if rc != PAM_SUCCESS && cli.stop_on_failure {
+            break;
+        }
+    }
+    let mut item: *const c_void = ptr::null();
+    // SAFETY: live handle, valid out-pointer; PAM_USER is a C string or NULL.
+    let user_now = unsafe {
+        if pam_get_item(handle, PAM_USER, &mut item) == PAM_SUCCESS && !item.is_null() {
+            Some(
+                CStr::from_ptr(item.cast::<c_char>())
+                    .to_string_lossy()
+                    .into_owned(),
+            )
+        } else {
+            None
+        }
+    };
+    println!("{}", json!({"event": "user", "user": user_now}));
+    // SAFETY: ends the transaction started above; the handle is not used again.
+    unsafe { pam_end(handle, last) };
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,30 @@
+//! The test rig: starts real components (SoftHSM tokens, a test PKI, real libpam,
+//! pcscd with the virtual card) in scratch directories for the integration tests.
+//!
+//! Test support only: it panics with a clear message when the machine lacks a
+//! component, as a failing test should.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+pub mod bins;
+pub mod login;
+pub mod pcscd;
+pub mod pki;
+pub mod softhsm;
+pub mod vcard;
+
+use std::process::{Command, Output};
+
+/// Runs a command, panicking with its output if it fails.
+pub fn run(command: &mut Command) -> Output {
+    let output = command
+        .output()
+        .unwrap_or_else(|error| panic!("cannot run {command:?}: {error}"));
+    assert!(
+        output.status.success(),
+        "{command:?} failed with {}\nstdout: {}\nstderr: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}

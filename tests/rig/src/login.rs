@@ -1,0 +1,280 @@
+//! A scratch login environment: SoftHSM tokens, a test CA, a tessera config,
+//! PAM service files and fake users (nss_wrapper), driven through real libpam
+//! by `tessera-pam-harness`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+use tempfile::TempDir;
+
+use crate::bins::{artefact, pam_module};
+use crate::pki::{TestCa, UserCert};
+use crate::softhsm::{KeyType, SoftHsm, SOFTHSM_MODULE};
+
+/// The PAM service the rig writes.
+pub const SERVICE: &str = "tessera-test";
+/// The PIN every enrolled token gets.
+pub const PIN: &str = "123456";
+
+const NSS_WRAPPER: &str = "libnss_wrapper.so";
+
+/// A token enrolled for a user.
+#[derive(Debug, Clone)]
+pub struct Enrolled {
+    /// Token label.
+    pub token: String,
+    /// CKA_ID of the key and certificate (hex).
+    pub id: String,
+    /// The certificate on the token.
+    pub certificate: Vec<u8>,
+    /// The key's public half (DER SPKI).
+    pub spki: Vec<u8>,
+}
+
+/// One scratch login environment.
+#[derive(Debug)]
+pub struct LoginRig {
+    dir: TempDir,
+    /// The SoftHSM token store.
+    pub hsm: SoftHsm,
+    /// The trusted CA.
+    pub ca: TestCa,
+    users: Vec<String>,
+}
+
+impl Default for LoginRig {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl LoginRig {
+    /// Creates the scratch directory, a CA, the default config and PAM files.
+    pub fn new() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("tessera-rig-")
+            .tempdir()
+            .expect("scratch dir");
+        let hsm = SoftHsm::new(&dir.path().join("softhsm"));
+        let ca = TestCa::new("Tessera Test Root CA");
+        let rig = Self {
+            hsm,
+            ca,
+            users: Vec::new(),
+            dir,
+        };
+        std::fs::create_dir_all(rig.ca_dir()).expect("ca dir");
+        std::fs::write(rig.ca_dir().join("root.pem"), rig.ca.pem()).expect("write CA");
+        rig.write_config(&rig.default_config());
+        rig.write_service(&format!(
+            "auth required {} config={} log=stderr debug\naccount required pam_permit.so\n",
+            pam_module().display(),
+            rig.config_path().display()
+        ));
+        std::fs::write(
+            rig.confdir().join("other"),
+            "auth required pam_deny.so\naccount required pam_deny.so\n",
+        )
+        .expect("write other");
+        rig.write_nss();
+        rig
+    }
+
+    /// The scratch directory.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Directory of trusted CA files.
+    pub fn ca_dir(&self) -> PathBuf {
+        self.path().join("ca")
+    }
+
+    /// The tessera config file.
+    pub fn config_path(&self) -> PathBuf {
+        self.path().join("tessera.toml")
+    }
+
+    /// The PAM service directory.
+    pub fn confdir(&self) -> PathBuf {
+        let dir = self.path().join("pam.d");
+        std::fs::create_dir_all(&dir).expect("pam.d");
+        dir
+    }
+
+    /// The config the rig starts with: SoftHSM, the rig CA, `user = "{cn}"`.
+    pub fn default_config(&self) -> String {
+        format!(
+            "version = 1\n[pkcs11]\nmodule = \"{SOFTHSM_MODULE}\"\n[pki]\nca = [\"{}\"]\n[[rule]]\nuser = \"{{cn}}\"\n",
+            self.ca_dir().display()
+        )
+    }
+
+    /// Replaces the tessera config (mode 0644).
+    pub fn write_config(&self, text: &str) {
+        std::fs::write(self.config_path(), text).expect("write config");
+    }
+
+    /// Replaces the PAM service file.
+    pub fn write_service(&self, text: &str) {
+        std::fs::write(self.confdir().join(SERVICE), text).expect("write service");
+    }
+
+    /// Adds a user to the fake passwd database.
+    pub fn add_user(&mut self, name: &str) {
+        self.users.push(name.to_owned());
+        self.write_nss();
+    }
+
+    fn write_nss(&self) {
+        let mut passwd = String::from("root:x:0:0:root:/root:/bin/sh\n");
+        let mut group = String::from("root:x:0:\n");
+        for (index, user) in self.users.iter().enumerate() {
+            let uid = 20001 + index;
+            passwd.push_str(&format!(
+                "{user}:x:{uid}:{uid}:{user}:/home/{user}:/bin/sh\n"
+            ));
+            group.push_str(&format!("{user}:x:{uid}:\n"));
+        }
+        std::fs::write(self.path().join("passwd"), passwd).expect("passwd");
+        std::fs::write(self.path().join("group"), group).expect("group");
+    }
+
+    /// Initialises a token called `token`, generates a key of `key_type` on it
+    /// and stores a certificate for it issued by `ca` from `spec`.
+    pub fn enroll_with(
+        &self,
+        token: &str,
+        key_type: KeyType,
+        spec: &UserCert,
+        ca: &TestCa,
+    ) -> Enrolled {
+        self.hsm.init_token(token, PIN);
+        let id = "01";
+        let spki = self.hsm.generate_key(token, PIN, id, key_type);
+        let certificate = ca.issue(spec, &spki);
+        self.hsm.write_object(token, PIN, id, "cert", &certificate);
+        Enrolled {
+            token: token.to_owned(),
+            id: id.to_owned(),
+            certificate,
+            spki,
+        }
+    }
+
+    /// Adds `user` and gives them a token with a valid certificate from the rig CA.
+    pub fn enroll(&mut self, user: &str, key_type: KeyType) -> Enrolled {
+        self.add_user(user);
+        self.enroll_with(
+            &format!("{user}-token"),
+            key_type,
+            &UserCert::valid(user),
+            &self.ca,
+        )
+    }
+
+    /// Runs `ops` through real libpam as `user` (None: no PAM_USER), answering
+    /// prompts with `answers` in order.
+    pub fn pam(&self, user: Option<&str>, answers: &[&str], ops: &[&str]) -> PamRun {
+        let mut command = Command::new(artefact("tessera-pam-harness"));
+        command
+            .arg("--confdir")
+            .arg(self.confdir())
+            .args(["--service", SERVICE]);
+        if let Some(user) = user {
+            command.args(["--user", user]);
+        }
+        for answer in answers {
+            command.args(["--answer", answer]);
+        }
+        for op in ops {
+            command.args(["--op", op]);
+        }
+        let (key, value) = self.hsm.env();
+        command
+            .env(key, value)
+            .env("LD_PRELOAD", NSS_WRAPPER)
+            .env("NSS_WRAPPER_PASSWD", self.path().join("passwd"))
+            .env("NSS_WRAPPER_GROUP", self.path().join("group"));
+        let output = command.output().expect("run tessera-pam-harness");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let events = stdout
+            .lines()
+            .map(|line| {
+                serde_json::from_str(line).unwrap_or_else(|_| panic!("harness printed {line:?}"))
+            })
+            .collect();
+        PamRun {
+            events,
+            log: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
+    /// `pam_authenticate` as `user` with the PIN answers given.
+    pub fn authenticate(&self, user: Option<&str>, answers: &[&str]) -> PamRun {
+        self.pam(user, answers, &["authenticate"])
+    }
+}
+
+/// What one harness run printed.
+#[derive(Debug)]
+pub struct PamRun {
+    /// JSON events: messages, results, the final PAM_USER.
+    pub events: Vec<Value>,
+    /// The module's log (it logs to stderr in the rig).
+    pub log: String,
+}
+
+impl PamRun {
+    /// The result name (e.g. `PAM_SUCCESS`) of operation `op`.
+    pub fn result(&self, op: &str) -> String {
+        self.events
+            .iter()
+            .find(|event| event["event"] == "result" && event["op"] == op)
+            .and_then(|event| event["name"].as_str())
+            .unwrap_or_else(|| panic!("no result for {op}: {self}"))
+            .to_owned()
+    }
+
+    /// Microseconds operation `op` took.
+    pub fn micros(&self, op: &str) -> u64 {
+        self.events
+            .iter()
+            .find(|event| event["event"] == "result" && event["op"] == op)
+            .and_then(|event| event["micros"].as_u64())
+            .unwrap_or_else(|| panic!("no timing for {op}: {self}"))
+    }
+
+    /// PAM_USER after the run.
+    pub fn user(&self) -> Option<String> {
+        self.events
+            .iter()
+            .find(|event| event["event"] == "user")
+            .and_then(|event| event["user"].as_str())
+            .map(str::to_owned)
+    }
+
+    /// Conversation messages as (style, text).
+    pub fn messages(&self) -> Vec<(String, String)> {
+        self.events
+            .iter()
+            .filter(|event| event["event"] == "message")
+            .map(|event| {
+                (
+                    event["style"].as_str().unwrap_or_default().to_owned(),
+                    event["text"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect()
+    }
+}
+
+impl std::fmt::Display for PamRun {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for event in &self.events {
+            writeln!(f, "{event}")?;
+        }
+        write!(f, "--- module log ---\n{}", self.log)
+    }
+}
