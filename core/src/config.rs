@@ -115,7 +115,10 @@ impl Config {
     /// Reads and checks the configuration at `path`, refusing it unless it
     /// and its directories are root-owned and not group/other-writable.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let file = filetrust::open_trusted_file(path)?;
+        let file = filetrust::open_trusted_file(path).map_err(|error| match error {
+            TrustError::Io { path, source } => ConfigError::Io { path, source },
+            other => ConfigError::Untrusted(other),
+        })?;
         let mut text = String::new();
         file.take(MAX_CONFIG_SIZE + 1)
             .read_to_string(&mut text)

@@ -1,0 +1,71 @@
+//! `tessera`: the administration tool.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tessera_core::config::{Config, DEFAULT_CONFIG_PATH};
+use tessera_core::pki::TrustStore;
+use tessera_core::token::Pkcs11Module;
+
+/// Inspect and check a tessera smart-card login setup.
+#[derive(Parser, Debug)]
+#[command(name = "tessera", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Check a configuration: syntax, file ownership and modes, trust anchors
+    /// and the PKCS#11 module. Exit status 0 when usable, 1 otherwise.
+    CheckConfig {
+        /// The configuration file.
+        #[arg(default_value = DEFAULT_CONFIG_PATH)]
+        path: PathBuf,
+    },
+}
+
+fn check_config(path: &PathBuf) -> Result<Vec<String>, String> {
+    let config = Config::load(path).map_err(|error| error.to_string())?;
+    let mut report = vec![format!("{}: syntax and permissions OK", path.display())];
+    let store = TrustStore::load(&config.ca_paths).map_err(|error| error.to_string())?;
+    report.push(format!("trust anchors: {} CA certificate(s)", store.len()));
+    let module = Pkcs11Module::load(&config.pkcs11_module).map_err(|error| error.to_string())?;
+    let tokens = module.tokens().map_err(|error| error.to_string())?;
+    report.push(format!(
+        "PKCS#11 module {}: loaded, {} token(s) present",
+        module.path().display(),
+        tokens.len()
+    ));
+    for rule in &config.rules {
+        report.push(format!(
+            "rule \"{}\": user = \"{}\"",
+            rule.name(),
+            rule.user_template()
+        ));
+    }
+    Ok(report)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match &cli.command {
+        Command::CheckConfig { path } => match check_config(path) {
+            Ok(report) => {
+                for line in report {
+                    #[allow(clippy::print_stdout)]
+                    {
+                        println!("{line}");
+                    }
+                }
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("tessera check-config: {error}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
