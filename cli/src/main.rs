@@ -1,6 +1,6 @@
 //! `tessera`: the administration tool.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -27,7 +27,7 @@ enum Command {
     },
 }
 
-fn check_config(path: &PathBuf) -> Result<Vec<String>, String> {
+fn check_config(path: &Path) -> Result<Vec<String>, String> {
     let config = Config::load(path).map_err(|error| error.to_string())?;
     let mut report = vec![format!("{}: syntax and permissions OK", path.display())];
     let store = TrustStore::load(&config.ca_paths).map_err(|error| error.to_string())?;

@@ -55,12 +55,14 @@ impl Drop for SyslogRecord {
     }
 }
 
-fn send_syslog(severity: u8, message: &str) {
+/// An RFC 3164 record for /dev/log; the receiver adds the timestamp.
+fn syslog_datagram(severity: u8, message: &str, pid: u32) -> String {
     let priority = FACILITY_AUTHPRIV * 8 + severity;
-    let datagram = format!(
-        "<{priority}>{IDENTIFIER}[{}]: {message}",
-        std::process::id()
-    );
+    format!("<{priority}>{IDENTIFIER}[{pid}]: {message}")
+}
+
+fn send_syslog(severity: u8, message: &str) {
+    let datagram = syslog_datagram(severity, message, std::process::id());
     if let Ok(socket) = UnixDatagram::unbound() {
         let _ = socket.send_to(datagram.as_bytes(), SYSLOG_SOCKET);
     }
@@ -128,4 +130,19 @@ pub fn with_logger<T>(args: &ModuleArgs, body: impl FnOnce() -> T) -> T {
 /// Logs an error when no logger is set up (bad arguments, a panic): straight to syslog and stderr-free.
 pub fn emergency(message: &str) {
     send_syslog(3, message);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn syslog_records_use_authpriv_and_the_pam_tessera_identifier() {
+        assert_eq!(
+            syslog_datagram(severity(&Level::WARN), "certificate rejected", 42),
+            "<84>pam_tessera[42]: certificate rejected"
+        );
+        assert_eq!(severity(&Level::ERROR), 3);
+        assert_eq!(severity(&Level::DEBUG), 7);
+    }
 }

@@ -44,7 +44,10 @@ fn main() -> ExitCode {
     println!("  mapped user:   {}", first.user().unwrap_or_default());
     println!("  certificate:   {}", certificate.tbs_certificate.subject);
     println!("  issuer:        {}", certificate.tbs_certificate.issuer);
-    println!("  login time:    {:.2} ms", first.micros("authenticate") as f64 / 1000.0);
+    println!(
+        "  login time:    {:.2} ms",
+        first.micros("authenticate") as f64 / 1000.0
+    );
 
     let mut logins: Vec<u64> = (0..ROUNDS)
         .map(|_| {
@@ -55,8 +58,11 @@ fn main() -> ExitCode {
         .collect();
     logins.sort_unstable();
     let floor: serde_json::Value =
-        serde_json::from_str(&rig.hsm.bench_sign(&enrolled.token, PIN, &enrolled.id, ROUNDS))
-            .expect("bench output");
+        serde_json::from_str(
+            &rig.hsm
+                .bench_sign(&enrolled.token, PIN, &enrolled.id, ROUNDS),
+        )
+        .expect("bench output");
     let floor_median = floor["median_micros"].as_f64().unwrap_or(f64::NAN) / 1000.0;
     let login_median = percentile(&logins, 0.5);
     println!();
@@ -72,7 +78,10 @@ fn main() -> ExitCode {
         floor["min_micros"].as_f64().unwrap_or(f64::NAN) / 1000.0,
         floor_median
     );
-    println!("  ratio tessera/floor (median)               {:.2}", login_median / floor_median);
+    println!(
+        "  ratio tessera/floor (median)               {:.2}",
+        login_median / floor_median
+    );
     ExitCode::SUCCESS
 }
 
