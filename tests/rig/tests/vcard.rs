@@ -268,6 +268,18 @@ fn opensc_shows_the_token_with_its_certificates_and_keys() {
 }
 
 #[test]
+fn generate_random_comes_from_the_card() {
+    let rig = one_card(|s| s);
+    let out = pkcs11_tool(&rig.pcscd, &["--generate-random", "32"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(out.stdout.len(), 32);
+    assert!(out.stdout.iter().any(|b| *b != 0));
+    // OpenSC's PIV driver asks for 8-byte challenges from key 9B.
+    let log = std::fs::read_to_string(rig.card.log_path()).unwrap();
+    assert_eq!(log.matches("> 0087009B047C02810000").count(), 4, "{log}");
+}
+
+#[test]
 fn rsa_2048_signature_verifies_with_openssl() {
     let rig = one_card(|s| s);
     let login = ["--login", "--pin", "123456"];
