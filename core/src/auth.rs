@@ -134,15 +134,33 @@ fn user_exists(name: &str) -> bool {
     }
 }
 
-/// Runs the whole flow against the tokens of `config`'s PKCS#11 module.
-pub fn authenticate(
+/// The mapping step: the users `fields` map to under the configured rules,
+/// restricted to the requested user and to users that exist, with the name
+/// of the rule that matched. `None` when the certificate is not for this login.
+fn map_to_users(
     config: &Config,
+    fields: &CertificateFields,
     request: &AuthRequest<'_>,
-    conversation: &mut dyn Conversation,
-) -> Result<AuthSuccess, AuthFailure> {
-    let store = TrustStore::load(&config.ca_paths)
-        .map_err(|error| AuthFailure::new(FailureKind::Config, error.to_string()))?;
+) -> Option<(String, Vec<String>)> {
+    let mapping = map_certificate(&config.rules, fields);
+    for step in &mapping.trace {
+        tracing::debug!(subject = %fields.subject, "mapping: {step}");
+    }
+    let (rule, users) = mapping.matched?;
+    let users: Vec<String> = users
+        .into_iter()
+        .filter(|user| request.user.is_none_or(|wanted| user == wanted))
+        .filter(|user| user_exists(user))
+        .collect();
+    if users.is_empty() {
+        tracing::debug!(subject = %fields.subject, "certificate does not map to the user");
+        return None;
+    }
+    Some((rule, users))
+}
 
+/// Loads the configured PKCS#11 module.
+fn load_module(config: &Config) -> Result<Pkcs11Module, AuthFailure> {
     if !config.pkcs11_module.exists() {
         return Err(AuthFailure::new(
             FailureKind::NoModule,
@@ -152,30 +170,47 @@ pub fn authenticate(
             ),
         ));
     }
-    let module = Pkcs11Module::load(&config.pkcs11_module).map_err(|error| match error {
+    Pkcs11Module::load(&config.pkcs11_module).map_err(|error| match error {
         TokenError::Untrusted(_) => AuthFailure::new(FailureKind::Config, error.to_string()),
         _ => AuthFailure::new(FailureKind::NoModule, error.to_string()),
-    })?;
+    })
+}
 
+/// Every X.509 certificate on every present token; a token whose objects
+/// cannot be read is skipped with a warning.
+fn read_certificates(module: &Pkcs11Module) -> Result<Vec<TokenCertificate>, AuthFailure> {
     let tokens = module
         .tokens()
         .map_err(|error| AuthFailure::new(FailureKind::TokenUnavailable, error.to_string()))?;
     if tokens.is_empty() {
         return Err(AuthFailure::new(FailureKind::NoToken, "no token present"));
     }
-
-    let mut token_certificates: Vec<TokenCertificate> = Vec::new();
+    let mut certificates = Vec::new();
     for token in &tokens {
         match module.certificates(token) {
             Ok(found) => {
                 tracing::debug!(token = %token.describe(), count = found.len(), "certificates found");
-                token_certificates.extend(found);
+                certificates.extend(found);
             }
             Err(error) => {
                 tracing::warn!(token = %token.describe(), %error, "cannot read certificates; token skipped")
             }
         }
     }
+    Ok(certificates)
+}
+
+/// Runs the whole flow against the tokens of `config`'s PKCS#11 module.
+pub fn authenticate(
+    config: &Config,
+    request: &AuthRequest<'_>,
+    conversation: &mut dyn Conversation,
+) -> Result<AuthSuccess, AuthFailure> {
+    let store = TrustStore::load(&config.ca_paths)
+        .map_err(|error| AuthFailure::new(FailureKind::Config, error.to_string()))?;
+
+    let module = load_module(config)?;
+    let token_certificates = read_certificates(&module)?;
     let ders: Vec<CertificateDer<'_>> = token_certificates
         .iter()
         .map(|certificate| CertificateDer::from(certificate.der.as_slice()))
@@ -191,24 +226,9 @@ pub fn authenticate(
                 continue;
             }
         };
-        let mapping = map_certificate(&config.rules, &fields);
-        for step in &mapping.trace {
-            tracing::debug!(subject = %fields.subject, "mapping: {step}");
-        }
-        let users: Vec<String> = mapping
-            .users()
-            .iter()
-            .filter(|user| match request.user {
-                Some(wanted) => user.as_str() == wanted,
-                None => true,
-            })
-            .filter(|user| user_exists(user))
-            .cloned()
-            .collect();
-        if users.is_empty() {
-            tracing::debug!(subject = %fields.subject, "certificate does not map to the user");
+        let Some((rule, users)) = map_to_users(config, &fields, request) else {
             continue;
-        }
+        };
         // Intermediates may sit on the same token, next to the user's certificate.
         let intermediates: Vec<CertificateDer<'_>> = ders
             .iter()
@@ -225,11 +245,7 @@ pub fn authenticate(
                 subject: fields.subject.clone(),
                 sha256: fields.sha256_hex.clone(),
                 users,
-                rule: mapping
-                    .matched
-                    .as_ref()
-                    .map(|(rule, _)| rule.clone())
-                    .unwrap_or_default(),
+                rule,
             }),
             Err(rejection) => {
                 tracing::warn!(subject = %fields.subject, token = %certificate.token.describe(), reason = %rejection, "certificate rejected");
