@@ -41,6 +41,7 @@ pub struct LoginRig {
     /// The trusted CA.
     pub ca: TestCa,
     users: Vec<String>,
+    extra_env: Vec<(String, std::ffi::OsString)>,
 }
 
 impl Default for LoginRig {
@@ -62,6 +63,7 @@ impl LoginRig {
             hsm,
             ca,
             users: Vec::new(),
+            extra_env: Vec::new(),
             dir,
         };
         std::fs::create_dir_all(rig.ca_dir()).expect("ca dir");
@@ -119,6 +121,16 @@ impl LoginRig {
     /// Replaces the PAM service file.
     pub fn write_service(&self, text: &str) {
         std::fs::write(self.confdir().join(SERVICE), text).expect("write service");
+    }
+
+    /// Adds environment variables for the PAM application (e.g. pcscd's `OPENSC_CONF`).
+    pub fn add_env(&mut self, vars: impl IntoIterator<Item = (String, std::ffi::OsString)>) {
+        self.extra_env.extend(vars);
+    }
+
+    /// Uses `module` as the PKCS#11 module in the config.
+    pub fn use_pkcs11_module(&self, module: &str) {
+        self.write_config(&self.default_config().replace(SOFTHSM_MODULE, module));
     }
 
     /// Adds a user to the fake passwd database.
@@ -196,7 +208,8 @@ impl LoginRig {
             .env(key, value)
             .env("LD_PRELOAD", NSS_WRAPPER)
             .env("NSS_WRAPPER_PASSWD", self.path().join("passwd"))
-            .env("NSS_WRAPPER_GROUP", self.path().join("group"));
+            .env("NSS_WRAPPER_GROUP", self.path().join("group"))
+            .envs(self.extra_env.iter().map(|(k, v)| (k, v)));
         let output = command.output().expect("run tessera-pam-harness");
         let stdout = String::from_utf8_lossy(&output.stdout);
         let events = stdout

@@ -64,6 +64,9 @@ enum Command {
         #[arg(long)]
         spki_out: PathBuf,
     },
+    /// Log in and keep the session open until standard input closes, so the
+    /// token is "already logged in" for other applications. Prints "ready".
+    HoldLogin,
     /// Time C_Initialize+C_OpenSession+C_Login+C_FindObjects+C_Sign against the key with CKA_ID.
     BenchSign {
         #[arg(long)]
@@ -114,6 +117,14 @@ fn run(cli: Cli) -> Result<()> {
             session.login(UserType::User, Some(&AuthPin::new(cli.pin.clone().into())))?;
             let spki = keygen(&session, *key_type, &hex::decode(id)?, label)?;
             std::fs::write(spki_out, spki)?;
+            Ok(())
+        }
+        Command::HoldLogin => {
+            let (_context, session) = open(&cli.module, &cli.token)?;
+            session.login(UserType::User, Some(&AuthPin::new(cli.pin.clone().into())))?;
+            println!("ready");
+            std::io::Write::flush(&mut std::io::stdout())?;
+            std::io::copy(&mut std::io::stdin(), &mut std::io::sink())?;
             Ok(())
         }
         Command::BenchSign { id, iterations } => bench_sign(&cli, &hex::decode(id)?, *iterations),

@@ -1,0 +1,182 @@
+//! Logins through real libpam with the project's virtual PIV card behind real
+//! pcscd and OpenSC's PKCS#11 module: the card that tests can pull.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use tessera_testrig::bins::artefact;
+use tessera_testrig::login::{LoginRig, PIN};
+use tessera_testrig::pcscd::{Pcscd, OPENSC_PKCS11};
+use tessera_testrig::pki::UserCert;
+use tessera_testrig::run;
+use tessera_testrig::vcard::{CardSpec, VirtualCard};
+
+const PCSC_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A host-made key for the card and a certificate for it from the rig's CA.
+fn card_credentials(rig: &LoginRig, user: &str, algorithm: &[&str]) -> (PathBuf, PathBuf) {
+    let dir = rig.path().join(format!("card-{user}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = dir.join("key.pem");
+    let spki = dir.join("spki.der");
+    run(Command::new("openssl")
+        .arg("genpkey")
+        .args(algorithm)
+        .arg("-out")
+        .arg(&key));
+    run(Command::new("openssl")
+        .args(["pkey", "-pubout", "-outform", "DER", "-in"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&spki));
+    let certificate = rig
+        .ca
+        .issue(&UserCert::valid(user), &std::fs::read(&spki).unwrap());
+    let cert = dir.join("cert.der");
+    std::fs::write(&cert, certificate).unwrap();
+    (key, cert)
+}
+
+const RSA_2048: &[&str] = &["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"];
+const P256: &[&str] = &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"];
+
+struct CardRig {
+    rig: LoginRig,
+    card: VirtualCard,
+    pcscd: Pcscd,
+}
+
+fn card_rig(algorithm: &[&str], pin_tries: u8) -> CardRig {
+    let mut rig = LoginRig::new();
+    rig.add_user("alice");
+    let (key, cert) = card_credentials(&rig, "alice", algorithm);
+    let pcscd = Pcscd::start_for_readers(&rig.path().join("pcscd"), &[0]).unwrap();
+    let card = CardSpec::new(0)
+        .slot("9a", key, cert)
+        .pin(PIN)
+        .pin_tries(pin_tries)
+        .start(&pcscd)
+        .unwrap();
+    pcscd.wait_card(0, true, PCSC_TIMEOUT).unwrap();
+    rig.add_env(pcscd.env());
+    rig.use_pkcs11_module(OPENSC_PKCS11);
+    CardRig { rig, card, pcscd }
+}
+
+fn log_of(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+#[test]
+fn rsa_virtual_card_user_logs_in_through_opensc() {
+    let card = card_rig(RSA_2048, 3);
+    let run = card.rig.authenticate(Some("alice"), &[PIN]);
+    assert_eq!(
+        run.result("authenticate"),
+        "PAM_SUCCESS",
+        "{run}\ncard log:\n{}",
+        log_of(card.card.log_path())
+    );
+    assert!(
+        run.messages()
+            .iter()
+            .any(|(style, text)| style == "prompt_echo_off" && text == "PIN for alice: "),
+        "{run}"
+    );
+}
+
+#[test]
+fn p256_virtual_card_user_is_found_without_a_user_name() {
+    let card = card_rig(P256, 3);
+    let run = card.rig.authenticate(None, &[PIN]);
+    assert_eq!(run.result("authenticate"), "PAM_SUCCESS", "{run}");
+    assert_eq!(run.user().as_deref(), Some("alice"));
+}
+
+#[test]
+fn wrong_pin_is_refused_even_while_another_application_is_logged_in() {
+    let card = card_rig(P256, 5);
+    // Another application logs in to the card and stays logged in.
+    let mut holder = Command::new(artefact("tessera-rig-p11"))
+        .args([
+            "--module",
+            OPENSC_PKCS11,
+            "--token",
+            "alice",
+            "--pin",
+            PIN,
+            "hold-login",
+        ])
+        .envs(card.pcscd.env())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut ready = String::new();
+    BufReader::new(holder.stdout.as_mut().unwrap())
+        .read_line(&mut ready)
+        .unwrap();
+    assert_eq!(ready.trim(), "ready");
+    let tries_before = card.card.status().unwrap().pin_tries_left;
+
+    let run = card.rig.authenticate(Some("alice"), &["000000"]);
+    assert_eq!(run.result("authenticate"), "PAM_AUTH_ERR", "{run}");
+    // The wrong PIN really went to the card.
+    assert_eq!(card.card.status().unwrap().pin_tries_left, tries_before - 1);
+
+    let run = card.rig.authenticate(Some("alice"), &[PIN]);
+    assert_eq!(run.result("authenticate"), "PAM_SUCCESS", "{run}");
+    drop(holder.stdin.take());
+    assert!(holder.wait().unwrap().success());
+}
+
+#[test]
+fn wrong_pins_lock_the_card_and_a_locked_pin_is_maxtries_without_a_login_attempt() {
+    let card = card_rig(P256, 2);
+    let first = card.rig.authenticate(Some("alice"), &["000000"]);
+    assert_eq!(first.result("authenticate"), "PAM_AUTH_ERR", "{first}");
+
+    let second = card.rig.authenticate(Some("alice"), &["000000"]);
+    assert!(
+        second
+            .messages()
+            .iter()
+            .any(|(style, text)| style == "error" && text.contains("one more wrong PIN")),
+        "the final try must be announced: {second}"
+    );
+    assert_ne!(second.result("authenticate"), "PAM_SUCCESS", "{second}");
+
+    let locked = card.rig.authenticate(Some("alice"), &[PIN]);
+    assert_eq!(locked.result("authenticate"), "PAM_MAXTRIES", "{locked}");
+    assert!(
+        locked
+            .messages()
+            .iter()
+            .any(|(style, text)| style == "error" && text.contains("is locked")),
+        "{locked}"
+    );
+    assert!(
+        !locked
+            .messages()
+            .iter()
+            .any(|(style, _)| style == "prompt_echo_off"),
+        "no PIN may be asked for a locked card: {locked}"
+    );
+}
+
+#[test]
+fn pulled_card_is_authinfo_unavail() {
+    let card = card_rig(P256, 3);
+    card.card.pull().unwrap();
+    card.pcscd.wait_card(0, false, PCSC_TIMEOUT).unwrap();
+    let run = card.rig.authenticate(Some("alice"), &[PIN]);
+    assert_eq!(run.result("authenticate"), "PAM_AUTHINFO_UNAVAIL", "{run}");
+
+    card.card.insert().unwrap();
+    card.pcscd.wait_card(0, true, PCSC_TIMEOUT).unwrap();
+    let run = card.rig.authenticate(Some("alice"), &[PIN]);
+    assert_eq!(run.result("authenticate"), "PAM_SUCCESS", "{run}");
+}
