@@ -180,3 +180,31 @@ fn pulled_card_is_authinfo_unavail() {
     let run = card.rig.authenticate(Some("alice"), &[PIN]);
     assert_eq!(run.result("authenticate"), "PAM_SUCCESS", "{run}");
 }
+
+/// Figures for tests/README.md: `cargo test -p tessera-testrig --release
+/// --test vcard_login -- --ignored --nocapture measure_`.
+#[test]
+#[ignore = "measurement, run by hand"]
+fn measure_virtual_card_login_time() {
+    for (name, algorithm) in [("RSA-2048", RSA_2048), ("P-256", P256)] {
+        let card = card_rig(algorithm, 3);
+        let mut micros: Vec<u64> = (0..10)
+            .map(|_| {
+                let run = card.rig.authenticate(Some("alice"), &[PIN]);
+                assert_eq!(run.result("authenticate"), "PAM_SUCCESS", "{run}");
+                run.micros("authenticate")
+            })
+            .collect();
+        micros.sort_unstable();
+        #[allow(clippy::print_stdout)]
+        {
+            println!(
+                "virtual card {name}: pam_authenticate min {:.1} ms, median {:.1} ms, max {:.1} ms over {} logins",
+                micros[0] as f64 / 1000.0,
+                micros[micros.len() / 2] as f64 / 1000.0,
+                micros[micros.len() - 1] as f64 / 1000.0,
+                micros.len()
+            );
+        }
+    }
+}
