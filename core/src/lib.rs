@@ -3,6 +3,7 @@
 //! [`auth::Conversation`].
 
 pub mod auth;
+pub mod binding;
 pub mod challenge;
 pub mod config;
 pub mod filetrust;

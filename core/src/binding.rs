@@ -1,0 +1,328 @@
+//! Session bindings: which logind session was opened with which token.
+//!
+//! `pam_sm_open_session` writes one record per session into
+//! [`SESSIONS_DIR`]; tessera-eventd reads them to lock exactly the sessions
+//! of a pulled card. Records are root-owned TOML files written atomically.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::token::TokenIdentity;
+
+/// Where session bindings live.
+pub const SESSIONS_DIR: &str = "/run/tessera/sessions";
+
+/// Current record format.
+pub const BINDING_VERSION: u32 = 1;
+
+/// Largest record read; real ones are a few hundred bytes.
+const MAX_BINDING_SIZE: u64 = 16 * 1024;
+
+/// The token a session was opened with, as eventd matches it on removal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BoundToken {
+    /// Token label.
+    pub label: String,
+    /// Token manufacturer.
+    pub manufacturer: String,
+    /// Token model.
+    pub model: String,
+    /// Token serial number.
+    pub serial: String,
+    /// Slot description; for PC/SC-backed modules, the reader name.
+    pub slot_description: String,
+}
+
+impl From<&TokenIdentity> for BoundToken {
+    fn from(token: &TokenIdentity) -> Self {
+        Self {
+            label: token.label.clone(),
+            manufacturer: token.manufacturer.clone(),
+            model: token.model.clone(),
+            serial: token.serial.clone(),
+            slot_description: token.slot_description.clone(),
+        }
+    }
+}
+
+/// One session binding record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionBinding {
+    /// Record format version.
+    pub version: u32,
+    /// logind session id (XDG_SESSION_ID, or looked up by PID).
+    pub session_id: String,
+    /// The user's uid.
+    pub uid: u32,
+    /// The user's name.
+    pub user: String,
+    /// The PAM service that opened the session.
+    pub service: String,
+    /// PAM_TTY, if any.
+    pub tty: String,
+    /// PID of the PAM application that opened the session.
+    pub pid: u32,
+    /// Seconds since the epoch when the record was written.
+    pub created: u64,
+    /// SHA-256 of the certificate that authenticated the user.
+    pub certificate_sha256: String,
+    /// The token that signed the login challenge.
+    pub token: BoundToken,
+}
+
+/// Why a binding could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum BindingError {
+    /// File system error.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+    /// The session id cannot name a file safely.
+    #[error("session id {0:?} is not a valid logind session id")]
+    BadSessionId(String),
+    /// The record is not a root-owned, root-only regular file.
+    #[error("{path}: {reason}; ignored")]
+    Untrusted {
+        /// The path.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The record does not parse.
+    #[error("{path}: malformed session binding: {message}")]
+    Malformed {
+        /// The path.
+        path: PathBuf,
+        /// Parser message.
+        message: String,
+    },
+}
+
+/// logind session ids are short alphanumerics ("2", "c1"); anything else
+/// could escape the directory or collide, and is refused.
+pub fn validate_session_id(session_id: &str) -> Result<(), BindingError> {
+    let valid = !session_id.is_empty()
+        && session_id.len() <= 64
+        && session_id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if valid {
+        Ok(())
+    } else {
+        Err(BindingError::BadSessionId(session_id.to_owned()))
+    }
+}
+
+/// The record path for `session_id` in `dir`.
+pub fn binding_path(dir: &Path, session_id: &str) -> Result<PathBuf, BindingError> {
+    validate_session_id(session_id)?;
+    Ok(dir.join(format!("{session_id}.toml")))
+}
+
+fn io_error(path: &Path) -> impl FnOnce(io::Error) -> BindingError + '_ {
+    move |source| BindingError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+impl SessionBinding {
+    /// Writes the record into `dir` (created 0700 if missing) as
+    /// `<session_id>.toml`, mode 0600, through a temporary file and rename so
+    /// readers never see half a record.
+    pub fn write(&self, dir: &Path) -> Result<PathBuf, BindingError> {
+        let path = binding_path(dir, &self.session_id)?;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io_error(dir))?;
+        let text = toml::to_string(self).map_err(|error| BindingError::Malformed {
+            path: path.clone(),
+            message: error.to_string(),
+        })?;
+        let temporary = dir.join(format!(".{}.{}.tmp", self.session_id, std::process::id()));
+        let result = (|| {
+            let mut file = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+                .open(&temporary)?;
+            file.write_all(text.as_bytes())?;
+            file.sync_all()?;
+            fs::rename(&temporary, &path)
+        })();
+        if let Err(source) = result {
+            let _ = fs::remove_file(&temporary);
+            return Err(BindingError::Io { path, source });
+        }
+        Ok(path)
+    }
+
+    /// Reads and checks a record: a regular root-owned file that nobody else
+    /// can write, within the size bound, well-formed.
+    pub fn read(path: &Path) -> Result<Self, BindingError> {
+        let file = OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+            .open(path)
+            .map_err(io_error(path))?;
+        let metadata = file.metadata().map_err(io_error(path))?;
+        let untrusted = |reason: String| BindingError::Untrusted {
+            path: path.to_owned(),
+            reason,
+        };
+        if !metadata.is_file() {
+            return Err(untrusted("not a regular file".to_owned()));
+        }
+        if metadata.uid() != 0 {
+            return Err(untrusted(format!(
+                "owned by uid {}, not root",
+                metadata.uid()
+            )));
+        }
+        if metadata.permissions().mode() & 0o022 != 0 {
+            return Err(untrusted(format!(
+                "mode {:04o} lets group or others write it",
+                metadata.permissions().mode() & 0o7777
+            )));
+        }
+        let mut text = String::new();
+        read_bounded(file, &mut text).map_err(io_error(path))?;
+        if text.len() as u64 > MAX_BINDING_SIZE {
+            return Err(untrusted(format!("larger than {MAX_BINDING_SIZE} bytes")));
+        }
+        let binding: SessionBinding =
+            toml::from_str(&text).map_err(|error| BindingError::Malformed {
+                path: path.to_owned(),
+                message: error.message().to_owned(),
+            })?;
+        if binding.version != BINDING_VERSION {
+            return Err(BindingError::Malformed {
+                path: path.to_owned(),
+                message: format!("unsupported version {}", binding.version),
+            });
+        }
+        validate_session_id(&binding.session_id)?;
+        Ok(binding)
+    }
+
+    /// Removes the record of `session_id` from `dir`; a missing one is fine.
+    pub fn remove(dir: &Path, session_id: &str) -> Result<(), BindingError> {
+        let path = binding_path(dir, session_id)?;
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(BindingError::Io { path, source }),
+        }
+    }
+}
+
+fn read_bounded(file: File, text: &mut String) -> io::Result<usize> {
+    file.take(MAX_BINDING_SIZE + 1).read_to_string(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(session_id: &str) -> SessionBinding {
+        SessionBinding {
+            version: BINDING_VERSION,
+            session_id: session_id.to_owned(),
+            uid: 1000,
+            user: "alice".into(),
+            service: "login".into(),
+            tty: "tty1".into(),
+            pid: 42,
+            created: 1_763_900_000,
+            certificate_sha256: "ab".repeat(32),
+            token: BoundToken {
+                label: "alice".into(),
+                manufacturer: "piv_II".into(),
+                model: "PKCS#15 emulated".into(),
+                serial: "0123456789abcdef".into(),
+                slot_description: "Virtual PCD 00 00".into(),
+            },
+        }
+    }
+
+    #[test]
+    fn written_records_read_back_and_are_private() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: records must be root-owned");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let sessions = dir.path().join("sessions");
+        let path = sample("c1").write(&sessions).unwrap();
+        assert_eq!(path, sessions.join("c1.toml"));
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(
+            fs::metadata(&sessions).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        assert_eq!(SessionBinding::read(&path).unwrap(), sample("c1"));
+        SessionBinding::remove(&sessions, "c1").unwrap();
+        assert!(!path.exists());
+        SessionBinding::remove(&sessions, "c1").unwrap();
+    }
+
+    #[test]
+    fn hostile_session_ids_cannot_name_files() {
+        for id in ["", "../x", "a/b", ".hidden", "c1\n", &"x".repeat(65)] {
+            assert!(binding_path(Path::new("/run"), id).is_err(), "{id:?}");
+        }
+    }
+
+    #[test]
+    fn foreign_owned_writable_or_malformed_records_are_refused() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: needs root to chown");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = sample("7").write(dir.path()).unwrap();
+
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o622)).unwrap();
+        assert!(matches!(
+            SessionBinding::read(&path),
+            Err(BindingError::Untrusted { .. })
+        ));
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+
+        std::os::unix::fs::chown(&path, Some(1000), None).unwrap();
+        assert!(matches!(
+            SessionBinding::read(&path),
+            Err(BindingError::Untrusted { .. })
+        ));
+        std::os::unix::fs::chown(&path, Some(0), None).unwrap();
+
+        fs::write(&path, "version = 1\nsession_id = 3\n").unwrap();
+        assert!(matches!(
+            SessionBinding::read(&path),
+            Err(BindingError::Malformed { .. })
+        ));
+
+        let link = dir.path().join("8.toml");
+        std::os::unix::fs::symlink(&path, &link).unwrap();
+        assert!(
+            SessionBinding::read(&link).is_err(),
+            "symlinks are not followed"
+        );
+    }
+}
