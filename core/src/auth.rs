@@ -2,6 +2,7 @@
 //! mapping → PIN → challenge signature → verification.
 
 use std::fmt;
+use std::time::Instant;
 
 use cryptoki::error::RvError;
 use rustls_pki_types::{CertificateDer, UnixTime};
@@ -11,7 +12,9 @@ use zeroize::Zeroizing;
 use crate::challenge::{Challenge, KeyAlgorithm};
 use crate::config::Config;
 use crate::pki::{self, Rejection, TrustStore, ValidatedCertificate};
-use crate::token::{Pkcs11Module, TokenCertificate, TokenError, TokenIdentity};
+use crate::policy::{AuthPolicy, PinSource};
+use crate::token::{Pkcs11Module, TokenCertificate, TokenError, TokenIdentity, TokenSession};
+use crate::wait::CardWatcher;
 
 /// A failed conversation with the user (the application hung up, or refused).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -31,18 +34,43 @@ pub trait Conversation {
     fn error(&mut self, message: &str) -> Result<(), ConversationError>;
 }
 
+/// A PIN or password: wiped when dropped, never shown by `Debug`.
+pub struct Secret(Zeroizing<String>);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(secret: Zeroizing<String>) -> Self {
+        Self(secret)
+    }
+
+    /// The secret text.
+    pub fn expose(&self) -> &Zeroizing<String> {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
 /// What the caller knows when authentication starts.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct AuthRequest<'a> {
     /// The user name the application asked for; `None` when the user is to be
     /// found from the certificate (GDM's smart-card login).
     pub user: Option<&'a str>,
     /// The time certificates are checked against.
     pub now: UnixTime,
+    /// The policy of the calling service.
+    pub policy: &'a AuthPolicy,
+    /// PAM_AUTHTOK set by an earlier module, used only as the policy allows.
+    pub authtok: Option<Secret>,
 }
 
 /// A successful authentication.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct AuthSuccess {
     /// The authenticated user.
     pub user: String,
@@ -54,6 +82,11 @@ pub struct AuthSuccess {
     pub certificate_sha256: String,
     /// The rule that mapped the certificate to the user.
     pub rule: String,
+    /// The certificate's notBefore and notAfter, seconds since the epoch,
+    /// for account checks after authentication.
+    pub validity: (u64, u64),
+    /// The PIN, kept only when the policy exports it as PAM_AUTHTOK.
+    pub pin: Option<Secret>,
 }
 
 /// Classes of failure; the PAM module maps each to one PAM return code.
@@ -119,6 +152,7 @@ struct Candidate<'a> {
     validated: ValidatedCertificate<'a>,
     subject: String,
     sha256: String,
+    validity: (u64, u64),
     users: Vec<String>,
     rule: String,
 }
@@ -176,17 +210,68 @@ fn load_module(config: &Config) -> Result<Pkcs11Module, AuthFailure> {
     })
 }
 
-/// Every X.509 certificate on every present token; a token whose objects
-/// cannot be read is skipped with a warning.
-fn read_certificates(module: &Pkcs11Module) -> Result<Vec<TokenCertificate>, AuthFailure> {
+/// The present tokens that pass the configured filter.
+fn matching_tokens(
+    module: &Pkcs11Module,
+    config: &Config,
+) -> Result<Vec<TokenIdentity>, AuthFailure> {
     let tokens = module
         .tokens()
         .map_err(|error| AuthFailure::new(FailureKind::TokenUnavailable, error.to_string()))?;
-    if tokens.is_empty() {
-        return Err(AuthFailure::new(FailureKind::NoToken, "no token present"));
+    Ok(match &config.token_filter {
+        Some(filter) => tokens
+            .into_iter()
+            .filter(|token| {
+                let wanted = filter.matches(token);
+                if !wanted {
+                    tracing::debug!(token = %token.describe(), %filter, "token does not match pkcs11.token; skipped");
+                }
+                wanted
+            })
+            .collect(),
+        None => tokens,
+    })
+}
+
+/// The usable tokens; when there are none and the policy says to wait,
+/// asks for a card and waits for one until the deadline.
+fn find_tokens(
+    module: &Pkcs11Module,
+    config: &Config,
+    policy: &AuthPolicy,
+    conversation: &mut dyn Conversation,
+) -> Result<Vec<TokenIdentity>, AuthFailure> {
+    let mut watcher = CardWatcher::start();
+    let tokens = matching_tokens(module, config)?;
+    if !tokens.is_empty() || policy.wait_for_card.is_zero() {
+        return Ok(tokens);
     }
+    conversation.info("Insert your smart card")?;
+    let deadline = Instant::now() + policy.wait_for_card;
+    loop {
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(AuthFailure::new(
+                FailureKind::NoToken,
+                format!(
+                    "no token inserted within {} s",
+                    policy.wait_for_card.as_secs_f32()
+                ),
+            ));
+        }
+        watcher.wait(deadline - now);
+        let tokens = matching_tokens(module, config)?;
+        if !tokens.is_empty() {
+            return Ok(tokens);
+        }
+    }
+}
+
+/// Every X.509 certificate on `tokens`; a token whose objects cannot be read
+/// is skipped with a warning.
+fn read_certificates(module: &Pkcs11Module, tokens: &[TokenIdentity]) -> Vec<TokenCertificate> {
     let mut certificates = Vec::new();
-    for token in &tokens {
+    for token in tokens {
         match module.certificates(token) {
             Ok(found) => {
                 tracing::debug!(token = %token.describe(), count = found.len(), "certificates found");
@@ -197,7 +282,7 @@ fn read_certificates(module: &Pkcs11Module) -> Result<Vec<TokenCertificate>, Aut
             }
         }
     }
-    Ok(certificates)
+    certificates
 }
 
 /// Runs the whole flow against the tokens of `config`'s PKCS#11 module.
@@ -210,7 +295,17 @@ pub fn authenticate(
         .map_err(|error| AuthFailure::new(FailureKind::Config, error.to_string()))?;
 
     let module = load_module(config)?;
-    let token_certificates = read_certificates(&module)?;
+    let tokens = find_tokens(&module, config, request.policy, conversation)?;
+    if tokens.is_empty() {
+        return Err(AuthFailure::new(
+            FailureKind::NoToken,
+            match &config.token_filter {
+                Some(filter) => format!("no token matching {filter} present"),
+                None => "no token present".to_owned(),
+            },
+        ));
+    }
+    let token_certificates = read_certificates(&module, &tokens);
     let ders: Vec<CertificateDer<'_>> = token_certificates
         .iter()
         .map(|certificate| CertificateDer::from(certificate.der.as_slice()))
@@ -244,6 +339,7 @@ pub fn authenticate(
                 validated,
                 subject: fields.subject.clone(),
                 sha256: fields.sha256_hex.clone(),
+                validity: pki::validity_window(&certificate.der),
                 users,
                 rule,
             }),
@@ -275,7 +371,7 @@ pub fn authenticate(
     if request.user.is_none() {
         conversation.info(&format!("Logging in as {user}"))?;
     }
-    prove_possession(&module, &candidate, conversation)?;
+    let pin = prove_possession(&module, &candidate, request, conversation)?;
 
     Ok(AuthSuccess {
         user,
@@ -283,6 +379,8 @@ pub fn authenticate(
         subject: candidate.subject,
         certificate_sha256: candidate.sha256,
         rule: candidate.rule,
+        validity: candidate.validity,
+        pin: pin.filter(|_| request.policy.export_pin_as_authtok),
     })
 }
 
@@ -337,11 +435,13 @@ fn choose<'a>(
 
 /// Logs in with the PIN, has the token sign a fresh challenge with the key of
 /// the certificate's CKA_ID, and verifies the signature with that certificate.
+/// Returns the PIN that worked (None with a PIN pad).
 fn prove_possession(
     module: &Pkcs11Module,
     candidate: &Candidate<'_>,
+    request: &AuthRequest<'_>,
     conversation: &mut dyn Conversation,
-) -> Result<(), AuthFailure> {
+) -> Result<Option<Secret>, AuthFailure> {
     let certificate = candidate.certificate;
     let token = &certificate.token;
     let algorithm = KeyAlgorithm::of_certificate(&certificate.der)
@@ -354,40 +454,26 @@ fn prove_possession(
             format!("PIN of token {} is locked", token.describe()),
         ));
     }
-    if token.pin_final_try {
-        conversation.error("Warning: one more wrong PIN will lock the card")?;
-    } else if token.pin_count_low {
-        conversation.error("Warning: a wrong PIN was entered recently")?;
-    }
 
     let mut session = module
         .open_session(token)
         .map_err(|error| AuthFailure::new(FailureKind::TokenUnavailable, error.to_string()))?;
 
-    if token.protected_authentication_path {
+    let pin = if token.protected_authentication_path {
         conversation.info("Enter your PIN on the reader's PIN pad")?;
         session
             .login(None)
             .map_err(|error| login_failure(error, token))?;
+        None
     } else {
-        let pin = conversation.prompt_secret(&format!("PIN for {}: ", token.label))?;
-        if pin.is_empty() {
-            return Err(AuthFailure::new(FailureKind::WrongPin, "empty PIN"));
-        }
-        let login = session.login(Some(&pin));
-        drop(pin);
-        if let Err(error) = login {
-            let failure = login_failure(error, token);
-            match failure.kind {
-                FailureKind::WrongPin => conversation.error("Incorrect PIN")?,
-                FailureKind::PinLocked => {
-                    conversation.error(&format!("The PIN of {} is locked", token.label))?
-                }
-                _ => {}
-            }
-            return Err(failure);
-        }
-    }
+        Some(log_in_with_pin(
+            module,
+            &mut session,
+            token,
+            request,
+            conversation,
+        )?)
+    };
 
     let proof_failed = |error: &dyn fmt::Display| {
         AuthFailure::new(
@@ -412,6 +498,96 @@ fn prove_possession(
         .verify(candidate.validated.end_entity(), &challenge, &signature)
         .map_err(|error| proof_failed(&error))?;
     tracing::debug!(token = %token.describe(), ?algorithm, "challenge signature verified");
+    Ok(pin)
+}
+
+/// Warns about a low retry counter, then logs in with PAM_AUTHTOK or a
+/// prompted PIN as the policy says. An empty PIN never reaches C_Login.
+fn log_in_with_pin(
+    module: &Pkcs11Module,
+    session: &mut TokenSession,
+    token: &TokenIdentity,
+    request: &AuthRequest<'_>,
+    conversation: &mut dyn Conversation,
+) -> Result<Secret, AuthFailure> {
+    let first_pass = match request.policy.pin_source {
+        PinSource::Prompt => None,
+        PinSource::UseFirstPass | PinSource::TryFirstPass => request
+            .authtok
+            .as_ref()
+            .filter(|authtok| !authtok.expose().is_empty()),
+    };
+    if let Some(authtok) = first_pass {
+        match try_login(session, token, authtok) {
+            Ok(()) => return Ok(Secret::new(authtok.expose().clone())),
+            Err(failure)
+                if failure.kind == FailureKind::WrongPin
+                    && request.policy.pin_source == PinSource::TryFirstPass =>
+            {
+                tracing::info!(token = %token.describe(), "PAM_AUTHTOK is not the PIN; asking for it");
+            }
+            Err(failure) => {
+                report_login_failure(&failure, token, conversation)?;
+                return Err(failure);
+            }
+        }
+    } else if request.policy.pin_source == PinSource::UseFirstPass {
+        return Err(AuthFailure::new(
+            FailureKind::WrongPin,
+            "pin_source = \"use_first_pass\" but no earlier module set PAM_AUTHTOK",
+        ));
+    }
+
+    // A failed PAM_AUTHTOK try may have changed the PIN flags.
+    let fresh = module.refresh(token).unwrap_or_else(|_| token.clone());
+    if fresh.pin_locked {
+        conversation.error(&format!("The PIN of {} is locked", token.label))?;
+        return Err(AuthFailure::new(
+            FailureKind::PinLocked,
+            format!("PIN of token {} is locked", token.describe()),
+        ));
+    }
+    if fresh.pin_final_try {
+        conversation.error("Warning: one more wrong PIN will lock the card")?;
+    } else if fresh.pin_count_low {
+        conversation.error("Warning: a wrong PIN was entered recently")?;
+    }
+    let pin = Secret::new(conversation.prompt_secret(&format!("PIN for {}: ", token.label))?);
+    if pin.expose().is_empty() {
+        return Err(AuthFailure::new(FailureKind::WrongPin, "empty PIN"));
+    }
+    if let Err(failure) = try_login(session, token, &pin) {
+        report_login_failure(&failure, token, conversation)?;
+        return Err(failure);
+    }
+    Ok(pin)
+}
+
+fn try_login(
+    session: &mut TokenSession,
+    token: &TokenIdentity,
+    pin: &Secret,
+) -> Result<(), AuthFailure> {
+    if pin.expose().is_empty() {
+        return Err(AuthFailure::new(FailureKind::WrongPin, "empty PIN"));
+    }
+    session
+        .login(Some(pin.expose()))
+        .map_err(|error| login_failure(error, token))
+}
+
+fn report_login_failure(
+    failure: &AuthFailure,
+    token: &TokenIdentity,
+    conversation: &mut dyn Conversation,
+) -> Result<(), AuthFailure> {
+    match failure.kind {
+        FailureKind::WrongPin => conversation.error("Incorrect PIN")?,
+        FailureKind::PinLocked => {
+            conversation.error(&format!("The PIN of {} is locked", token.label))?
+        }
+        _ => {}
+    }
     Ok(())
 }
 

@@ -326,3 +326,83 @@ mod tests {
         );
     }
 }
+
+/// What `pam_sm_authenticate` hands to the later PAM calls of the same
+/// transaction (through pam_set_data): enough to write the session binding
+/// and to re-check the certificate's validity in `pam_sm_acct_mgmt`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthRecord {
+    /// The authenticated user.
+    pub user: String,
+    /// The token that signed the challenge.
+    pub token: BoundToken,
+    /// SHA-256 of the certificate.
+    pub certificate_sha256: String,
+    /// notBefore, seconds since the epoch.
+    pub not_before: u64,
+    /// notAfter, seconds since the epoch.
+    pub not_after: u64,
+}
+
+impl AuthRecord {
+    /// Serialised form for pam_set_data.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        toml::to_string(self).unwrap_or_default().into_bytes()
+    }
+
+    /// Parses what [`AuthRecord::to_bytes`] produced.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        toml::from_str(std::str::from_utf8(bytes).ok()?).ok()
+    }
+}
+
+/// The logind session of this process: `session-<id>.scope` in its cgroup
+/// path, as sd_pid_get_session() finds it. Used when the PAM environment has
+/// no XDG_SESSION_ID.
+pub fn session_id_from_cgroup(cgroup_file: &str) -> Option<String> {
+    cgroup_file.lines().find_map(|line| {
+        let path = line.splitn(3, ':').nth(2)?;
+        path.split('/').find_map(|component| {
+            let id = component.strip_prefix("session-")?.strip_suffix(".scope")?;
+            validate_session_id(id).ok().map(|()| id.to_owned())
+        })
+    })
+}
+
+#[cfg(test)]
+mod record_tests {
+    use super::*;
+
+    #[test]
+    fn auth_records_round_trip() {
+        let record = AuthRecord {
+            user: "alice".into(),
+            token: BoundToken {
+                label: "a".into(),
+                manufacturer: "m".into(),
+                model: "x".into(),
+                serial: "1".into(),
+                slot_description: "r".into(),
+            },
+            certificate_sha256: "00".into(),
+            not_before: 1,
+            not_after: 2,
+        };
+        assert_eq!(AuthRecord::from_bytes(&record.to_bytes()), Some(record));
+        assert_eq!(AuthRecord::from_bytes(b"garbage"), None);
+    }
+
+    #[test]
+    fn session_id_comes_from_the_session_scope() {
+        let unified = "0::/user.slice/user-1000.slice/session-c12.scope\n";
+        assert_eq!(session_id_from_cgroup(unified).as_deref(), Some("c12"));
+        let hybrid = "12:pids:/user.slice/user-0.slice/session-3.scope\n0::/user.slice/user-0.slice/session-3.scope\n";
+        assert_eq!(session_id_from_cgroup(hybrid).as_deref(), Some("3"));
+        assert_eq!(
+            session_id_from_cgroup("0::/system.slice/ssh.service\n"),
+            None
+        );
+        assert_eq!(session_id_from_cgroup("0::/session-../x.scope\n"), None);
+    }
+}

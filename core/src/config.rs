@@ -1,6 +1,7 @@
 //! `/etc/tessera/tessera.toml`: versioned, strict, with errors that name the
 //! file, line and column.
 
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -10,6 +11,8 @@ use tessera_mappers::{Rule, RuleConfig};
 use toml::Spanned;
 
 use crate::filetrust::{self, TrustError};
+use crate::pkcs11_uri::TokenFilter;
+use crate::policy::{AuthPolicy, AuthSection, Policies, SessionPolicy, SessionSection};
 
 /// Where the configuration lives unless the PAM argument `config=` says otherwise.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/tessera/tessera.toml";
@@ -84,12 +87,17 @@ struct RawConfig {
     pki: Spanned<PkiSection>,
     #[serde(default, rename = "rule")]
     rules: Vec<Spanned<RuleConfig>>,
+    auth: Option<Spanned<AuthSection>>,
+    #[serde(default)]
+    service: BTreeMap<String, Spanned<AuthSection>>,
+    session: Option<Spanned<SessionSection>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Pkcs11Section {
     module: Option<Spanned<PathBuf>>,
+    token: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -109,6 +117,12 @@ pub struct Config {
     pub ca_paths: Vec<PathBuf>,
     /// Mapping rules, in order.
     pub rules: Vec<Rule>,
+    /// `[pkcs11] token`: only tokens matching this RFC 7512 URI are used.
+    pub token_filter: Option<TokenFilter>,
+    /// `[auth]` and `[service.<name>]`.
+    pub policies: Policies,
+    /// `[session]`.
+    pub session: SessionPolicy,
 }
 
 impl Config {
@@ -205,11 +219,52 @@ impl Config {
             })
             .collect::<Result<Vec<_>, _>>()?;
 
+        let token_filter = raw
+            .pkcs11
+            .token
+            .as_ref()
+            .map(|uri| {
+                TokenFilter::parse(uri.get_ref())
+                    .map_err(|error| at(Some(uri.span()), format!("pkcs11.token: {error}")))
+            })
+            .transpose()?;
+
+        let default_policy = match &raw.auth {
+            Some(auth) => auth
+                .get_ref()
+                .apply(&AuthPolicy::default())
+                .map_err(|error| at(Some(auth.span()), format!("auth.{error}")))?,
+            None => AuthPolicy::default(),
+        };
+        let mut services = BTreeMap::new();
+        for (name, section) in &raw.service {
+            let policy = section
+                .get_ref()
+                .apply(&default_policy)
+                .map_err(|error| at(Some(section.span()), format!("service.{name}.{error}")))?;
+            services.insert(name.clone(), policy);
+        }
+        let session = match &raw.session {
+            Some(session) => session
+                .get_ref()
+                .resolve()
+                .map_err(|error| at(Some(session.span()), error))?,
+            None => SessionSection::default()
+                .resolve()
+                .map_err(|error| at(None, error))?,
+        };
+
         Ok(Self {
             path: path.to_owned(),
             pkcs11_module,
             ca_paths,
             rules,
+            token_filter,
+            policies: Policies {
+                default: default_policy,
+                services,
+            },
+            session,
         })
     }
 }
@@ -338,6 +393,52 @@ user = "{cn}"                                 # template over certificate fields
         assert!(position(parse(&no_ca).unwrap_err())
             .2
             .contains("pki.ca is empty"));
+    }
+
+    #[test]
+    fn auth_service_and_session_sections() {
+        let text = format!("{CONTRACT}[pkcs11]\n");
+        assert!(parse(&text).is_err(), "a repeated table is an error");
+        let text = CONTRACT.replace(
+            "[pki]",
+            "token = \"pkcs11:token=Alice%27s%20card\"\n[auth]\nwait_for_card = \"30s\"\n[service.sudo]\ncard = \"required\"\n[service.gdm-password]\ncard = \"disabled\"\n[session]\nbindings_dir = \"/run/t\"\n[pki]",
+        );
+        let config = parse(&text).unwrap();
+        assert_eq!(
+            config.token_filter.unwrap().token.as_deref(),
+            Some("Alice's card")
+        );
+        let sudo = config.policies.for_service("sudo");
+        assert_eq!(sudo.card, crate::policy::CardRequirement::Required);
+        assert_eq!(sudo.wait_for_card, std::time::Duration::from_secs(30));
+        assert_eq!(
+            config.policies.for_service("login").card,
+            crate::policy::CardRequirement::Optional
+        );
+        assert_eq!(
+            config.policies.for_service("gdm-password").card,
+            crate::policy::CardRequirement::Disabled
+        );
+        assert_eq!(config.session.bindings_dir, PathBuf::from("/run/t"));
+    }
+
+    #[test]
+    fn bad_policy_values_point_at_their_table() {
+        let text = CONTRACT.replace("[pki]", "[service.sudo]\nwait_for_card = \"30\"\n[pki]");
+        let (line, _, message) = position(parse(&text).unwrap_err());
+        assert_eq!(line, 5);
+        assert!(message.contains("service.sudo.wait_for_card"), "{message}");
+        let text = CONTRACT.replace("[pki]", "[auth]\ncard = \"maybe\"\n[pki]");
+        let (line, _, message) = position(parse(&text).unwrap_err());
+        assert_eq!(line, 6);
+        assert!(message.contains("unknown variant `maybe`"), "{message}");
+        let text = CONTRACT.replace(
+            "module = \"/usr/lib/softhsm/libsofthsm2.so\"",
+            "token = \"pkcs11:object=x\"",
+        );
+        let (line, _, message) = position(parse(&text).unwrap_err());
+        assert_eq!(line, 4);
+        assert!(message.contains("pkcs11.token: unsupported"), "{message}");
     }
 
     #[test]

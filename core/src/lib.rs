@@ -7,8 +7,11 @@ pub mod binding;
 pub mod challenge;
 pub mod config;
 pub mod filetrust;
+pub mod pkcs11_uri;
 pub mod pki;
+pub mod policy;
 pub mod token;
+pub mod wait;
 
 pub use auth::{authenticate, AuthFailure, AuthRequest, AuthSuccess, Conversation, FailureKind};
 pub use config::Config;

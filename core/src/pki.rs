@@ -297,6 +297,18 @@ impl<'a> ValidatedCertificate<'a> {
     }
 }
 
+/// notBefore and notAfter of a certificate in seconds since the epoch;
+/// (0, 0) for a certificate that does not parse (it never validates anyway).
+pub fn validity_window(der: &[u8]) -> (u64, u64) {
+    Certificate::from_der(der).map_or((0, 0), |certificate| {
+        let validity = &certificate.tbs_certificate.validity;
+        (
+            validity.not_before.to_unix_duration().as_secs(),
+            validity.not_after.to_unix_duration().as_secs(),
+        )
+    })
+}
+
 /// Validates `der` at time `now`: path to a trusted anchor (using
 /// `intermediates` as needed), validity, EKU and keyUsage.
 pub fn validate<'a>(

@@ -225,6 +225,11 @@ impl Pkcs11Module {
             )))
     }
 
+    /// `token` as it is now (fresh PIN flags).
+    pub fn refresh(&self, token: &TokenIdentity) -> Result<TokenIdentity, TokenError> {
+        self.identify(self.slot(token)?)
+    }
+
     /// The X.509 certificates on `token`, at most [`MAX_CERTIFICATES_PER_TOKEN`].
     pub fn certificates(&self, token: &TokenIdentity) -> Result<Vec<TokenCertificate>, TokenError> {
         let session = self.context()?.open_ro_session(self.slot(token)?)?;

@@ -13,6 +13,7 @@ use cryptoki::session::UserType;
 use cryptoki::types::AuthPin;
 use rustls_pki_types::UnixTime;
 use tessera_core::auth::{Conversation, ConversationError, FailureKind};
+use tessera_core::policy::AuthPolicy;
 use tessera_core::{authenticate, AuthRequest, Config};
 use tessera_testrig::login::{LoginRig, PIN};
 use tessera_testrig::pki::UserCert;
@@ -76,9 +77,12 @@ fn wrong_pin_is_refused_when_this_process_already_logged_the_token_in() {
         .unwrap();
 
     let config = Config::load(&rig.config_path()).unwrap();
+    let policy = AuthPolicy::default();
     let request = AuthRequest {
         user: Some("root"),
         now: UnixTime::since_unix_epoch(std::time::UNIX_EPOCH.elapsed().unwrap()),
+        policy: &policy,
+        authtok: None,
     };
     let failure = authenticate(&config, &request, &mut Script(["000000"].into())).unwrap_err();
     assert_eq!(failure.kind, FailureKind::WrongPin, "{failure}");

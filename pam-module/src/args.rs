@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use tessera_core::config::DEFAULT_CONFIG_PATH;
+use tessera_core::policy::CardRequirement;
 
 /// Where log records go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,6 +27,8 @@ pub struct ModuleArgs {
     pub debug: bool,
     /// `log=auto|journald|syslog|stderr`.
     pub log: LogTarget,
+    /// `card=optional|required|disabled`, over the config's policy.
+    pub card: Option<CardRequirement>,
 }
 
 /// An argument the module does not understand.
@@ -33,12 +36,15 @@ pub struct ModuleArgs {
 pub enum ArgsError {
     /// Not one of the documented arguments.
     #[error(
-        "unknown module argument {0:?}; known: config=PATH, debug, log=auto|journald|syslog|stderr"
+        "unknown module argument {0:?}; known: config=PATH, debug, log=auto|journald|syslog|stderr, card=optional|required|disabled"
     )]
     Unknown(String),
     /// `log=` with an unknown target.
     #[error("unknown log target {0:?}; use auto, journald, syslog or stderr")]
     LogTarget(String),
+    /// `card=` with an unknown value.
+    #[error("unknown card requirement {0:?}; use optional, required or disabled")]
+    Card(String),
     /// `config=` with a relative or empty path.
     #[error("config= needs an absolute path, got {0:?}")]
     ConfigPath(String),
@@ -52,6 +58,7 @@ impl ModuleArgs {
             config: PathBuf::from(DEFAULT_CONFIG_PATH),
             debug: false,
             log: LogTarget::Auto,
+            card: None,
         };
         for arg in args {
             match arg.split_once('=') {
@@ -71,6 +78,14 @@ impl ModuleArgs {
                         "stderr" => LogTarget::Stderr,
                         other => return Err(ArgsError::LogTarget(other.to_owned())),
                     }
+                }
+                Some(("card", requirement)) => {
+                    parsed.card = Some(match requirement {
+                        "optional" => CardRequirement::Optional,
+                        "required" => CardRequirement::Required,
+                        "disabled" => CardRequirement::Disabled,
+                        other => return Err(ArgsError::Card(other.to_owned())),
+                    })
                 }
                 _ => return Err(ArgsError::Unknown(arg.clone())),
             }
@@ -92,7 +107,9 @@ mod tests {
         let defaults = parse(&[]).unwrap();
         assert_eq!(defaults.config, PathBuf::from("/etc/tessera/tessera.toml"));
         assert!(!defaults.debug);
-        let custom = parse(&["config=/tmp/t.toml", "debug", "log=stderr"]).unwrap();
+        let custom =
+            parse(&["config=/tmp/t.toml", "debug", "log=stderr", "card=required"]).unwrap();
+        assert_eq!(custom.card, Some(CardRequirement::Required));
         assert_eq!(custom.config, PathBuf::from("/tmp/t.toml"));
         assert!(custom.debug);
         assert_eq!(custom.log, LogTarget::Stderr);
@@ -106,5 +123,6 @@ mod tests {
             Err(ArgsError::ConfigPath(_))
         ));
         assert!(matches!(parse(&["log=file"]), Err(ArgsError::LogTarget(_))));
+        assert!(matches!(parse(&["card=maybe"]), Err(ArgsError::Card(_))));
     }
 }

@@ -15,6 +15,7 @@ pamsm::pam_module!(PamTessera);
 
 const PAM_SUCCESS: c_int = 0;
 const PAM_USER: c_int = 2;
+const PAM_TTY: c_int = 3;
 const PAM_CONV: c_int = 5;
 
 /// PAM message styles (pam_appl.h).
@@ -153,6 +154,20 @@ pub fn converse(
         return Err(PamError::CONV_ERR);
     }
     Ok(reply)
+}
+
+/// PAM_TTY, if the application set it (pamsm does not expose it).
+pub fn tty(pam: &Pam) -> Option<String> {
+    let mut item: *const c_void = ptr::null();
+    // SAFETY: live handle and a valid out-pointer; PAM_TTY is a C string or NULL.
+    let rc = unsafe { pam_get_item(raw_handle(pam), PAM_TTY, &mut item) };
+    if rc != PAM_SUCCESS || item.is_null() {
+        return None;
+    }
+    // SAFETY: non-null PAM_TTY points at a NUL-terminated string owned by libpam
+    // for the duration of this call; it is copied at once.
+    let tty = unsafe { CStr::from_ptr(item.cast::<c_char>()) };
+    Some(tty.to_string_lossy().into_owned())
 }
 
 /// Sets PAM_USER (when the user was found from the certificate).

@@ -7,12 +7,17 @@ mod args;
 mod conversation;
 mod ffi;
 mod logging;
+mod session;
 
+use std::ffi::CString;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use pamsm::{Pam, PamError, PamFlags, PamLibExt, PamServiceModule};
-use tessera_core::auth::FailureKind;
+use tessera_core::auth::{FailureKind, Secret};
+use tessera_core::binding::{AuthRecord, BoundToken};
+use tessera_core::policy::{AuthPolicy, CardRequirement};
 use tessera_core::{AuthRequest, Config};
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::args::ModuleArgs;
 use crate::conversation::PamConversation;
@@ -21,14 +26,22 @@ use crate::conversation::PamConversation;
 #[derive(Debug)]
 pub struct PamTessera;
 
+/// pam_set_data name of the [`AuthRecord`] kept from authenticate to the
+/// session and account calls.
+const AUTH_RECORD: &str = "tessera_auth_record";
+
 /// The PAM code for each class of failure (DESIGN.md, "PAM return codes").
 /// Never PAM_SUCCESS or PAM_IGNORE.
-fn failure_code(kind: FailureKind) -> PamError {
+fn failure_code(kind: FailureKind, card: CardRequirement) -> PamError {
     match kind {
         FailureKind::NoModule
         | FailureKind::NoToken
         | FailureKind::NoMatchingCertificate
-        | FailureKind::TokenUnavailable => PamError::AUTHINFO_UNAVAIL,
+        | FailureKind::TokenUnavailable => match card {
+            // No fallback to a password where the card is required.
+            CardRequirement::Required => PamError::AUTH_ERR,
+            CardRequirement::Optional | CardRequirement::Disabled => PamError::AUTHINFO_UNAVAIL,
+        },
         FailureKind::CertificateRejected | FailureKind::WrongPin | FailureKind::ProofFailed => {
             PamError::AUTH_ERR
         }
@@ -54,52 +67,122 @@ fn guarded(entry: &str, body: impl FnOnce() -> PamError) -> PamError {
     }
 }
 
-fn authenticate(pamh: &Pam, flags: PamFlags, raw_args: &[String]) -> PamError {
-    let args = match ModuleArgs::parse(raw_args) {
-        Ok(args) => args,
-        Err(error) => {
-            logging::emergency(&format!("pam_sm_authenticate: {error}"));
-            return PamError::SERVICE_ERR;
+/// What every entry point needs: parsed arguments, service, config, policy.
+pub(crate) struct Call {
+    pub(crate) args: ModuleArgs,
+    pub(crate) service: String,
+}
+
+impl Call {
+    pub(crate) fn new(pamh: &Pam, entry: &str, raw_args: &[String]) -> Result<Self, PamError> {
+        let args = ModuleArgs::parse(raw_args).map_err(|error| {
+            logging::emergency(&format!("pam_sm_{entry}: {error}"));
+            PamError::SERVICE_ERR
+        })?;
+        let service = pamh
+            .get_service()
+            .ok()
+            .flatten()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        Ok(Self { args, service })
+    }
+
+    pub(crate) fn config(&self) -> Result<Config, PamError> {
+        Config::load(&self.args.config).map_err(|error| {
+            tracing::error!(service = %self.service, "configuration error: {error}");
+            PamError::SERVICE_ERR
+        })
+    }
+
+    /// The service's policy, with the `card=` module argument on top.
+    fn policy(&self, config: &Config) -> AuthPolicy {
+        let mut policy = config.policies.for_service(&self.service).clone();
+        if let Some(card) = self.args.card {
+            policy.card = card;
         }
+        policy
+    }
+}
+
+fn cached_user(pamh: &Pam) -> Result<Option<String>, PamError> {
+    Ok(pamh
+        .get_cached_user()?
+        .and_then(|name| name.to_str().ok())
+        .filter(|name| !name.is_empty())
+        .map(str::to_owned))
+}
+
+fn authenticate(pamh: &Pam, flags: PamFlags, raw_args: &[String]) -> PamError {
+    let call = match Call::new(pamh, "authenticate", raw_args) {
+        Ok(call) => call,
+        Err(code) => return code,
     };
-    let service = pamh
-        .get_service()
-        .ok()
-        .flatten()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    logging::with_logger(&args, || {
-        let config = match Config::load(&args.config) {
+    logging::with_logger(&call.args, || {
+        let service = call.service.as_str();
+        let config = match call.config() {
             Ok(config) => config,
-            Err(error) => {
-                tracing::error!(%service, "configuration error: {error}");
-                return PamError::SERVICE_ERR;
-            }
+            Err(code) => return code,
         };
-        let user = match pamh.get_cached_user() {
-            Ok(user) => user
-                .and_then(|name| name.to_str().ok())
-                .filter(|name| !name.is_empty()),
+        let policy = call.policy(&config);
+        if policy.card == CardRequirement::Disabled {
+            tracing::debug!(service, "module disabled for this service");
+            return PamError::IGNORE;
+        }
+        let user = match cached_user(pamh) {
+            Ok(user) => user,
             Err(code) => {
-                tracing::error!(%service, "cannot read PAM_USER: {code}");
+                tracing::error!(service, "cannot read PAM_USER: {code}");
                 return PamError::SERVICE_ERR;
             }
         };
+        let authtok = pamh
+            .get_cached_authtok()
+            .ok()
+            .flatten()
+            .and_then(|token| token.to_str().ok())
+            .map(|token| Secret::new(Zeroizing::new(token.to_owned())));
         // The one place the module reads the clock; the core takes it as a parameter.
         #[allow(clippy::disallowed_methods)]
         let now = rustls_pki_types::UnixTime::now();
-        let request = AuthRequest { user, now };
+        let request = AuthRequest {
+            user: user.as_deref(),
+            now,
+            policy: &policy,
+            authtok,
+        };
         let mut conversation = PamConversation::new(pamh, flags.contains(PamFlags::SILENT));
         match tessera_core::authenticate(&config, &request, &mut conversation) {
             Ok(success) => {
                 if user.is_none() {
                     if let Err(code) = ffi::set_user(pamh, &success.user) {
-                        tracing::error!(%service, "cannot set PAM_USER: {code}");
+                        tracing::error!(service, "cannot set PAM_USER: {code}");
                         return PamError::SERVICE_ERR;
                     }
                 }
+                if let Some(pin) = &success.pin {
+                    if let Err(code) = export_authtok(pamh, pin) {
+                        tracing::error!(service, "cannot set PAM_AUTHTOK: {code}");
+                        return PamError::SERVICE_ERR;
+                    }
+                }
+                let token_name = format!("PKCS11_LOGIN_TOKEN_NAME={}", success.token.label);
+                if let Err(code) = pamh.putenv(&token_name) {
+                    tracing::warn!(service, "cannot set PKCS11_LOGIN_TOKEN_NAME: {code}");
+                }
+                let record = AuthRecord {
+                    user: success.user.clone(),
+                    token: BoundToken::from(&success.token),
+                    certificate_sha256: success.certificate_sha256.clone(),
+                    not_before: success.validity.0,
+                    not_after: success.validity.1,
+                };
+                if let Err(code) = pamh.send_bytes(AUTH_RECORD, record.to_bytes(), None) {
+                    tracing::error!(service, "cannot keep the authentication record: {code}");
+                    return PamError::SERVICE_ERR;
+                }
                 tracing::info!(
-                    %service,
+                    service,
                     user = %success.user,
                     token = %success.token.describe(),
                     subject = %success.subject,
@@ -110,18 +193,70 @@ fn authenticate(pamh: &Pam, flags: PamFlags, raw_args: &[String]) -> PamError {
                 PamError::SUCCESS
             }
             Err(failure) => {
-                let code = failure_code(failure.kind);
+                let code = failure_code(failure.kind, policy.card);
+                let user = user.as_deref().unwrap_or("");
                 match failure.kind {
                     FailureKind::NoToken | FailureKind::NoMatchingCertificate => {
-                        tracing::info!(%service, user = user.unwrap_or(""), ?code, "{failure}")
+                        tracing::info!(service, user, ?code, "{failure}")
                     }
-                    _ => {
-                        tracing::warn!(%service, user = user.unwrap_or(""), ?code, "authentication failed: {failure}")
-                    }
+                    _ => tracing::warn!(service, user, ?code, "authentication failed: {failure}"),
                 }
                 code
             }
         }
+    })
+}
+
+/// Sets PAM_AUTHTOK to the PIN for later modules; the temporary C string is wiped.
+fn export_authtok(pamh: &Pam, pin: &Secret) -> Result<(), PamError> {
+    let c_pin = CString::new(pin.expose().as_bytes()).map_err(|_| PamError::BUF_ERR)?;
+    let result = pamh.set_authtok(&c_pin);
+    c_pin.into_bytes().zeroize();
+    result
+}
+
+/// The record authenticate left for this transaction, if this module
+/// authenticated the user.
+pub(crate) fn auth_record(pamh: &Pam) -> Option<AuthRecord> {
+    pamh.retrieve_bytes(AUTH_RECORD)
+        .ok()
+        .and_then(|bytes| AuthRecord::from_bytes(&bytes))
+}
+
+fn acct_mgmt(pamh: &Pam, raw_args: &[String]) -> PamError {
+    let call = match Call::new(pamh, "acct_mgmt", raw_args) {
+        Ok(call) => call,
+        Err(code) => return code,
+    };
+    logging::with_logger(&call.args, || {
+        let service = call.service.as_str();
+        let Some(record) = auth_record(pamh) else {
+            // Someone else authenticated this user (a password, another module).
+            tracing::debug!(service, "user not authenticated by pam_tessera; ignoring");
+            return PamError::IGNORE;
+        };
+        match cached_user(pamh) {
+            Ok(Some(user)) if user == record.user => {}
+            other => {
+                tracing::warn!(service, authenticated = %record.user, now = ?other, "PAM_USER changed after authentication");
+                return PamError::PERM_DENIED;
+            }
+        }
+        #[allow(clippy::disallowed_methods)]
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|elapsed| elapsed.as_secs())
+            .unwrap_or(0);
+        if now < record.not_before || now > record.not_after {
+            tracing::warn!(service, user = %record.user, "certificate no longer within its validity period");
+            let mut conversation = PamConversation::new(pamh, false);
+            let _ = tessera_core::Conversation::error(
+                &mut conversation,
+                "Your smart card certificate is no longer valid",
+            );
+            return PamError::PERM_DENIED;
+        }
+        PamError::SUCCESS
     })
 }
 
@@ -136,19 +271,21 @@ impl PamServiceModule for PamTessera {
         PamError::SUCCESS
     }
 
-    /// Account management is left to the modules that own the account (pam_unix, sssd).
-    fn acct_mgmt(_: Pam, _: PamFlags, _: Vec<String>) -> PamError {
-        PamError::IGNORE
+    /// For users this module authenticated: the certificate must still be
+    /// within its validity period. Others: PAM_IGNORE (not ours to judge).
+    fn acct_mgmt(pamh: Pam, _: PamFlags, args: Vec<String>) -> PamError {
+        guarded("acct_mgmt", || acct_mgmt(&pamh, &args))
     }
 
-    /// Session bindings for tessera-eventd are not written by this version.
-    fn open_session(_: Pam, _: PamFlags, _: Vec<String>) -> PamError {
-        PamError::IGNORE
+    /// Writes the session binding that lets tessera-eventd lock this session
+    /// when its card is pulled.
+    fn open_session(pamh: Pam, _: PamFlags, args: Vec<String>) -> PamError {
+        guarded("open_session", || session::open(&pamh, &args))
     }
 
-    /// See [`PamTessera::open_session`].
-    fn close_session(_: Pam, _: PamFlags, _: Vec<String>) -> PamError {
-        PamError::IGNORE
+    /// Removes the session binding.
+    fn close_session(pamh: Pam, _: PamFlags, args: Vec<String>) -> PamError {
+        guarded("close_session", || session::close(&pamh, &args))
     }
 
     /// Changing the token PIN through PAM is not supported by this version.
@@ -176,11 +313,36 @@ mod tests {
             FailureKind::Config,
             FailureKind::Internal,
         ];
-        for kind in kinds {
-            let code = failure_code(kind);
-            assert!(
-                code != PamError::SUCCESS && code != PamError::IGNORE,
-                "{kind:?} -> {code:?}"
+        for card in [
+            CardRequirement::Optional,
+            CardRequirement::Required,
+            CardRequirement::Disabled,
+        ] {
+            for kind in kinds {
+                let code = failure_code(kind, card);
+                assert!(
+                    code != PamError::SUCCESS && code != PamError::IGNORE,
+                    "{kind:?} with {card:?} -> {code:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_required_card_turns_every_unavailable_into_auth_err() {
+        for kind in [
+            FailureKind::NoModule,
+            FailureKind::NoToken,
+            FailureKind::NoMatchingCertificate,
+            FailureKind::TokenUnavailable,
+        ] {
+            assert_eq!(
+                failure_code(kind, CardRequirement::Required),
+                PamError::AUTH_ERR
+            );
+            assert_eq!(
+                failure_code(kind, CardRequirement::Optional),
+                PamError::AUTHINFO_UNAVAIL
             );
         }
     }

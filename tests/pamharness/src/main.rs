@@ -65,6 +65,8 @@ extern "C" {
     fn pam_open_session(pamh: *mut c_void, flags: c_int) -> c_int;
     fn pam_close_session(pamh: *mut c_void, flags: c_int) -> c_int;
     fn pam_get_item(pamh: *const c_void, item_type: c_int, item: *mut *const c_void) -> c_int;
+    fn pam_putenv(pamh: *mut c_void, name_value: *const c_char) -> c_int;
+    fn pam_getenvlist(pamh: *mut c_void) -> *mut *mut c_char;
 }
 
 /// PAM return code names, for readable test output.
@@ -128,6 +130,9 @@ struct Cli {
     /// Operations to run in order: authenticate, acct_mgmt, setcred, open_session, close_session.
     #[arg(long = "op", default_value = "authenticate")]
     ops: Vec<String>,
+    /// PAM environment variables (NAME=VALUE) to set before the operations.
+    #[arg(long = "env")]
+    env: Vec<String>,
     /// Stop at the first operation that does not return PAM_SUCCESS.
     #[arg(long)]
     stop_on_failure: bool,
@@ -249,6 +254,18 @@ fn main() -> ExitCode {
         );
         return ExitCode::from(1);
     }
+    for variable in &cli.env {
+        let Ok(variable) = CString::new(variable.as_str()) else {
+            eprintln!("--env must not contain NUL");
+            return ExitCode::from(2);
+        };
+        // SAFETY: live handle; libpam copies the string.
+        let rc = unsafe { pam_putenv(handle, variable.as_ptr()) };
+        if rc != PAM_SUCCESS {
+            eprintln!("pam_putenv failed: {}", code_name(rc));
+            return ExitCode::from(2);
+        }
+    }
     let mut last = PAM_SUCCESS;
     for op in &cli.ops {
         let started = Instant::now();
@@ -291,6 +308,26 @@ fn main() -> ExitCode {
         }
     };
     println!("{}", json!({"event": "user", "user": user_now}));
+    let mut environment = Vec::new();
+    // SAFETY: pam_getenvlist returns a malloc'd NULL-terminated array of
+    // malloc'd strings that the caller frees.
+    unsafe {
+        let list = pam_getenvlist(handle);
+        if !list.is_null() {
+            let mut index = 0;
+            loop {
+                let entry = *list.add(index);
+                if entry.is_null() {
+                    break;
+                }
+                environment.push(CStr::from_ptr(entry).to_string_lossy().into_owned());
+                libc::free(entry.cast());
+                index += 1;
+            }
+            libc::free(list.cast());
+        }
+    }
+    println!("{}", json!({"event": "env", "vars": environment}));
     // SAFETY: ends the transaction started above; the handle is not used again.
     unsafe { pam_end(handle, last) };
     ExitCode::SUCCESS

@@ -19,6 +19,12 @@ pub const PIN: &str = "123456";
 
 const NSS_WRAPPER: &str = "libnss_wrapper.so";
 
+/// pam_wrapper's test module that sets PAM items (PAM_AUTHTOK...) from the
+/// process environment, as an earlier password module would.
+pub const PAM_SET_ITEMS: &str = "/usr/lib/x86_64-linux-gnu/pam_wrapper/pam_set_items.so";
+/// pam_wrapper's test module that copies PAM items into the PAM environment.
+pub const PAM_GET_ITEMS: &str = "/usr/lib/x86_64-linux-gnu/pam_wrapper/pam_get_items.so";
+
 /// A token enrolled for a user.
 #[derive(Debug, Clone)]
 pub struct Enrolled {
@@ -128,6 +134,15 @@ impl LoginRig {
         self.extra_env.extend(vars);
     }
 
+    /// Sets (or with `None` removes) a variable of the PAM application's
+    /// process environment, e.g. `PAM_AUTHTOK` for [`PAM_SET_ITEMS`].
+    pub fn set_process_env(&mut self, name: &str, value: Option<&str>) {
+        self.extra_env.retain(|(key, _)| key != name);
+        if let Some(value) = value {
+            self.extra_env.push((name.to_owned(), value.into()));
+        }
+    }
+
     /// Uses `module` as the PKCS#11 module in the config.
     pub fn use_pkcs11_module(&self, module: &str) {
         self.write_config(&self.default_config().replace(SOFTHSM_MODULE, module));
@@ -189,7 +204,19 @@ impl LoginRig {
     /// Runs `ops` through real libpam as `user` (None: no PAM_USER), answering
     /// prompts with `answers` in order.
     pub fn pam(&self, user: Option<&str>, answers: &[&str], ops: &[&str]) -> PamRun {
+        self.pam_with(user, answers, ops, &[])
+    }
+
+    /// Like [`LoginRig::pam`], with extra harness arguments (`--env`, `--authtok`).
+    pub fn pam_with(
+        &self,
+        user: Option<&str>,
+        answers: &[&str],
+        ops: &[&str],
+        extra: &[&str],
+    ) -> PamRun {
         let mut command = Command::new(artefact("tessera-pam-harness"));
+        command.args(extra);
         command
             .arg("--confdir")
             .arg(self.confdir())
@@ -266,6 +293,28 @@ impl PamRun {
             .find(|event| event["event"] == "user")
             .and_then(|event| event["user"].as_str())
             .map(str::to_owned)
+    }
+
+    /// PAM_AUTHTOK as pam_wrapper's `pam_get_items.so` exported it into the
+    /// PAM environment (applications cannot read the item themselves).
+    pub fn authtok(&self) -> Option<String> {
+        self.env()
+            .iter()
+            .find_map(|var| var.strip_prefix("PAM_AUTHTOK=").map(str::to_owned))
+    }
+
+    /// The PAM environment after the run, as NAME=VALUE strings.
+    pub fn env(&self) -> Vec<String> {
+        self.events
+            .iter()
+            .find(|event| event["event"] == "env")
+            .and_then(|event| event["vars"].as_array())
+            .map(|vars| {
+                vars.iter()
+                    .filter_map(|var| var.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Conversation messages as (style, text).

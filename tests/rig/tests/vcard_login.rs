@@ -181,6 +181,34 @@ fn pulled_card_is_authinfo_unavail() {
     assert_eq!(run.result("authenticate"), "PAM_SUCCESS", "{run}");
 }
 
+#[test]
+fn waiting_for_a_card_returns_as_soon_as_it_is_inserted() {
+    let card = card_rig(P256, 3);
+    card.card.pull().unwrap();
+    card.pcscd.wait_card(0, false, PCSC_TIMEOUT).unwrap();
+    let config = card
+        .rig
+        .default_config()
+        .replace(tessera_testrig::softhsm::SOFTHSM_MODULE, OPENSC_PKCS11)
+        .replace("[pki]", "[auth]\nwait_for_card = \"60s\"\n[pki]");
+    card.rig.write_config(&config);
+    let run = std::thread::scope(|scope| {
+        let login = scope.spawn(|| card.rig.authenticate(Some("alice"), &[PIN]));
+        std::thread::sleep(Duration::from_millis(700));
+        card.card.insert().unwrap();
+        login.join().unwrap()
+    });
+    assert_eq!(run.result("authenticate"), "PAM_SUCCESS", "{run}");
+    assert!(
+        run.messages()
+            .iter()
+            .any(|(_, text)| text == "Insert your smart card"),
+        "{run}"
+    );
+    // Event-driven: far from the 60 s deadline.
+    assert!(run.micros("authenticate") < 30_000_000, "{run}");
+}
+
 /// Figures for tests/README.md: `cargo test -p tessera-testrig --release
 /// --test vcard_login -- --ignored --nocapture measure_`.
 #[test]

@@ -1,0 +1,307 @@
+//! The module's flows beyond a plain login: session bindings, account checks,
+//! PIN sources, per-service policy, token selection and waiting for a card.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+
+use tessera_core::binding::SessionBinding;
+use tessera_testrig::bins::pam_module;
+use tessera_testrig::login::{LoginRig, PAM_GET_ITEMS, PAM_SET_ITEMS, PIN};
+use tessera_testrig::pki::UserCert;
+use tessera_testrig::softhsm::KeyType;
+
+fn module_line(rig: &LoginRig, kind: &str, control: &str, extra: &str) -> String {
+    format!(
+        "{kind} {control} {} config={} log=stderr debug {extra}\n",
+        pam_module().display(),
+        rig.config_path().display()
+    )
+}
+
+/// An auth stack where an earlier module sets PAM_AUTHTOK (from the
+/// process environment) and a later one exports it for the test to read.
+fn authtok_stack(rig: &mut LoginRig, authtok: Option<&str>) {
+    rig.set_process_env("PAM_AUTHTOK", authtok);
+    rig.write_service(&format!(
+        "auth required {PAM_SET_ITEMS}\n{}auth required {PAM_GET_ITEMS}\n",
+        module_line(rig, "auth", "requisite", "")
+    ));
+}
+
+fn with_config(rig: &LoginRig, extra: &str) {
+    let config = rig
+        .default_config()
+        .replace("[pki]", &format!("{extra}\n[pki]"));
+    rig.write_config(&config);
+}
+
+#[test]
+fn open_session_binds_the_session_to_the_token_and_close_session_removes_it() {
+    let mut rig = LoginRig::new();
+    rig.enroll("alice", KeyType::P256);
+    let bindings = rig.path().join("sessions");
+    with_config(
+        &rig,
+        &format!("[session]\nbindings_dir = \"{}\"", bindings.display()),
+    );
+    rig.write_service(&format!(
+        "{}{}",
+        module_line(&rig, "auth", "required", ""),
+        module_line(&rig, "session", "required", "")
+    ));
+    let run = rig.pam_with(
+        Some("alice"),
+        &[PIN],
+        &["authenticate", "open_session"],
+        &["--env", "XDG_SESSION_ID=c7"],
+    );
+    assert_eq!(run.result("authenticate"), "PAM_SUCCESS", "{run}");
+    assert_eq!(run.result("open_session"), "PAM_SUCCESS", "{run}");
+    let binding = SessionBinding::read(&bindings.join("c7.toml")).unwrap();
+    assert_eq!(binding.session_id, "c7");
+    assert_eq!(binding.user, "alice");
+    assert_eq!(binding.uid, 20001);
+    assert_eq!(binding.service, "tessera-test");
+    assert_eq!(binding.token.label, "alice-token");
+    assert!(!binding.token.serial.is_empty());
+    assert_eq!(binding.certificate_sha256.len(), 64);
+    assert!(
+        run.env()
+            .contains(&"PKCS11_LOGIN_TOKEN_NAME=alice-token".to_owned()),
+        "{run}"
+    );
+
+    let run = rig.pam_with(
+        Some("alice"),
+        &[PIN],
+        &["authenticate", "open_session", "close_session"],
+        &["--env", "XDG_SESSION_ID=c8"],
+    );
+    assert_eq!(run.result("close_session"), "PAM_SUCCESS", "{run}");
+    assert!(!bindings.join("c8.toml").exists());
+}
+
+#[test]
+fn sessions_the_module_did_not_authenticate_get_no_binding() {
+    let mut rig = LoginRig::new();
+    rig.add_user("alice");
+    let bindings = rig.path().join("sessions");
+    with_config(
+        &rig,
+        &format!("[session]\nbindings_dir = \"{}\"", bindings.display()),
+    );
+    rig.write_service(&format!(
+        "auth required pam_permit.so\n{}session required pam_permit.so\n",
+        module_line(&rig, "session", "optional", "")
+    ));
+    let run = rig.pam_with(
+        Some("alice"),
+        &[],
+        &["authenticate", "open_session"],
+        &["--env", "XDG_SESSION_ID=c9"],
+    );
+    assert_eq!(run.result("open_session"), "PAM_SUCCESS", "{run}");
+    assert!(!bindings.exists(), "no binding without a card login");
+    assert!(
+        run.log.contains("session not authenticated by pam_tessera"),
+        "{run}"
+    );
+}
+
+#[test]
+fn acct_mgmt_accepts_a_card_login_and_ignores_other_logins() {
+    let mut rig = LoginRig::new();
+    rig.enroll("alice", KeyType::P256);
+    rig.write_service(&format!(
+        "{}{}account required pam_permit.so\n",
+        module_line(&rig, "auth", "required", ""),
+        module_line(&rig, "account", "required", "")
+    ));
+    let run = rig.pam(Some("alice"), &[PIN], &["authenticate", "acct_mgmt"]);
+    assert_eq!(run.result("acct_mgmt"), "PAM_SUCCESS", "{run}");
+
+    rig.write_service(&format!(
+        "auth required pam_permit.so\n{}account required pam_permit.so\n",
+        module_line(&rig, "account", "required", "")
+    ));
+    let run = rig.pam(Some("alice"), &[], &["authenticate", "acct_mgmt"]);
+    assert_eq!(run.result("acct_mgmt"), "PAM_SUCCESS", "{run}");
+    assert!(
+        run.log
+            .contains("not authenticated by pam_tessera; ignoring"),
+        "{run}"
+    );
+}
+
+#[test]
+fn a_password_from_an_earlier_module_is_not_tried_as_the_pin_by_default() {
+    let mut rig = LoginRig::new();
+    rig.enroll("alice", KeyType::P256);
+    authtok_stack(&mut rig, Some("password123"));
+    let run = rig.authenticate(Some("alice"), &[PIN]);
+    assert_eq!(run.result("authenticate"), "PAM_SUCCESS", "{run}");
+    assert!(
+        run.messages()
+            .iter()
+            .any(|(style, _)| style == "prompt_echo_off"),
+        "the PIN must be asked for: {run}"
+    );
+}
+
+#[test]
+fn try_first_pass_uses_the_authtok_and_asks_when_it_is_not_the_pin() {
+    let mut rig = LoginRig::new();
+    rig.enroll("alice", KeyType::P256);
+    with_config(&rig, "[auth]\npin_source = \"try_first_pass\"");
+    authtok_stack(&mut rig, Some(PIN));
+    let run = rig.authenticate(Some("alice"), &[]);
+    assert_eq!(run.result("authenticate"), "PAM_SUCCESS", "{run}");
+    assert!(run.messages().is_empty(), "no prompt needed: {run}");
+
+    authtok_stack(&mut rig, Some("password123"));
+    let run = rig.authenticate(Some("alice"), &[PIN]);
+    assert_eq!(run.result("authenticate"), "PAM_SUCCESS", "{run}");
+    assert!(
+        run.messages()
+            .iter()
+            .any(|(style, _)| style == "prompt_echo_off"),
+        "{run}"
+    );
+}
+
+#[test]
+fn use_first_pass_without_an_authtok_fails_without_prompting() {
+    let mut rig = LoginRig::new();
+    rig.enroll("alice", KeyType::P256);
+    with_config(&rig, "[auth]\npin_source = \"use_first_pass\"");
+    let run = rig.authenticate(Some("alice"), &[]);
+    assert_eq!(run.result("authenticate"), "PAM_AUTH_ERR", "{run}");
+    authtok_stack(&mut rig, Some("000000"));
+    let run = rig.authenticate(Some("alice"), &[]);
+    assert_eq!(run.result("authenticate"), "PAM_AUTH_ERR", "{run}");
+    assert!(
+        run.messages()
+            .iter()
+            .all(|(style, _)| style != "prompt_echo_off"),
+        "{run}"
+    );
+}
+
+#[test]
+fn the_pin_becomes_pam_authtok_only_when_exported() {
+    let mut rig = LoginRig::new();
+    rig.enroll("alice", KeyType::P256);
+    authtok_stack(&mut rig, None);
+    let run = rig.authenticate(Some("alice"), &[PIN]);
+    assert_eq!(run.result("authenticate"), "PAM_SUCCESS", "{run}");
+    assert_eq!(run.authtok(), None);
+
+    with_config(&rig, "[auth]\nexport_pin_as_authtok = true");
+    let run = rig.authenticate(Some("alice"), &[PIN]);
+    assert_eq!(run.result("authenticate"), "PAM_SUCCESS", "{run}");
+    assert_eq!(run.authtok().as_deref(), Some(PIN));
+}
+
+#[test]
+fn a_required_card_allows_no_fallback_and_a_disabled_service_is_ignored() {
+    let mut rig = LoginRig::new();
+    rig.add_user("alice");
+    with_config(&rig, "[service.tessera-test]\ncard = \"required\"");
+    let run = rig.authenticate(Some("alice"), &[]);
+    assert_eq!(run.result("authenticate"), "PAM_AUTH_ERR", "{run}");
+
+    // The module argument wins over the config.
+    rig.write_service(&module_line(&rig, "auth", "required", "card=optional"));
+    let run = rig.authenticate(Some("alice"), &[]);
+    assert_eq!(run.result("authenticate"), "PAM_AUTHINFO_UNAVAIL", "{run}");
+
+    with_config(&rig, "[service.tessera-test]\ncard = \"disabled\"");
+    rig.write_service(&format!(
+        "{}auth required pam_permit.so\n",
+        module_line(&rig, "auth", "[ignore=ignore default=die]", "")
+    ));
+    rig.enroll_with(
+        "alice-token",
+        KeyType::P256,
+        &UserCert::valid("alice"),
+        &rig.ca,
+    );
+    let run = rig.authenticate(Some("alice"), &[]);
+    assert_eq!(run.result("authenticate"), "PAM_SUCCESS", "{run}");
+    assert!(
+        run.messages().is_empty(),
+        "a disabled module asks nothing: {run}"
+    );
+    assert!(
+        run.log.contains("module disabled for this service"),
+        "{run}"
+    );
+}
+
+#[test]
+fn several_usable_certificates_let_the_user_choose_and_a_token_uri_narrows_them() {
+    let mut rig = LoginRig::new();
+    rig.enroll("alice", KeyType::P256);
+    rig.enroll_with(
+        "alice-spare",
+        KeyType::P256,
+        &UserCert::valid("alice"),
+        &rig.ca,
+    );
+    let run = rig.authenticate(Some("alice"), &["2", PIN]);
+    assert_eq!(run.result("authenticate"), "PAM_SUCCESS", "{run}");
+    let messages = run.messages();
+    assert!(
+        messages
+            .iter()
+            .any(|(style, text)| style == "prompt_echo_on" && text == "Choose [1-2]: "),
+        "{run}"
+    );
+    let chosen_prompt = messages
+        .iter()
+        .find(|(style, _)| style == "prompt_echo_off")
+        .map(|(_, text)| text.clone())
+        .unwrap();
+    assert!(chosen_prompt.starts_with("PIN for alice-"), "{run}");
+
+    let run = rig.authenticate(Some("alice"), &["7"]);
+    assert_eq!(run.result("authenticate"), "PAM_AUTH_ERR", "{run}");
+
+    with_config(&rig, "[pkcs11]\ntoken = \"pkcs11:token=alice-spare\"");
+    let config = std::fs::read_to_string(rig.config_path()).unwrap();
+    // [pkcs11] already exists in the default config: move the key there.
+    let config = config
+        .replace("[pkcs11]\ntoken = \"pkcs11:token=alice-spare\"\n", "")
+        .replace(
+            "[pkcs11]\n",
+            "[pkcs11]\ntoken = \"pkcs11:token=alice-spare\"\n",
+        );
+    rig.write_config(&config);
+    let run = rig.authenticate(Some("alice"), &[PIN]);
+    assert_eq!(run.result("authenticate"), "PAM_SUCCESS", "{run}");
+    assert!(
+        run.messages()
+            .iter()
+            .any(|(style, text)| style == "prompt_echo_off" && text == "PIN for alice-spare: "),
+        "{run}"
+    );
+}
+
+#[test]
+fn waiting_for_a_card_is_bounded() {
+    let mut rig = LoginRig::new();
+    rig.add_user("alice");
+    with_config(&rig, "[auth]\nwait_for_card = \"1s\"");
+    let started = std::time::Instant::now();
+    let run = rig.authenticate(Some("alice"), &[PIN]);
+    let elapsed = started.elapsed();
+    assert_eq!(run.result("authenticate"), "PAM_AUTHINFO_UNAVAIL", "{run}");
+    assert!(
+        run.messages()
+            .iter()
+            .any(|(_, text)| text == "Insert your smart card"),
+        "{run}"
+    );
+    assert!(elapsed >= Duration::from_secs(1), "{elapsed:?}");
+    assert!(elapsed < Duration::from_secs(10), "{elapsed:?}");
+}
