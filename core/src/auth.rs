@@ -358,6 +358,14 @@ pub fn authenticate(
                 format!("certificate {subject} rejected: {rejection}"),
             ));
         }
+        // Say so before the stack moves on to a password: otherwise the user
+        // wonders why the card in the reader was not used.
+        match request.user {
+            Some(user) if !token_certificates.is_empty() => {
+                conversation.error(&format!("The smart card does not belong to {user}"))?
+            }
+            _ => {}
+        }
         return Err(AuthFailure::new(
             FailureKind::NoMatchingCertificate,
             match request.user {

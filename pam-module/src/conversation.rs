@@ -13,7 +13,7 @@ pub struct PamConversation<'a> {
 }
 
 impl<'a> PamConversation<'a> {
-    /// `silent` is PAM_SILENT: informational messages are suppressed.
+    /// `silent` is PAM_SILENT: informational messages are suppressed, errors are not.
     pub fn new(pam: &'a Pam, silent: bool) -> Self {
         Self { pam, silent }
     }
@@ -33,7 +33,10 @@ impl<'a> PamConversation<'a> {
     }
 
     fn tell(&mut self, style: MessageStyle, message: &str) -> Result<(), ConversationError> {
-        if self.silent {
+        // PAM_SILENT mutes information, not the reason a card was refused:
+        // sudo always passes PAM_SILENT, and "Incorrect PIN" or "the card does
+        // not belong to you" must still reach the person at the keyboard.
+        if self.silent && matches!(style, MessageStyle::TextInfo) {
             return Ok(());
         }
         ffi::converse(self.pam, style, message)

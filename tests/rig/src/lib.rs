@@ -10,6 +10,7 @@ pub mod login;
 pub mod pcscd;
 pub mod pki;
 pub mod softhsm;
+pub mod system;
 pub mod vcard;
 
 use std::process::{Command, Output};

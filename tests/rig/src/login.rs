@@ -48,6 +48,7 @@ pub struct LoginRig {
     pub ca: TestCa,
     users: Vec<String>,
     extra_env: Vec<(String, std::ffi::OsString)>,
+    run_as: Option<u32>,
 }
 
 impl Default for LoginRig {
@@ -70,6 +71,7 @@ impl LoginRig {
             ca,
             users: Vec::new(),
             extra_env: Vec::new(),
+            run_as: None,
             dir,
         };
         std::fs::create_dir_all(rig.ca_dir()).expect("ca dir");
@@ -143,6 +145,31 @@ impl LoginRig {
         }
     }
 
+    /// Runs the PAM application as `uid` (as screen lockers do) instead of
+    /// root: the scratch files become readable, the tokens owned by `uid`.
+    pub fn run_as(&mut self, uid: u32) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(self.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod scratch dir");
+        crate::run(
+            Command::new("chown")
+                .arg("-R")
+                .arg(format!("{uid}:{uid}"))
+                .arg(self.path().join("softhsm")),
+        );
+        self.run_as = Some(uid);
+    }
+
+    /// The uid of the `index`-th user added (0-based), as in the fake passwd.
+    pub fn uid_of(&self, name: &str) -> u32 {
+        let index = self
+            .users
+            .iter()
+            .position(|user| user == name)
+            .expect("user was added");
+        20001 + index as u32
+    }
+
     /// Uses `module` as the PKCS#11 module in the config.
     pub fn use_pkcs11_module(&self, module: &str) {
         self.write_config(&self.default_config().replace(SOFTHSM_MODULE, module));
@@ -159,6 +186,7 @@ impl LoginRig {
         let mut group = String::from("root:x:0:\n");
         for (index, user) in self.users.iter().enumerate() {
             let uid = 20001 + index;
+            // Keep uid_of() in step with this numbering.
             passwd.push_str(&format!(
                 "{user}:x:{uid}:{uid}:{user}:/home/{user}:/bin/sh\n"
             ));
@@ -215,7 +243,18 @@ impl LoginRig {
         ops: &[&str],
         extra: &[&str],
     ) -> PamRun {
-        let mut command = Command::new(artefact("tessera-pam-harness"));
+        let mut command = match self.run_as {
+            Some(uid) => {
+                let mut setpriv = Command::new("setpriv");
+                setpriv
+                    .arg(format!("--reuid={uid}"))
+                    .arg(format!("--regid={uid}"))
+                    .arg("--clear-groups")
+                    .arg(artefact("tessera-pam-harness"));
+                setpriv
+            }
+            None => Command::new(artefact("tessera-pam-harness")),
+        };
         command.args(extra);
         command
             .arg("--confdir")

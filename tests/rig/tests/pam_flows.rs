@@ -305,3 +305,34 @@ fn waiting_for_a_card_is_bounded() {
     assert!(elapsed >= Duration::from_secs(1), "{elapsed:?}");
     assert!(elapsed < Duration::from_secs(10), "{elapsed:?}");
 }
+
+#[test]
+fn a_screen_locker_running_as_the_user_authenticates_and_skips_root_only_state() {
+    let mut rig = LoginRig::new();
+    rig.enroll("alice", KeyType::P256);
+    let bindings = rig.path().join("sessions");
+    with_config(
+        &rig,
+        &format!("[session]\nbindings_dir = \"{}\"", bindings.display()),
+    );
+    rig.write_service(&format!(
+        "{}{}",
+        module_line(&rig, "auth", "required", ""),
+        module_line(&rig, "session", "required", "")
+    ));
+    rig.run_as(rig.uid_of("alice"));
+    let run = rig.pam_with(
+        Some("alice"),
+        &[PIN],
+        &["authenticate", "open_session"],
+        &["--env", "XDG_SESSION_ID=c3"],
+    );
+    assert_eq!(run.result("authenticate"), "PAM_SUCCESS", "{run}");
+    assert_eq!(run.result("open_session"), "PAM_SUCCESS", "{run}");
+    assert!(
+        run.log
+            .contains("not running as root; session binding skipped"),
+        "{run}"
+    );
+    assert!(!bindings.exists());
+}

@@ -1,0 +1,260 @@
+//! Real PAM clients — pamtester, su and sudo — with pam_tessera.so and
+//! SoftHSM2 tokens. Each runs in a private mount namespace where the test's
+//! PAM stacks, users and sudoers are bind-mounted over the system's, so the
+//! machine's own files are never changed.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use tessera_testrig::bins::pam_module;
+use tessera_testrig::login::{LoginRig, PIN};
+use tessera_testrig::softhsm::KeyType;
+use tessera_testrig::system::Overlay;
+
+const PAM_MATRIX: &str = "/usr/lib/x86_64-linux-gnu/pam_wrapper/pam_matrix.so";
+const PASSWORD: &str = "correct horse";
+
+/// "card or password": a missing card falls through to a password module
+/// (pam_wrapper's pam_matrix, with its own password file).
+fn card_or_password(rig: &LoginRig, card: &str) -> String {
+    let passdb = rig.path().join("passdb");
+    std::fs::write(
+        &passdb,
+        format!("alice:{PASSWORD}:su\nalice:{PASSWORD}:sudo\n"),
+    )
+    .unwrap();
+    format!(
+        "auth [success=done authinfo_unavail=ignore default=die] {} config={} log=stderr card={card}\n\
+         auth required {PAM_MATRIX} passdb={}\n\
+         account required pam_permit.so\nsession required pam_permit.so\n",
+        pam_module().display(),
+        rig.config_path().display(),
+        passdb.display()
+    )
+}
+
+fn with_stdin(command: &mut Command, input: &str) -> Output {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "status {}\nstdout: {}\nstderr: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// `su alice -c 'id -u'` as root, through the test's su stack.
+fn su(rig: &LoginRig, stack: &str, input: &str) -> Output {
+    let mut overlay = Overlay::new(&rig.path().join("overlay-su"));
+    overlay.users(&[("alice", 20001)]).pam_service("su", stack);
+    let (key, value) = rig.hsm.env();
+    with_stdin(
+        overlay
+            .command("su")
+            .args(["alice", "-c", "id -u"])
+            .env(key, value),
+        input,
+    )
+}
+
+/// `sudo -S -k id -u` as alice, through the test's sudo stack.
+fn sudo(rig: &LoginRig, stack: &str, input: &str) -> Output {
+    let mut overlay = Overlay::new(&rig.path().join("overlay-sudo"));
+    // sudo does not pass SOFTHSM2_CONF on to its PAM stack; SoftHSM then
+    // reads its system-wide configuration, so lay the test's over it.
+    let (_, softhsm_conf) = rig.hsm.env();
+    overlay
+        .file(
+            "/etc/softhsm/softhsm2.conf",
+            &std::fs::read_to_string(softhsm_conf).unwrap(),
+            0o644,
+        )
+        .users(&[("alice", 20001)])
+        .pam_service("sudo", stack)
+        .file(
+            "/etc/sudoers",
+            "Defaults !lecture, passwd_tries=1\nroot ALL=(ALL:ALL) ALL\nalice ALL=(root) /usr/bin/id\n",
+            0o440,
+        );
+    with_stdin(
+        overlay
+            .command("setpriv")
+            .args(["--reuid=20001", "--regid=20001", "--clear-groups"])
+            .args(["sudo", "-S", "-k", "/usr/bin/id", "-u"]),
+        input,
+    )
+}
+
+fn rig_with_alice() -> LoginRig {
+    let mut rig = LoginRig::new();
+    rig.enroll("alice", KeyType::P256);
+    rig
+}
+
+#[test]
+fn pamtester_authenticates_with_the_card_and_refuses_a_wrong_pin() {
+    let rig = rig_with_alice();
+    let mut overlay = Overlay::new(&rig.path().join("overlay-pamtester"));
+    overlay.users(&[("alice", 20001)]).pam_service(
+        "tessera-pamtester",
+        &format!(
+            "auth required {} config={} log=stderr\naccount required pam_permit.so\n",
+            pam_module().display(),
+            rig.config_path().display()
+        ),
+    );
+    let (key, value) = rig.hsm.env();
+    let run = |pin: &str| {
+        with_stdin(
+            overlay
+                .command("pamtester")
+                .args(["tessera-pamtester", "alice", "authenticate"])
+                .env(key, &value),
+            &format!("{pin}\n"),
+        )
+    };
+    let good = run(PIN);
+    assert!(good.status.success(), "{}", text(&good));
+    assert!(
+        String::from_utf8_lossy(&good.stdout).contains("successfully authenticated"),
+        "{}",
+        text(&good)
+    );
+    let bad = run("000000");
+    assert!(!bad.status.success(), "{}", text(&bad));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("Authentication failure"),
+        "{}",
+        text(&bad)
+    );
+}
+
+#[test]
+fn su_logs_in_with_the_card() {
+    let rig = rig_with_alice();
+    let output = su(
+        &rig,
+        &card_or_password(&rig, "optional"),
+        &format!("{PIN}\n"),
+    );
+    assert!(output.status.success(), "{}", text(&output));
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "20001");
+}
+
+#[test]
+fn su_with_a_wrong_pin_fails_without_falling_back_to_the_password() {
+    let rig = rig_with_alice();
+    let output = su(
+        &rig,
+        &card_or_password(&rig, "optional"),
+        &format!("000000\n{PASSWORD}\n"),
+    );
+    assert!(!output.status.success(), "{}", text(&output));
+    assert!(String::from_utf8_lossy(&output.stdout).trim().is_empty());
+}
+
+#[test]
+fn su_without_a_card_falls_back_to_the_password_when_allowed() {
+    let mut rig = LoginRig::new();
+    rig.add_user("alice");
+    let output = su(
+        &rig,
+        &card_or_password(&rig, "optional"),
+        &format!("{PASSWORD}\n"),
+    );
+    assert!(output.status.success(), "{}", text(&output));
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "20001");
+}
+
+#[test]
+fn su_without_a_card_fails_when_the_card_is_required() {
+    let mut rig = LoginRig::new();
+    rig.add_user("alice");
+    let output = su(
+        &rig,
+        &card_or_password(&rig, "required"),
+        &format!("{PASSWORD}\n"),
+    );
+    assert!(!output.status.success(), "{}", text(&output));
+}
+
+#[test]
+fn sudo_runs_the_command_after_the_card_pin() {
+    let rig = rig_with_alice();
+    let output = sudo(
+        &rig,
+        &card_or_password(&rig, "optional"),
+        &format!("{PIN}\n"),
+    );
+    assert!(output.status.success(), "{}", text(&output));
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "0");
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("PIN for alice-token: "),
+        "{}",
+        text(&output)
+    );
+}
+
+#[test]
+fn sudo_refuses_a_wrong_pin() {
+    let rig = rig_with_alice();
+    let output = sudo(
+        &rig,
+        &card_or_password(&rig, "optional"),
+        &format!("000000\n{PASSWORD}\n"),
+    );
+    assert!(!output.status.success(), "{}", text(&output));
+    assert!(String::from_utf8_lossy(&output.stdout).trim().is_empty());
+}
+
+#[test]
+fn sudo_falls_back_to_the_password_without_a_card_only_when_allowed() {
+    let mut rig = LoginRig::new();
+    rig.add_user("alice");
+    let allowed = sudo(
+        &rig,
+        &card_or_password(&rig, "optional"),
+        &format!("{PASSWORD}\n"),
+    );
+    assert!(allowed.status.success(), "{}", text(&allowed));
+    let required = sudo(
+        &rig,
+        &card_or_password(&rig, "required"),
+        &format!("{PASSWORD}\n"),
+    );
+    assert!(!required.status.success(), "{}", text(&required));
+}
+
+#[test]
+fn sudo_with_someone_elses_card_says_so_and_falls_back() {
+    let mut rig = LoginRig::new();
+    rig.enroll("bob", KeyType::P256);
+    rig.add_user("alice");
+    let output = sudo(
+        &rig,
+        &card_or_password(&rig, "optional"),
+        &format!("{PASSWORD}\n"),
+    );
+    assert!(output.status.success(), "{}", text(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("The smart card does not belong to alice"),
+        "{}",
+        text(&output)
+    );
+}
