@@ -322,6 +322,17 @@ user = "{cn}"                                 # template over certificate fields
     }
 
     #[test]
+    fn the_shipped_example_config_parses() {
+        let example = include_str!("../../etc/tessera.toml");
+        let config = parse(example).unwrap();
+        assert_eq!(config.rules.len(), 1);
+        assert_eq!(
+            config.session.bindings_dir,
+            PathBuf::from("/run/tessera/sessions")
+        );
+    }
+
+    #[test]
     fn module_defaults_to_p11_kit_proxy() {
         let config =
             parse("version = 1\n[pki]\nca = [\"/ca\"]\n[[rule]]\nuser = \"{cn}\"\n").unwrap();
