@@ -114,6 +114,9 @@ pub enum FailureKind {
     Config,
     /// Anything else that should not happen.
     Internal,
+    /// A new PIN was refused: the two entries differ, its length is outside
+    /// the token's limits, or the token would not set it.
+    NewPinRejected,
 }
 
 /// A failed authentication: its class and a message for the log.
@@ -126,7 +129,7 @@ pub struct AuthFailure {
 }
 
 impl AuthFailure {
-    fn new(kind: FailureKind, message: impl Into<String>) -> Self {
+    pub(crate) fn new(kind: FailureKind, message: impl Into<String>) -> Self {
         Self {
             kind,
             message: message.into(),
@@ -171,10 +174,10 @@ fn user_exists(name: &str) -> bool {
 /// The mapping step: the users `fields` map to under the configured rules,
 /// restricted to the requested user and to users that exist, with the name
 /// of the rule that matched. `None` when the certificate is not for this login.
-fn map_to_users(
+pub(crate) fn map_to_users(
     config: &Config,
     fields: &CertificateFields,
-    request: &AuthRequest<'_>,
+    wanted: Option<&str>,
 ) -> Option<(String, Vec<String>)> {
     let mapping = map_certificate(&config.rules, fields);
     for step in &mapping.trace {
@@ -183,7 +186,7 @@ fn map_to_users(
     let (rule, users) = mapping.matched?;
     let users: Vec<String> = users
         .into_iter()
-        .filter(|user| request.user.is_none_or(|wanted| user == wanted))
+        .filter(|user| wanted.is_none_or(|wanted| user == wanted))
         .filter(|user| user_exists(user))
         .collect();
     if users.is_empty() {
@@ -194,7 +197,7 @@ fn map_to_users(
 }
 
 /// Loads the configured PKCS#11 module.
-fn load_module(config: &Config) -> Result<Pkcs11Module, AuthFailure> {
+pub(crate) fn load_module(config: &Config) -> Result<Pkcs11Module, AuthFailure> {
     if !config.pkcs11_module.exists() {
         return Err(AuthFailure::new(
             FailureKind::NoModule,
@@ -211,7 +214,7 @@ fn load_module(config: &Config) -> Result<Pkcs11Module, AuthFailure> {
 }
 
 /// The present tokens that pass the configured filter.
-fn matching_tokens(
+pub(crate) fn matching_tokens(
     module: &Pkcs11Module,
     config: &Config,
 ) -> Result<Vec<TokenIdentity>, AuthFailure> {
@@ -269,7 +272,10 @@ fn find_tokens(
 
 /// Every X.509 certificate on `tokens`; a token whose objects cannot be read
 /// is skipped with a warning.
-fn read_certificates(module: &Pkcs11Module, tokens: &[TokenIdentity]) -> Vec<TokenCertificate> {
+pub(crate) fn read_certificates(
+    module: &Pkcs11Module,
+    tokens: &[TokenIdentity],
+) -> Vec<TokenCertificate> {
     let mut certificates = Vec::new();
     for token in tokens {
         match module.certificates(token) {
@@ -321,7 +327,7 @@ pub fn authenticate(
                 continue;
             }
         };
-        let Some((rule, users)) = map_to_users(config, &fields, request) else {
+        let Some((rule, users)) = map_to_users(config, &fields, request.user) else {
             continue;
         };
         // Intermediates may sit on the same token, next to the user's certificate.
@@ -599,7 +605,7 @@ fn report_login_failure(
     Ok(())
 }
 
-fn login_failure(error: TokenError, token: &TokenIdentity) -> AuthFailure {
+pub(crate) fn login_failure(error: TokenError, token: &TokenIdentity) -> AuthFailure {
     let kind = match error.rv() {
         Some(RvError::PinIncorrect | RvError::PinLenRange | RvError::PinInvalid) => {
             FailureKind::WrongPin

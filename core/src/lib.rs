@@ -7,6 +7,7 @@ pub mod binding;
 pub mod challenge;
 pub mod config;
 pub mod filetrust;
+pub mod pin_change;
 pub mod pkcs11_uri;
 pub mod pki;
 pub mod policy;

@@ -284,6 +284,35 @@ impl Pkcs11Module {
         Ok(certificates)
     }
 
+    /// The token's PIN length limits (CK_TOKEN_INFO ulMinPinLen/ulMaxPinLen).
+    pub fn pin_length_range(&self, token: &TokenIdentity) -> Result<(usize, usize), TokenError> {
+        let info = self.context()?.get_token_info(self.slot(token)?)?;
+        Ok((info.min_pin_length(), info.max_pin_length()))
+    }
+
+    /// Changes the user PIN of `token`: C_Login with the old PIN, then
+    /// C_SetPIN in that logged-in read-write session. Logging in first both
+    /// verifies the old PIN and keeps drivers that treat C_SetPIN in a
+    /// public session as "unblock with the PUK" (OpenSC's
+    /// `set_pin_in_unlogged_session`) from spending PUK tries.
+    pub fn set_pin(
+        &self,
+        token: &TokenIdentity,
+        old: &Zeroizing<String>,
+        new: &Zeroizing<String>,
+    ) -> Result<(), TokenError> {
+        let mut session = TokenSession {
+            session: self.context()?.open_rw_session(self.slot(token)?)?,
+            logged_in: false,
+        };
+        session.login(Some(old))?;
+        session.session.set_pin(
+            &AuthPin::new(old.as_str().into()),
+            &AuthPin::new(new.as_str().into()),
+        )?;
+        Ok(())
+    }
+
     /// Opens a session on `token` for logging in and signing.
     pub fn open_session(&self, token: &TokenIdentity) -> Result<TokenSession, TokenError> {
         let session = self.context()?.open_ro_session(self.slot(token)?)?;

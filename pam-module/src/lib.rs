@@ -42,13 +42,80 @@ fn failure_code(kind: FailureKind, card: CardRequirement) -> PamError {
             CardRequirement::Required => PamError::AUTH_ERR,
             CardRequirement::Optional | CardRequirement::Disabled => PamError::AUTHINFO_UNAVAIL,
         },
-        FailureKind::CertificateRejected | FailureKind::WrongPin | FailureKind::ProofFailed => {
-            PamError::AUTH_ERR
-        }
+        FailureKind::CertificateRejected
+        | FailureKind::WrongPin
+        | FailureKind::ProofFailed
+        | FailureKind::NewPinRejected => PamError::AUTH_ERR,
         FailureKind::PinLocked => PamError::MAXTRIES,
         FailureKind::Conversation => PamError::CONV_ERR,
         FailureKind::Config | FailureKind::Internal => PamError::SERVICE_ERR,
     }
+}
+
+/// The PAM code of a failed PIN change (pam_sm_chauthtok); never
+/// PAM_SUCCESS or PAM_IGNORE.
+fn chauthtok_failure_code(kind: FailureKind) -> PamError {
+    match kind {
+        FailureKind::NoModule
+        | FailureKind::NoToken
+        | FailureKind::NoMatchingCertificate
+        | FailureKind::TokenUnavailable => PamError::AUTHINFO_UNAVAIL,
+        FailureKind::WrongPin => PamError::AUTH_ERR,
+        FailureKind::PinLocked => PamError::MAXTRIES,
+        FailureKind::NewPinRejected
+        | FailureKind::CertificateRejected
+        | FailureKind::ProofFailed => PamError::AUTHTOK_ERR,
+        FailureKind::Conversation => PamError::CONV_ERR,
+        FailureKind::Config | FailureKind::Internal => PamError::SERVICE_ERR,
+    }
+}
+
+/// pam_chauthtok's two passes (pam_sm_chauthtok(3)).
+const PAM_PRELIM_CHECK: i32 = 0x4000;
+const PAM_UPDATE_AUTHTOK: i32 = 0x2000;
+
+fn chauthtok(pamh: &Pam, flags: PamFlags, raw_args: &[String]) -> PamError {
+    let call = match Call::new(pamh, "chauthtok", raw_args) {
+        Ok(call) => call,
+        Err(code) => return code,
+    };
+    logging::with_logger(&call.args, || {
+        let service = call.service.as_str();
+        let config = match call.config() {
+            Ok(config) => config,
+            Err(code) => return code,
+        };
+        if call.policy(&config).card == CardRequirement::Disabled {
+            return PamError::IGNORE;
+        }
+        let user = match cached_user(pamh) {
+            Ok(Some(user)) => user,
+            _ => {
+                tracing::error!(service, "PIN change without a user name");
+                return PamError::USER_UNKNOWN;
+            }
+        };
+        let result = if flags.bits() & PAM_PRELIM_CHECK != 0 {
+            tessera_core::pin_change::prelim_check(&config, &user)
+        } else if flags.bits() & PAM_UPDATE_AUTHTOK != 0 {
+            let mut conversation = PamConversation::new(pamh, flags.contains(PamFlags::SILENT));
+            tessera_core::pin_change::change_pin(&config, &user, &mut conversation).map(drop)
+        } else {
+            tracing::error!(
+                service,
+                "pam_sm_chauthtok called without PRELIM_CHECK or UPDATE_AUTHTOK"
+            );
+            return PamError::SERVICE_ERR;
+        };
+        match result {
+            Ok(()) => PamError::SUCCESS,
+            Err(failure) => {
+                let code = chauthtok_failure_code(failure.kind);
+                tracing::warn!(service, user = %user, ?code, "PIN change: {failure}");
+                code
+            }
+        }
+    })
 }
 
 /// Runs an entry point's body; a panic is logged and becomes PAM_SERVICE_ERR.
@@ -288,9 +355,10 @@ impl PamServiceModule for PamTessera {
         guarded("close_session", || session::close(&pamh, &args))
     }
 
-    /// Changing the token PIN through PAM is not supported by this version.
-    fn chauthtok(_: Pam, _: PamFlags, _: Vec<String>) -> PamError {
-        PamError::IGNORE
+    /// Changes the PIN of the user's token: current PIN, new PIN twice,
+    /// within the token's length limits.
+    fn chauthtok(pamh: Pam, flags: PamFlags, args: Vec<String>) -> PamError {
+        guarded("chauthtok", || chauthtok(&pamh, flags, &args))
     }
 }
 
@@ -312,7 +380,15 @@ mod tests {
             FailureKind::Conversation,
             FailureKind::Config,
             FailureKind::Internal,
+            FailureKind::NewPinRejected,
         ];
+        for kind in kinds {
+            let code = chauthtok_failure_code(kind);
+            assert!(
+                code != PamError::SUCCESS && code != PamError::IGNORE,
+                "{kind:?}"
+            );
+        }
         for card in [
             CardRequirement::Optional,
             CardRequirement::Required,

@@ -64,6 +64,7 @@ extern "C" {
     fn pam_setcred(pamh: *mut c_void, flags: c_int) -> c_int;
     fn pam_open_session(pamh: *mut c_void, flags: c_int) -> c_int;
     fn pam_close_session(pamh: *mut c_void, flags: c_int) -> c_int;
+    fn pam_chauthtok(pamh: *mut c_void, flags: c_int) -> c_int;
     fn pam_get_item(pamh: *const c_void, item_type: c_int, item: *mut *const c_void) -> c_int;
     fn pam_putenv(pamh: *mut c_void, name_value: *const c_char) -> c_int;
     fn pam_getenvlist(pamh: *mut c_void) -> *mut *mut c_char;
@@ -127,7 +128,7 @@ struct Cli {
     /// Answers to prompts, in order.
     #[arg(long = "answer")]
     answers: Vec<String>,
-    /// Operations to run in order: authenticate, acct_mgmt, setcred, open_session, close_session.
+    /// Operations to run in order: authenticate, acct_mgmt, setcred, open_session, close_session, chauthtok.
     #[arg(long = "op", default_value = "authenticate")]
     ops: Vec<String>,
     /// PAM environment variables (NAME=VALUE) to set before the operations.
@@ -277,6 +278,7 @@ fn main() -> ExitCode {
                 "setcred" => pam_setcred(handle, 0x0002),
                 "open_session" => pam_open_session(handle, 0),
                 "close_session" => pam_close_session(handle, 0),
+                "chauthtok" => pam_chauthtok(handle, 0),
                 other => {
                     eprintln!("unknown operation {other}");
                     pam_end(handle, PAM_SUCCESS);

@@ -336,3 +336,97 @@ fn a_screen_locker_running_as_the_user_authenticates_and_skips_root_only_state()
     );
     assert!(!bindings.exists());
 }
+
+fn password_stack(rig: &LoginRig) {
+    rig.write_service(&format!(
+        "{}{}",
+        module_line(rig, "auth", "required", ""),
+        module_line(rig, "password", "required", "")
+    ));
+}
+
+#[test]
+fn passwd_changes_the_token_pin() {
+    let mut rig = LoginRig::new();
+    rig.enroll("alice", KeyType::P256);
+    password_stack(&rig);
+    let run = rig.pam(
+        Some("alice"),
+        &[PIN, "24681357", "24681357"],
+        &["chauthtok"],
+    );
+    assert_eq!(run.result("chauthtok"), "PAM_SUCCESS", "{run}");
+    let prompts: Vec<String> = run
+        .messages()
+        .into_iter()
+        .filter(|(style, _)| style == "prompt_echo_off")
+        .map(|(_, text)| text)
+        .collect();
+    assert_eq!(
+        prompts,
+        [
+            "Current PIN for alice-token: ",
+            "New PIN: ",
+            "Repeat new PIN: "
+        ]
+    );
+    assert!(!run.log.contains("24681357"), "{run}");
+
+    let old = rig.authenticate(Some("alice"), &[PIN]);
+    assert_eq!(old.result("authenticate"), "PAM_AUTH_ERR", "{old}");
+    let new = rig.authenticate(Some("alice"), &["24681357"]);
+    assert_eq!(new.result("authenticate"), "PAM_SUCCESS", "{new}");
+}
+
+#[test]
+fn passwd_refuses_mismatched_short_or_unauthorised_pin_changes() {
+    let mut rig = LoginRig::new();
+    rig.enroll("alice", KeyType::P256);
+    password_stack(&rig);
+    let mismatch = rig.pam(
+        Some("alice"),
+        &[PIN, "11112222", "11113333"],
+        &["chauthtok"],
+    );
+    assert_eq!(
+        mismatch.result("chauthtok"),
+        "PAM_AUTHTOK_ERR",
+        "{mismatch}"
+    );
+    assert!(mismatch
+        .messages()
+        .iter()
+        .any(|(_, t)| t == "The PINs do not match"));
+
+    let short = rig.pam(Some("alice"), &[PIN, "12"], &["chauthtok"]);
+    assert_eq!(short.result("chauthtok"), "PAM_AUTHTOK_ERR", "{short}");
+    assert!(
+        short
+            .messages()
+            .iter()
+            .any(|(_, t)| t.starts_with("The new PIN must have")),
+        "{short}"
+    );
+
+    let wrong = rig.pam(
+        Some("alice"),
+        &["000000", "11112222", "11112222"],
+        &["chauthtok"],
+    );
+    assert_eq!(wrong.result("chauthtok"), "PAM_AUTH_ERR", "{wrong}");
+
+    let still = rig.authenticate(Some("alice"), &[PIN]);
+    assert_eq!(
+        still.result("authenticate"),
+        "PAM_SUCCESS",
+        "the PIN is unchanged: {still}"
+    );
+
+    rig.add_user("bob");
+    let no_token = rig.pam(Some("bob"), &[], &["chauthtok"]);
+    assert_eq!(
+        no_token.result("chauthtok"),
+        "PAM_AUTHINFO_UNAVAIL",
+        "{no_token}"
+    );
+}

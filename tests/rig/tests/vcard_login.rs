@@ -209,6 +209,24 @@ fn waiting_for_a_card_returns_as_soon_as_it_is_inserted() {
     assert!(run.micros("authenticate") < 30_000_000, "{run}");
 }
 
+#[test]
+fn the_card_pin_is_changed_through_pam() {
+    let card = card_rig(P256, 3);
+    card.rig.write_service(&format!(
+        "auth required {module} config={config} log=stderr debug\npassword required {module} config={config} log=stderr debug\n",
+        module = tessera_testrig::bins::pam_module().display(),
+        config = card.rig.config_path().display()
+    ));
+    let run = card.rig.pam(
+        Some("alice"),
+        &[PIN, "87654321", "87654321"],
+        &["chauthtok"],
+    );
+    assert_eq!(run.result("chauthtok"), "PAM_SUCCESS", "{run}");
+    let run = card.rig.authenticate(Some("alice"), &["87654321"]);
+    assert_eq!(run.result("authenticate"), "PAM_SUCCESS", "{run}");
+}
+
 /// Figures for tests/README.md: `cargo test -p tessera-testrig --release
 /// --test vcard_login -- --ignored --nocapture measure_`.
 #[test]
