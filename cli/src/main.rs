@@ -1,5 +1,9 @@
 //! `tessera`: the administration tool.
 
+mod inspect;
+mod login;
+mod terminal;
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -24,6 +28,32 @@ enum Command {
         /// The configuration file.
         #[arg(default_value = DEFAULT_CONFIG_PATH)]
         path: PathBuf,
+    },
+    /// List tokens and their certificates: validation verdict and mapped user.
+    /// Exit status 0 when the tokens could be read.
+    Inspect {
+        /// The configuration file.
+        #[arg(long, default_value = DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+        /// Only tokens matching this RFC 7512 PKCS#11 URI.
+        #[arg(long)]
+        token: Option<String>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the whole authentication flow without PAM, printing each step and
+    /// its time. Exit status 0 on success, 1 on failure.
+    Login {
+        /// The configuration file.
+        #[arg(long, default_value = DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+        /// The user to log in; omitted, the user is found from the certificate.
+        #[arg(long)]
+        user: Option<String>,
+        /// The PAM service whose policy applies.
+        #[arg(long, default_value = "login")]
+        service: String,
     },
 }
 
@@ -64,6 +94,40 @@ fn main() -> ExitCode {
             }
             Err(error) => {
                 eprintln!("tessera check-config: {error}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Inspect {
+            config,
+            token,
+            json,
+        } => match inspect::inspect(config, token.as_deref()) {
+            Ok(report) => {
+                let text = if *json {
+                    serde_json::to_string_pretty(&report).unwrap_or_default()
+                } else {
+                    inspect::render(&report)
+                };
+                #[allow(clippy::print_stdout)]
+                {
+                    println!("{}", text.trim_end());
+                }
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("tessera inspect: {error}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Login {
+            config,
+            user,
+            service,
+        } => match login::run(config, user.as_deref(), service) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::FAILURE,
+            Err(error) => {
+                eprintln!("tessera login: {error}");
                 ExitCode::FAILURE
             }
         },

@@ -299,9 +299,12 @@ pub fn authenticate(
 ) -> Result<AuthSuccess, AuthFailure> {
     let store = TrustStore::load(&config.ca_paths)
         .map_err(|error| AuthFailure::new(FailureKind::Config, error.to_string()))?;
+    tracing::debug!(anchors = store.len(), "trust anchors loaded");
 
     let module = load_module(config)?;
+    tracing::debug!(module = %config.pkcs11_module.display(), "PKCS#11 module loaded");
     let tokens = find_tokens(&module, config, request.policy, conversation)?;
+    tracing::debug!(count = tokens.len(), "tokens present");
     if tokens.is_empty() {
         return Err(AuthFailure::new(
             FailureKind::NoToken,
@@ -340,15 +343,18 @@ pub fn authenticate(
             .map(|(_, der)| der.clone())
             .collect();
         match pki::validate(&store, &ders[index], &intermediates, request.now) {
-            Ok(validated) => candidates.push(Candidate {
-                certificate,
-                validated,
-                subject: fields.subject.clone(),
-                sha256: fields.sha256_hex.clone(),
-                validity: pki::validity_window(&certificate.der),
-                users,
-                rule,
-            }),
+            Ok(validated) => {
+                tracing::debug!(subject = %fields.subject, "certificate valid");
+                candidates.push(Candidate {
+                    certificate,
+                    validated,
+                    subject: fields.subject.clone(),
+                    sha256: fields.sha256_hex.clone(),
+                    validity: pki::validity_window(&certificate.der),
+                    users,
+                    rule,
+                })
+            }
             Err(rejection) => {
                 tracing::warn!(subject = %fields.subject, token = %certificate.token.describe(), reason = %rejection, "certificate rejected");
                 rejections.push((fields.subject.clone(), rejection));
@@ -488,6 +494,7 @@ fn prove_possession(
             conversation,
         )?)
     };
+    tracing::debug!(token = %token.describe(), "logged in to the token");
 
     let proof_failed = |error: &dyn fmt::Display| {
         AuthFailure::new(
@@ -508,6 +515,7 @@ fn prove_possession(
     let signature = session
         .sign(&mechanism, key, &input)
         .map_err(|error| proof_failed(&error))?;
+    tracing::debug!(bytes = signature.len(), "token signed the challenge");
     algorithm
         .verify(candidate.validated.end_entity(), &challenge, &signature)
         .map_err(|error| proof_failed(&error))?;
