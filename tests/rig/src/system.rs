@@ -11,6 +11,7 @@ pub struct Overlay {
     dir: PathBuf,
     binds: Vec<(PathBuf, PathBuf)>,
     pam_dir: Option<PathBuf>,
+    overlays: Vec<(PathBuf, PathBuf, PathBuf)>,
 }
 
 impl Overlay {
@@ -21,7 +22,23 @@ impl Overlay {
             dir: dir.to_owned(),
             binds: Vec::new(),
             pam_dir: None,
+            overlays: Vec::new(),
         }
+    }
+
+    /// Lays a writable overlayfs over the directory `target`; returns its
+    /// upper directory. Files put there before [`Overlay::command`] runs
+    /// appear in `target`, and whatever the command writes there lands in
+    /// the upper directory, never in the real `target`.
+    pub fn overlay_dir(&mut self, target: &str) -> PathBuf {
+        let name = target.trim_start_matches('/').replace('/', "_");
+        let upper = self.dir.join(format!("{name}.upper"));
+        let work = self.dir.join(format!("{name}.work"));
+        std::fs::create_dir_all(&upper).expect("overlay upper dir");
+        std::fs::create_dir_all(&work).expect("overlay work dir");
+        self.overlays
+            .push((PathBuf::from(target), upper.clone(), work));
+        upper
     }
 
     /// Replaces the existing file `target` with `contents` (mode `mode`, root-owned).
@@ -69,6 +86,11 @@ impl Overlay {
     /// mount namespace (nothing outside sees the bind mounts).
     pub fn command(&self, program: &str) -> Command {
         let mut script = String::from("set -e\n");
+        for index in 0..self.overlays.len() {
+            script.push_str(&format!(
+                "mount -t overlay overlay -o \"lowerdir=$TESSERA_OVL_DST_{index},upperdir=$TESSERA_OVL_UPPER_{index},workdir=$TESSERA_OVL_WORK_{index}\" \"$TESSERA_OVL_DST_{index}\"\n"
+            ));
+        }
         for index in 0..self.binds.len() {
             script.push_str(&format!(
                 "mount --bind \"$TESSERA_BIND_SRC_{index}\" \"$TESSERA_BIND_DST_{index}\"\n"
@@ -81,6 +103,12 @@ impl Overlay {
             .arg(script)
             .arg("sh")
             .arg(program);
+        for (index, (target, upper, work)) in self.overlays.iter().enumerate() {
+            command
+                .env(format!("TESSERA_OVL_DST_{index}"), target)
+                .env(format!("TESSERA_OVL_UPPER_{index}"), upper)
+                .env(format!("TESSERA_OVL_WORK_{index}"), work);
+        }
         for (index, (source, target)) in self.binds.iter().enumerate() {
             command
                 .env(format!("TESSERA_BIND_SRC_{index}"), source)

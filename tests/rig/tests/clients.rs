@@ -258,3 +258,65 @@ fn sudo_with_someone_elses_card_says_so_and_falls_back() {
         text(&output)
     );
 }
+
+/// Copies `source` to `destination`, creating parent directories.
+fn install(source: &std::path::Path, destination: &std::path::Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(destination.parent().unwrap()).unwrap();
+    std::fs::copy(source, destination).unwrap();
+    std::fs::set_permissions(destination, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+#[test]
+fn the_pam_auth_update_profile_enables_card_or_password_in_common_auth() {
+    let mut rig = LoginRig::new();
+    rig.enroll("alice", KeyType::P256);
+    let mut overlay = Overlay::new(&rig.path().join("overlay-profile"));
+    let etc = overlay.overlay_dir("/etc");
+    let security = overlay.overlay_dir("/usr/lib/x86_64-linux-gnu/security");
+    let profiles = overlay.overlay_dir("/usr/share/pam-configs");
+    install(&pam_module(), &security.join("pam_tessera.so"), 0o644);
+    let profile =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../etc/pam-configs/tessera");
+    install(&profile, &profiles.join("tessera"), 0o644);
+    install(
+        &rig.ca_dir().join("root.pem"),
+        &etc.join("tessera/ca/root.pem"),
+        0o644,
+    );
+    let config = rig
+        .default_config()
+        .replace(&rig.ca_dir().display().to_string(), "/etc/tessera/ca");
+    std::fs::write(etc.join("tessera/tessera.toml"), config).unwrap();
+    std::fs::create_dir_all(etc.join("pam.d")).unwrap();
+    std::fs::write(
+        etc.join("pam.d/tessera-profile-check"),
+        "@include common-auth\n@include common-account\n",
+    )
+    .unwrap();
+
+    let (key, value) = rig.hsm.env();
+    let script = "pam-auth-update --package --enable tessera && cat /etc/pam.d/common-auth && pamtester tessera-profile-check alice authenticate";
+    let output = with_stdin(
+        overlay
+            .command("sh")
+            .args(["-c", script])
+            .env(key, value)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .env("LD_PRELOAD", "libnss_wrapper.so")
+            .env("NSS_WRAPPER_PASSWD", rig.path().join("passwd"))
+            .env("NSS_WRAPPER_GROUP", rig.path().join("group")),
+        &format!("{PIN}\n"),
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{}", text(&output));
+    assert!(
+        stdout.contains("authinfo_unavail=ignore default=die]\tpam_tessera.so"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("successfully authenticated"), "{stdout}");
+    assert!(
+        !std::path::Path::new("/usr/lib/x86_64-linux-gnu/security/pam_tessera.so").exists(),
+        "the overlay must not leak into the real system"
+    );
+}
