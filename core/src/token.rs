@@ -213,16 +213,11 @@ impl Pkcs11Module {
         })
     }
 
+    /// The slot of `token`. No C_GetSlotList here: some modules (SoftHSM)
+    /// rescan their store on every call, and a token that left its slot is
+    /// reported by the next call on the slot anyway.
     fn slot(&self, token: &TokenIdentity) -> Result<Slot, TokenError> {
-        let context = self.context()?;
-        context
-            .get_slots_with_token()?
-            .into_iter()
-            .find(|slot| slot.id() == token.slot_id)
-            .ok_or(TokenError::Call(CryptokiError::Pkcs11(
-                RvError::TokenNotPresent,
-                Function::GetSlotList,
-            )))
+        Slot::try_from(token.slot_id).map_err(TokenError::Call)
     }
 
     /// `token` as it is now (fresh PIN flags).

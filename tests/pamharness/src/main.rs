@@ -134,6 +134,11 @@ struct Cli {
     /// PAM environment variables (NAME=VALUE) to set before the operations.
     #[arg(long = "env")]
     env: Vec<String>,
+    /// Benchmark: run pam_start_confdir, pam_authenticate and pam_end this
+    /// many times in this process (the module is loaded and unloaded each
+    /// time, as login and sudo do) and print each duration.
+    #[arg(long, default_value_t = 0)]
+    repeat: usize,
     /// Stop at the first operation that does not return PAM_SUCCESS.
     #[arg(long)]
     stop_on_failure: bool,
@@ -236,6 +241,39 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if cli.repeat > 0 {
+        let initial: VecDeque<String> = script.borrow().answers.clone();
+        let mut micros = Vec::with_capacity(cli.repeat);
+        for _ in 0..cli.repeat {
+            script.borrow_mut().answers = initial.clone();
+            let started = Instant::now();
+            let mut handle: *mut c_void = ptr::null_mut();
+            // SAFETY: as for the single run below; the handle is ended in this iteration.
+            let rc = unsafe {
+                let rc = pam_start_confdir(
+                    service.as_ptr(),
+                    user.as_ref().map_or(ptr::null(), |u| u.as_ptr()),
+                    &conversation,
+                    confdir.as_ptr(),
+                    &mut handle,
+                );
+                if rc != PAM_SUCCESS {
+                    rc
+                } else {
+                    let rc = pam_authenticate(handle, 0);
+                    pam_end(handle, rc);
+                    rc
+                }
+            };
+            if rc != PAM_SUCCESS {
+                println!("{}", json!({"event": "bench", "error": code_name(rc)}));
+                return ExitCode::from(1);
+            }
+            micros.push(started.elapsed().as_micros() as u64);
+        }
+        println!("{}", json!({"event": "bench", "micros": micros}));
+        return ExitCode::SUCCESS;
+    }
     let mut handle: *mut c_void = ptr::null_mut();
     // SAFETY: all strings are NUL-terminated and outlive the call; the
     // conversation struct and the script outlive the transaction (pam_end below).

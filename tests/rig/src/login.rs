@@ -290,6 +290,33 @@ impl LoginRig {
         }
     }
 
+    /// Measures `pam_start`, `pam_authenticate` and `pam_end` as `user`,
+    /// `rounds` times in one process (the module is loaded every time, as
+    /// login and sudo do); the microseconds of each round.
+    pub fn bench_authenticate(&self, user: &str, pin: &str, rounds: usize) -> Vec<u64> {
+        let run = self.pam_with(Some(user), &[pin], &[], &["--repeat", &rounds.to_string()]);
+        let bench = run
+            .events
+            .iter()
+            .find(|event| event["event"] == "bench")
+            .unwrap_or_else(|| panic!("no bench result: {run}"));
+        bench["micros"]
+            .as_array()
+            .unwrap_or_else(|| panic!("benchmark failed: {run}"))
+            .iter()
+            .filter_map(Value::as_u64)
+            .collect()
+    }
+
+    /// The production-like stack: no `debug`, logs to syslog (as by default).
+    pub fn quiet_service(&self) {
+        self.write_service(&format!(
+            "auth required {} config={}\naccount required pam_permit.so\n",
+            pam_module().display(),
+            self.config_path().display()
+        ));
+    }
+
     /// `pam_authenticate` as `user` with the PIN answers given.
     pub fn authenticate(&self, user: Option<&str>, answers: &[&str]) -> PamRun {
         self.pam(user, answers, &["authenticate"])
