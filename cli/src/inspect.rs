@@ -112,7 +112,9 @@ fn certificate_report(
         .filter(|other| other.token == certificate.token && other.der != certificate.der)
         .map(|other| CertificateDer::from(other.der.as_slice()))
         .collect();
-    let verdict = match pki::validate(store, &der, &intermediates, now) {
+    // The same checks as a login, revocation included, each with its own budget.
+    let deadline = pki::Deadline::after(config.pki.revocation_timeout);
+    let verdict = match pki::validate(store, &config.pki, &der, &intermediates, now, &deadline) {
         Ok(_) => "valid".to_owned(),
         Err(rejection) => format!("rejected: {rejection}"),
     };

@@ -320,6 +320,8 @@ pub fn authenticate(
         .map(|certificate| CertificateDer::from(certificate.der.as_slice()))
         .collect();
 
+    // One revocation budget for the whole login, however many certificates.
+    let deadline = pki::Deadline::after(config.pki.revocation_timeout);
     let mut candidates: Vec<Candidate<'_>> = Vec::new();
     let mut rejections: Vec<(String, Rejection)> = Vec::new();
     for (index, certificate) in token_certificates.iter().enumerate() {
@@ -342,7 +344,14 @@ pub fn authenticate(
             })
             .map(|(_, der)| der.clone())
             .collect();
-        match pki::validate(&store, &ders[index], &intermediates, request.now) {
+        match pki::validate(
+            &store,
+            &config.pki,
+            &ders[index],
+            &intermediates,
+            request.now,
+            &deadline,
+        ) {
             Ok(validated) => {
                 tracing::debug!(subject = %fields.subject, "certificate valid");
                 candidates.push(Candidate {

@@ -113,10 +113,12 @@ impl LoginRig {
         dir
     }
 
-    /// The config the rig starts with: SoftHSM, the rig CA, `user = "{cn}"`.
+    /// The config the rig starts with: SoftHSM, the rig CA (whose
+    /// certificates name no CRL or OCSP responder, hence no revocation
+    /// checking), `user = "{cn}"`.
     pub fn default_config(&self) -> String {
         format!(
-            "version = 1\n[pkcs11]\nmodule = \"{SOFTHSM_MODULE}\"\n[pki]\nca = [\"{}\"]\n[[rule]]\nuser = \"{{cn}}\"\n",
+            "version = 1\n[pkcs11]\nmodule = \"{SOFTHSM_MODULE}\"\n[pki]\nca = [\"{}\"]\nrevocation = \"none\"\n[[rule]]\nuser = \"{{cn}}\"\n",
             self.ca_dir().display()
         )
     }
