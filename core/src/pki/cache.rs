@@ -85,9 +85,7 @@ impl Cache {
             return;
         }
         let target = self.dir.join(name);
-        let temporary = self
-            .dir
-            .join(format!(".{name}.{}.tmp", std::process::id()));
+        let temporary = self.dir.join(format!(".{name}.{}.tmp", std::process::id()));
         let written = fs::OpenOptions::new()
             .write(true)
             .create_new(true)

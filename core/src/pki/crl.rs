@@ -93,14 +93,27 @@ fn update_times(der: &[u8]) -> der::Result<(Time, Option<Time>)> {
     Ok((this_update, next_update))
 }
 
+/// Local CRLs, and why the files that could not be used were skipped.
+#[derive(Debug, Default)]
+pub struct LocalCrls {
+    /// The CRLs read.
+    pub documents: Vec<CrlDocument>,
+    /// One line per unusable file or directory.
+    pub problems: Vec<String>,
+}
+
 /// Reads the configured local CRL files and directories. A file that cannot
 /// be used is logged and skipped: the missing-CRL policy then decides.
-pub fn load_local(paths: &[PathBuf], max_bytes: u64) -> Vec<CrlDocument> {
+pub fn load_local(paths: &[PathBuf], max_bytes: u64) -> LocalCrls {
+    let mut local = LocalCrls::default();
     let mut files = Vec::new();
     for path in paths {
         if path.is_dir() {
             if let Err(error) = filetrust::check_trusted_path(path) {
                 tracing::error!(%error, "CRL directory not used");
+                local
+                    .problems
+                    .push(format!("CRL directory not used: {error}"));
                 continue;
             }
             match fs::read_dir(path) {
@@ -122,21 +135,26 @@ pub fn load_local(paths: &[PathBuf], max_bytes: u64) -> Vec<CrlDocument> {
                     files.extend(found);
                 }
                 Err(error) => {
-                    tracing::error!(path = %path.display(), %error, "cannot read CRL directory")
+                    tracing::error!(path = %path.display(), %error, "cannot read CRL directory");
+                    local
+                        .problems
+                        .push(format!("{}: cannot read: {error}", path.display()));
                 }
             }
         } else {
             files.push(path.clone());
         }
     }
-    let mut documents = Vec::new();
     for file in files {
         match read_crl_file(&file, max_bytes) {
-            Ok(found) => documents.extend(found),
-            Err(error) => tracing::error!("CRL file not used: {error}"),
+            Ok(found) => local.documents.extend(found),
+            Err(error) => {
+                tracing::error!("CRL file not used: {error}");
+                local.problems.push(format!("CRL file not used: {error}"));
+            }
         }
     }
-    documents
+    local
 }
 
 fn read_crl_file(path: &Path, max_bytes: u64) -> Result<Vec<CrlDocument>, String> {
@@ -225,8 +243,7 @@ pub fn is_authoritative(
     let Ok(idp) = IssuingDistributionPoint::from_der(idp) else {
         return false;
     };
-    if (idp.only_contains_ca_certs && end_entity) || (idp.only_contains_user_certs && !end_entity)
-    {
+    if (idp.only_contains_ca_certs && end_entity) || (idp.only_contains_user_certs && !end_entity) {
         return false;
     }
     if idp.only_contains_attribute_certs || idp.indirect_crl || idp.only_some_reasons.is_some() {

@@ -123,7 +123,10 @@ mod tests {
         assert!(!is_http_url("http://"));
         let deadline = Deadline::after(Duration::from_secs(1));
         let error = fetch("ldap://x/y", None, 10, &deadline).unwrap_err();
-        assert_eq!(error.to_string(), "ldap://x/y: only http:// URLs are fetched");
+        assert_eq!(
+            error.to_string(),
+            "ldap://x/y: only http:// URLs are fetched"
+        );
     }
 
     #[test]

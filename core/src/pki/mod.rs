@@ -276,7 +276,9 @@ pub enum Rejection {
     #[error("issuer not trusted")]
     UntrustedIssuer,
     /// EKU present but without an allowed purpose.
-    #[error("certificate is not for client authentication or smart-card logon (extended key usage)")]
+    #[error(
+        "certificate is not for client authentication or smart-card logon (extended key usage)"
+    )]
     WrongExtendedKeyUsage,
     /// `require_eku` and no EKU extension.
     #[error("certificate has no extended key usage, and pki.require_eku is set")]

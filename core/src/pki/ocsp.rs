@@ -6,11 +6,11 @@ use const_oid::db::{rfc5280, rfc5912, rfc6960};
 use der::asn1::{AnyRef, Null, OctetString};
 use der::{Decode, Encode};
 use rustls_pki_types::{CertificateDer, SignatureVerificationAlgorithm, UnixTime};
-use x509_cert::spki::AlgorithmIdentifierOwned;
 use webpki::{EndEntityCert, KeyUsage};
 use x509_cert::ext::pkix::name::GeneralName;
 use x509_cert::ext::pkix::{AuthorityInfoAccessSyntax, CrlReason};
 use x509_cert::ext::Extension;
+use x509_cert::spki::AlgorithmIdentifierOwned;
 use x509_cert::Certificate;
 use x509_ocsp::{
     BasicOcspResponse, CertId, CertStatus, OcspGeneralizedTime, OcspRequest, OcspResponse,
@@ -106,12 +106,10 @@ pub fn responder_url(policy: &OcspPolicy, certificate: &Certificate) -> Option<S
     if let Some(url) = &policy.url {
         return Some(url.clone());
     }
-    let access = extension::<AuthorityInfoAccessSyntax>(
-        certificate,
-        rfc5280::ID_PE_AUTHORITY_INFO_ACCESS,
-    )
-    .ok()
-    .flatten()?;
+    let access =
+        extension::<AuthorityInfoAccessSyntax>(certificate, rfc5280::ID_PE_AUTHORITY_INFO_ACCESS)
+            .ok()
+            .flatten()?;
     access
         .0
         .iter()
@@ -154,8 +152,9 @@ pub fn check(context: &Context<'_>, target: Target<'_>) -> Result<(Verified, Str
     } else {
         None
     };
-    let request = request(&cert_id, nonce.as_deref())
-        .map_err(|error| Failure::Unavailable(format!("cannot encode the OCSP request: {error}")))?;
+    let request = request(&cert_id, nonce.as_deref()).map_err(|error| {
+        Failure::Unavailable(format!("cannot encode the OCSP request: {error}"))
+    })?;
     let response = fetch::fetch(
         &url,
         Some(("application/ocsp-request", &request)),
@@ -165,7 +164,9 @@ pub fn check(context: &Context<'_>, target: Target<'_>) -> Result<(Verified, Str
     .map_err(|error| Failure::Unavailable(format!("OCSP responder {error}")))?;
     let verified = verify_response(&response, &cert_id, nonce.as_deref(), target, context)
         .map_err(|failure| match failure {
-            Failure::Unavailable(why) => Failure::Unavailable(format!("OCSP responder {url}: {why}")),
+            Failure::Unavailable(why) => {
+                Failure::Unavailable(format!("OCSP responder {url}: {why}"))
+            }
             Failure::Invalid(why) => Failure::Invalid(format!("OCSP response from {url}: {why}")),
         })?;
     // A response without nextUpdate has no stated lifetime: never reused.
@@ -187,10 +188,7 @@ fn cache_name(url: &str, cert_id: &CertId) -> String {
 /// The CertID of `target` (RFC 6960 4.1.1).
 pub fn cert_id(hash: OcspHash, target: Target<'_>) -> der::Result<CertId> {
     let (algorithm, oid) = match hash {
-        OcspHash::Sha1 => (
-            &ring::digest::SHA1_FOR_LEGACY_USE_ONLY,
-            rfc5912::ID_SHA_1,
-        ),
+        OcspHash::Sha1 => (&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, rfc5912::ID_SHA_1),
         OcspHash::Sha256 => (&ring::digest::SHA256, rfc5912::ID_SHA_256),
     };
     let issuer_name = target.issuer.tbs_certificate.subject.to_der()?;
@@ -258,7 +256,8 @@ pub fn verify_response(
     target: Target<'_>,
     context: &Context<'_>,
 ) -> Result<Verified, Failure> {
-    let malformed = |error: der::Error| Failure::Unavailable(format!("malformed response: {error}"));
+    let malformed =
+        |error: der::Error| Failure::Unavailable(format!("malformed response: {error}"));
     let response = OcspResponse::from_der(bytes).map_err(malformed)?;
     if response.response_status != OcspResponseStatus::Successful {
         return Err(Failure::Unavailable(format!(
@@ -283,9 +282,7 @@ pub fn verify_response(
         .responses
         .iter()
         .find(|single| same_cert_id(&single.cert_id, cert_id))
-        .ok_or_else(|| {
-            Failure::Invalid("the response is about another certificate".to_owned())
-        })?;
+        .ok_or_else(|| Failure::Invalid("the response is about another certificate".to_owned()))?;
 
     let now = context.now.as_secs();
     let this_update = unix(&single.this_update);
@@ -410,8 +407,7 @@ fn verify_signer(
         }
     }
     Err(invalid(
-        "not signed by the issuing CA or a responder it authorized (id-kp-OCSPSigning)"
-            .to_owned(),
+        "not signed by the issuing CA or a responder it authorized (id-kp-OCSPSigning)".to_owned(),
     ))
 }
 

@@ -19,7 +19,10 @@ pub const SIGNATURE_ALGORITHMS: &[(&str, &[&dyn SignatureVerificationAlgorithm])
     ("ecdsa-p384-sha256", &[webpki::ring::ECDSA_P384_SHA256]),
     ("ecdsa-p384-sha384", &[webpki::ring::ECDSA_P384_SHA384]),
     ("ed25519", &[webpki::ring::ED25519]),
-    ("rsa-pkcs1-sha256", &[webpki::ring::RSA_PKCS1_2048_8192_SHA256]),
+    (
+        "rsa-pkcs1-sha256",
+        &[webpki::ring::RSA_PKCS1_2048_8192_SHA256],
+    ),
     (
         "rsa-pkcs1-sha384",
         &[
@@ -27,7 +30,10 @@ pub const SIGNATURE_ALGORITHMS: &[(&str, &[&dyn SignatureVerificationAlgorithm])
             webpki::ring::RSA_PKCS1_3072_8192_SHA384,
         ],
     ),
-    ("rsa-pkcs1-sha512", &[webpki::ring::RSA_PKCS1_2048_8192_SHA512]),
+    (
+        "rsa-pkcs1-sha512",
+        &[webpki::ring::RSA_PKCS1_2048_8192_SHA512],
+    ),
     (
         "rsa-pss-sha256",
         &[webpki::ring::RSA_PSS_2048_8192_SHA256_LEGACY_KEY],

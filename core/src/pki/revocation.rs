@@ -91,7 +91,7 @@ pub fn check(
 ) -> Result<CrlPlan, Rejection> {
     let cache = policy.cache_dir.as_deref().and_then(Cache::open);
     let skew = policy.clock_skew.as_secs();
-    let mut local: Option<Vec<CrlDocument>> = None;
+    let mut local: Option<crl::LocalCrls> = None;
     let mut plan = CrlPlan::default();
     for (index, level) in levels.iter().enumerate() {
         let mut failures = Vec::new();
@@ -126,7 +126,7 @@ pub fn check(
                                     who: level.who(),
                                     reason: reason.to_owned(),
                                     since: format_time(time),
-                                    origin: source
+                                    origin: source,
                                 })
                             }
                             Answer::Unknown => {
@@ -195,7 +195,7 @@ pub fn check(
 fn find_crls(
     policy: &Policy,
     level: &Level<'_>,
-    local: &[CrlDocument],
+    local: &crl::LocalCrls,
     cache: Option<&Cache>,
     now: UnixTime,
     skew: u64,
@@ -226,7 +226,7 @@ fn find_crls(
         Ok(())
     };
     let mut found = Vec::new();
-    for document in local {
+    for document in &local.documents {
         match usable(document) {
             Ok(()) => found.push(document.clone()),
             Err(Some(why)) => reasons.push(why),
@@ -250,7 +250,9 @@ fn find_crls(
                         tracing::debug!(url, "CRL from the cache");
                         return Ok(vec![document]);
                     }
-                    Ok(_) => tracing::debug!(url, "cached CRL is stale or not for this certificate"),
+                    Ok(_) => {
+                        tracing::debug!(url, "cached CRL is stale or not for this certificate")
+                    }
                     Err(error) => tracing::debug!(url, %error, "cached CRL not used"),
                 }
             }
@@ -278,10 +280,11 @@ fn find_crls(
             }
         }
     }
-    if local.is_empty() && policy.crl.paths.is_empty() {
+    if policy.crl.paths.is_empty() {
         reasons.insert(0, "no local CRL configured".to_owned());
     } else {
         reasons.insert(0, "no local CRL covers it".to_owned());
+        reasons.extend(local.problems.iter().cloned());
     }
     Err(reasons.join("; "))
 }

@@ -6,7 +6,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod bins;
+pub mod http;
 pub mod login;
+pub mod ocsp;
 pub mod pcscd;
 pub mod pki;
 pub mod softhsm;

@@ -1,14 +1,24 @@
-//! A test PKI made with rcgen: CAs and user certificates for public keys
-//! that live on tokens.
+//! A test PKI made with rcgen: CAs (an RSA or EC root, EC intermediates),
+//! user certificates for public keys that live on tokens, OCSP signers and
+//! CRLs, with CRL distribution points and AIA OCSP URLs.
+
+use std::path::Path;
+use std::process::Command;
 
 use const_oid::ObjectIdentifier;
-use der::Decode;
+use der::{Decode, Encode};
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, PublicKeyData, SanType, SignatureAlgorithm,
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, CrlDistributionPoint,
+    CustomExtension, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod,
+    KeyPair, KeyUsagePurpose, PublicKeyData, RevocationReason, RevokedCertParams, SanType,
+    SerialNumber, SignatureAlgorithm, SigningKey,
 };
 use time::{Duration, OffsetDateTime};
+use x509_cert::ext::pkix::name::GeneralName;
+use x509_cert::ext::pkix::{AccessDescription, AuthorityInfoAccessSyntax};
 use x509_cert::spki::SubjectPublicKeyInfoOwned;
+
+use crate::run;
 
 const RSA_ENCRYPTION: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
 const SECP256R1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7");
@@ -80,6 +90,43 @@ pub struct UserCert {
     pub eku: Vec<ExtendedKeyUsagePurpose>,
     /// keyUsage bits (empty: no keyUsage extension).
     pub key_usage: Vec<KeyUsagePurpose>,
+    /// Serial number (None: random).
+    pub serial: Option<u64>,
+    /// Where revocation information is published.
+    pub pointers: Pointers,
+}
+
+/// A certificate's CRL distribution point and AIA OCSP responder.
+#[derive(Debug, Clone, Default)]
+pub struct Pointers {
+    /// CRL distribution point URL.
+    pub crl_url: Option<String>,
+    /// OCSP responder URL (AIA).
+    pub ocsp_url: Option<String>,
+}
+
+impl Pointers {
+    fn apply(&self, params: &mut CertificateParams) {
+        if let Some(url) = &self.crl_url {
+            params.crl_distribution_points = vec![CrlDistributionPoint {
+                uris: vec![url.clone()],
+            }];
+        }
+        if let Some(url) = &self.ocsp_url {
+            let access = AuthorityInfoAccessSyntax(vec![AccessDescription {
+                access_method: const_oid::db::rfc5280::ID_AD_OCSP,
+                access_location: GeneralName::UniformResourceIdentifier(
+                    der::asn1::Ia5String::new(url).expect("IA5 URL"),
+                ),
+            }]);
+            params
+                .custom_extensions
+                .push(CustomExtension::from_oid_content(
+                    &[1, 3, 6, 1, 5, 5, 7, 1, 1],
+                    access.to_der().expect("encode AIA"),
+                ));
+        }
+    }
 }
 
 impl UserCert {
@@ -97,6 +144,8 @@ impl UserCert {
                 ExtendedKeyUsagePurpose::Other(SMARTCARD_LOGON.to_vec()),
             ],
             key_usage: vec![KeyUsagePurpose::DigitalSignature],
+            serial: None,
+            pointers: Pointers::default(),
         }
     }
 
@@ -111,6 +160,10 @@ impl UserCert {
         params.extended_key_usages = self.eku.clone();
         params.key_usages = self.key_usage.clone();
         params.use_authority_key_identifier_extension = true;
+        if let Some(serial) = self.serial {
+            params.serial_number = Some(SerialNumber::from(serial_bytes(serial)));
+        }
+        self.pointers.apply(&mut params);
         if let Some(email) = &self.email {
             params.subject_alt_names.push(SanType::Rfc822Name(
                 email.clone().try_into().expect("IA5 email"),
@@ -130,26 +183,104 @@ impl UserCert {
 #[derive(Debug)]
 pub struct TestCa {
     issuer: Issuer<'static, KeyPair>,
+    key_pem: String,
     certificate_pem: String,
     certificate_der: Vec<u8>,
+}
+
+fn ca_params(cn: &str, pointers: &Pointers) -> CertificateParams {
+    let mut params = CertificateParams::default();
+    let mut name = DistinguishedName::new();
+    name.push(DnType::OrganizationName, "Example Test");
+    name.push(DnType::CommonName, cn);
+    params.distinguished_name = name;
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    params.use_authority_key_identifier_extension = true;
+    let now = OffsetDateTime::now_utc();
+    params.not_before = now - Duration::days(30);
+    params.not_after = now + Duration::days(3650);
+    pointers.apply(&mut params);
+    params
+}
+
+/// A certificate to be revoked in a CRL.
+#[derive(Debug, Clone)]
+pub struct Revoked {
+    /// Its serial number (big-endian, as in the certificate).
+    pub serial: Vec<u8>,
+    /// The reason (None: no reasonCode extension).
+    pub reason: Option<RevocationReason>,
+}
+
+impl Revoked {
+    /// Serial `serial`, revoked for `reason`.
+    pub fn new(serial: u64, reason: Option<RevocationReason>) -> Self {
+        Self {
+            serial: serial_bytes(serial),
+            reason,
+        }
+    }
+}
+
+/// A serial number's minimal big-endian bytes (keep the top bit clear).
+pub fn serial_bytes(serial: u64) -> Vec<u8> {
+    let bytes = serial.to_be_bytes();
+    let first = bytes.iter().position(|byte| *byte != 0).unwrap_or(7);
+    bytes[first..].to_vec()
+}
+
+/// The serial number of a DER certificate, as its DER INTEGER value.
+pub fn serial_of(certificate: &[u8]) -> Vec<u8> {
+    x509_cert::Certificate::from_der(certificate)
+        .expect("certificate parses")
+        .tbs_certificate
+        .serial_number
+        .as_bytes()
+        .to_vec()
 }
 
 impl TestCa {
     /// A self-signed root CA (ECDSA P-256) named `cn`.
     pub fn new(cn: &str) -> Self {
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("CA key");
-        let mut params = CertificateParams::default();
-        let mut name = DistinguishedName::new();
-        name.push(DnType::OrganizationName, "Example Test");
-        name.push(DnType::CommonName, cn);
-        params.distinguished_name = name;
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let now = OffsetDateTime::now_utc();
-        params.not_before = now - Duration::days(30);
-        params.not_after = now + Duration::days(3650);
+        Self::self_signed(ca_params(cn, &Pointers::default()), key)
+    }
+
+    /// A self-signed RSA-2048 root CA named `cn` (the key comes from openssl:
+    /// ring cannot generate RSA keys).
+    pub fn new_rsa(cn: &str) -> Self {
+        let output = run(Command::new("openssl").args([
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+        ]));
+        let pem = String::from_utf8(output.stdout).expect("PEM key");
+        let key =
+            KeyPair::from_pem_and_sign_algo(&pem, &rcgen::PKCS_RSA_SHA256).expect("RSA CA key");
+        Self::self_signed(ca_params(cn, &Pointers::default()), key)
+    }
+
+    fn self_signed(params: CertificateParams, key: KeyPair) -> Self {
         let certificate = params.self_signed(&key).expect("self-sign CA");
         Self {
+            key_pem: key.serialize_pem(),
+            certificate_pem: certificate.pem(),
+            certificate_der: certificate.der().to_vec(),
+            issuer: Issuer::new(params, key),
+        }
+    }
+
+    /// An intermediate CA (ECDSA P-256) named `cn`, issued by this CA, whose
+    /// own certificate publishes revocation data at `pointers`.
+    pub fn intermediate(&self, cn: &str, pointers: &Pointers) -> TestCa {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("CA key");
+        let params = ca_params(cn, pointers);
+        let certificate = params.signed_by(&key, &self.issuer).expect("issue CA");
+        TestCa {
+            key_pem: key.serialize_pem(),
             certificate_pem: certificate.pem(),
             certificate_der: certificate.der().to_vec(),
             issuer: Issuer::new(params, key),
@@ -166,6 +297,11 @@ impl TestCa {
         &self.certificate_der
     }
 
+    /// The CA's private key in PEM (PKCS#8).
+    pub fn key_pem(&self) -> &str {
+        &self.key_pem
+    }
+
     /// Issues a certificate for a token's public key (DER SPKI).
     pub fn issue(&self, spec: &UserCert, spki: &[u8]) -> Vec<u8> {
         spec.params()
@@ -173,6 +309,81 @@ impl TestCa {
             .expect("issue certificate")
             .der()
             .to_vec()
+    }
+
+    /// Issues a certificate with a fresh P-256 key; returns it and the key (PKCS#8 DER).
+    pub fn issue_with_new_key(&self, spec: &UserCert) -> (Vec<u8>, Vec<u8>) {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
+        let certificate = spec.params().signed_by(&key, &self.issuer).expect("issue");
+        (certificate.der().to_vec(), key.serialize_der())
+    }
+
+    /// A delegated OCSP responder: a certificate with id-kp-OCSPSigning
+    /// issued by this CA, as (certificate PEM, key PEM).
+    pub fn ocsp_signer(&self, cn: &str) -> (String, String) {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
+        let mut spec = UserCert::valid(cn);
+        spec.email = None;
+        spec.upn = None;
+        spec.eku = vec![ExtendedKeyUsagePurpose::OcspSigning];
+        let certificate = spec.params().signed_by(&key, &self.issuer).expect("issue");
+        (certificate.pem(), key.serialize_pem())
+    }
+
+    /// A CRL revoking `revoked`, issued an hour ago, valid until `next_update`.
+    pub fn crl(&self, revoked: &[Revoked], next_update: OffsetDateTime) -> Vec<u8> {
+        let now = OffsetDateTime::now_utc();
+        let params = CertificateRevocationListParams {
+            this_update: now - Duration::hours(1),
+            next_update,
+            crl_number: SerialNumber::from(vec![1]),
+            issuing_distribution_point: None,
+            revoked_certs: revoked
+                .iter()
+                .map(|entry| RevokedCertParams {
+                    serial_number: SerialNumber::from(entry.serial.clone()),
+                    revocation_time: now - Duration::hours(2),
+                    reason_code: entry.reason,
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: KeyIdMethod::Sha256,
+        };
+        params
+            .signed_by(&self.issuer)
+            .expect("sign CRL")
+            .der()
+            .to_vec()
+    }
+
+    /// A delta CRL (a base CRL plus a critical deltaCRLIndicator), signed by this CA.
+    pub fn delta_crl(&self) -> Vec<u8> {
+        use x509_cert::crl::CertificateList;
+        use x509_cert::ext::Extension;
+        let base = self.crl(&[], OffsetDateTime::now_utc() + Duration::days(1));
+        let mut list = CertificateList::from_der(&base).expect("parse CRL");
+        list.tbs_cert_list
+            .crl_extensions
+            .get_or_insert_with(Vec::new)
+            .push(Extension {
+                extn_id: ObjectIdentifier::new_unwrap("2.5.29.27"),
+                critical: true,
+                extn_value: der::asn1::OctetString::new(
+                    der::asn1::Uint::new(&[1]).unwrap().to_der().unwrap(),
+                )
+                .unwrap(),
+            });
+        let tbs = list.tbs_cert_list.to_der().expect("encode TBS");
+        let key = KeyPair::from_pem(&self.key_pem).expect("CA key");
+        let signature = key.sign(&tbs).expect("sign");
+        list.signature = der::asn1::BitString::from_bytes(&signature).unwrap();
+        list.to_der().expect("encode CRL")
+    }
+
+    /// Writes the CA certificate and key as PEM files `<name>.pem` and `<name>.key` in `dir`.
+    pub fn write_pem(&self, dir: &Path, name: &str) {
+        std::fs::write(dir.join(format!("{name}.pem")), self.pem()).expect("write CA PEM");
+        std::fs::write(dir.join(format!("{name}.key")), self.key_pem()).expect("write CA key");
     }
 }
 
