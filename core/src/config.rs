@@ -490,6 +490,7 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pki::policy::{MissingPolicy, OcspHash, RevocationMode};
 
     const CONTRACT: &str = r#"
 version = 1
@@ -658,6 +659,111 @@ user = "{cn}"                                 # template over certificate fields
         let (line, _, message) = position(parse(&text).unwrap_err());
         assert_eq!(line, 4);
         assert!(message.contains("pkcs11.token: unsupported"), "{message}");
+    }
+
+    #[test]
+    fn pki_defaults_are_secure() {
+        let config = parse(CONTRACT).unwrap();
+        let pki = &config.pki;
+        assert_eq!(pki.revocation, RevocationMode::OcspThenCrl);
+        assert_eq!(pki.crl.missing, MissingPolicy::Deny);
+        assert_eq!(pki.crl.missing_intermediate, MissingPolicy::Deny);
+        assert!(!pki.ocsp.soft_fail);
+        assert!(pki.ocsp.nonce);
+        assert_eq!(pki.revocation_timeout, std::time::Duration::from_secs(5));
+        assert_eq!(
+            pki.cache_dir.as_deref(),
+            Some(Path::new(crate::pki::policy::DEFAULT_CACHE_DIR))
+        );
+    }
+
+    #[test]
+    fn every_pki_key_parses() {
+        let text = CONTRACT.replace(
+            "[[rule]]",
+            r#"allowed_eku = ["pkinit", "1.3.6.1.5.5.7.3.2"]
+require_eku = true
+max_chain_depth = 2
+signature_algorithms = ["ecdsa-p256-sha256", "rsa-pkcs1-sha384"]
+clock_skew_seconds = 30
+revocation = "crl-then-ocsp"
+revocation_timeout_ms = 2500
+cache = false
+[pki.crl]
+files = ["/etc/tessera/crl"]
+fetch = false
+max_bytes = 4096
+missing = "allow"
+missing_intermediate = "deny"
+[pki.ocsp]
+url = "http://ocsp.example.test/"
+hash = "sha256"
+nonce = false
+soft_fail = true
+max_bytes = 8192
+[[rule]]"#,
+        );
+        let pki = parse(&text).unwrap().pki;
+        assert_eq!(pki.allowed_eku.len(), 2);
+        assert_eq!(pki.allowed_eku[0], crate::pki::EKU_PKINIT_CLIENT);
+        assert!(pki.require_eku);
+        assert_eq!(pki.max_chain_depth, 2);
+        // rsa-pkcs1-sha384 stands for two webpki algorithms (2048+ and 3072+ keys).
+        assert_eq!(pki.signature_algorithms.len(), 3);
+        assert_eq!(pki.clock_skew, std::time::Duration::from_secs(30));
+        assert_eq!(pki.revocation, RevocationMode::CrlThenOcsp);
+        assert_eq!(
+            pki.revocation_timeout,
+            std::time::Duration::from_millis(2500)
+        );
+        assert_eq!(pki.cache_dir, None);
+        assert_eq!(pki.crl.paths, vec![PathBuf::from("/etc/tessera/crl")]);
+        assert!(!pki.crl.fetch);
+        assert_eq!(pki.crl.max_bytes, 4096);
+        assert_eq!(pki.crl.missing, MissingPolicy::Allow);
+        assert_eq!(pki.ocsp.url.as_deref(), Some("http://ocsp.example.test/"));
+        assert_eq!(pki.ocsp.hash, OcspHash::Sha256);
+        assert!(!pki.ocsp.nonce);
+        assert!(pki.ocsp.soft_fail);
+        assert_eq!(pki.ocsp.max_bytes, 8192);
+    }
+
+    fn pki_error(keys: &str) -> (usize, usize, String) {
+        let text = CONTRACT.replace("[[rule]]", &format!("{keys}\n[[rule]]"));
+        position(parse(&text).unwrap_err())
+    }
+
+    #[test]
+    fn bad_pki_values_are_named_at_their_position() {
+        let (line, column, message) = pki_error("revocation = \"maybe\"");
+        assert_eq!((line, column), (7, 14));
+        assert!(
+            message.contains("pki.revocation: unknown value \"maybe\"; expected one of: none, crl, ocsp, ocsp-then-crl, crl-then-ocsp"),
+            "{message}"
+        );
+        let (line, _, message) = pki_error("allowed_eku = [\"clientAuth\", \"serverLogin\"]");
+        assert_eq!(line, 7);
+        assert!(message.contains("\"serverLogin\" is neither"), "{message}");
+        let (_, _, message) = pki_error("[pki.ocsp]\nurl = \"https://ocsp.example.test/\"");
+        assert!(message.contains("must be an http:// URL"), "{message}");
+        let (line, column, message) = pki_error("[pki.crl]\nmissing = \"ignore\"");
+        assert_eq!((line, column), (8, 11));
+        assert!(
+            message.contains("expected one of: deny, allow"),
+            "{message}"
+        );
+        let (line, _, message) = pki_error("[pki.ocsp]\nresponder = \"http://x/\"");
+        assert_eq!(line, 8);
+        assert!(message.contains("unknown field `responder`"), "{message}");
+        let (_, _, message) = pki_error("max_chain_depth = 9");
+        assert!(message.contains("between 1 and 6"), "{message}");
+        let (_, _, message) = pki_error("signature_algorithms = [\"rsa-pkcs1-sha1\"]");
+        assert!(
+            message.contains("expected one of: ecdsa-p256-sha256"),
+            "{message}"
+        );
+        let (_, _, message) = pki_error("cache_dir = \"cache\"");
+        assert!(message.contains("must be absolute"), "{message}");
     }
 
     #[test]

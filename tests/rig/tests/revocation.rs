@@ -716,3 +716,120 @@ fn oversized_truncated_and_garbage_responses_are_refused() {
     pki.http.route("ocsp", Reply::Body(response));
     pki.check(&user, &policy).unwrap();
 }
+
+/// A small deterministic generator (xorshift64*), so failures reproduce.
+struct Mutator(u64);
+
+impl Mutator {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, bound: usize) -> usize {
+        (self.next() % bound.max(1) as u64) as usize
+    }
+
+    /// `input` with a few random flips, truncations, insertions or deletions.
+    fn mutate(&mut self, input: &[u8]) -> Vec<u8> {
+        let mut bytes = input.to_vec();
+        for _ in 0..=self.below(4) {
+            match self.below(5) {
+                0 if !bytes.is_empty() => {
+                    let at = self.below(bytes.len());
+                    bytes[at] ^= 1 << self.below(8);
+                }
+                1 if !bytes.is_empty() => {
+                    let at = self.below(bytes.len());
+                    bytes[at] = self.next() as u8;
+                }
+                2 => bytes.truncate(self.below(bytes.len() + 1)),
+                3 => {
+                    let at = self.below(bytes.len() + 1);
+                    let junk: Vec<u8> = (0..self.below(16)).map(|_| self.next() as u8).collect();
+                    bytes.splice(at..at, junk);
+                }
+                _ if !bytes.is_empty() => {
+                    let at = self.below(bytes.len());
+                    let end = (at + self.below(32)).min(bytes.len());
+                    bytes.drain(at..end);
+                }
+                _ => {}
+            }
+        }
+        bytes
+    }
+}
+
+#[test]
+fn mutated_crls_and_ocsp_responses_are_errors_never_panics() {
+    let pki = Pki::new();
+    let user_der = pki.ocsp_user(0x3001, "http://127.0.0.1:9/unused");
+    let user = Certificate::from_der(&user_der).unwrap();
+    let issuer = Certificate::from_der(pki.issuing.der()).unwrap();
+    let issuer_name = webpki::EndEntityCert::try_from(&CertificateDer::from(user_der.as_slice()))
+        .unwrap()
+        .issuer()
+        .to_vec();
+    let crl = pki.issuing.crl(
+        &[
+            Revoked::new(0x3001, Some(RevocationReason::KeyCompromise)),
+            Revoked::new(0x3005, None),
+        ],
+        days_from_now(1),
+    );
+    let target = Target {
+        certificate: &user,
+        issuer: &issuer,
+        issuer_der: pki.issuing.der(),
+    };
+    let cert_id = ocsp::cert_id(OcspHash::Sha1, target).unwrap();
+    let response = pki.responder_files().respond(
+        &pki.ocsp_request(&user_der, Some(&[1u8; 32])),
+        1,
+        pki.dir.path(),
+    );
+    let policy = Policy::default();
+    let deadline = Deadline::after(Duration::from_secs(1));
+    let context = ocsp::Context {
+        policy: &policy.ocsp,
+        algorithms: &policy.signature_algorithms,
+        now: unix_now(),
+        skew: 300,
+        deadline: &deadline,
+        cache: None,
+    };
+    // The unmutated inputs are accepted, so the mutations exercise real parsing.
+    let document = tessera_core::pki::crl::CrlDocument::parse(crl.clone(), "crl".into()).unwrap();
+    assert!(document
+        .webpki()
+        .unwrap()
+        .find_serial(&serial_of(&user_der))
+        .unwrap()
+        .is_some());
+    ocsp::verify_response(&response, &cert_id, Some(&[1u8; 32]), target, &context).unwrap();
+
+    let mut mutator = Mutator(0x5EED_1234_ABCD_0001);
+    let (mut crl_errors, mut ocsp_errors) = (0, 0);
+    for _ in 0..3000 {
+        let bytes = mutator.mutate(&crl);
+        match tessera_core::pki::crl::CrlDocument::parse(bytes, "fuzz".into()) {
+            Ok(document) => {
+                if let Ok(list) = document.webpki() {
+                    let _ = list.find_serial(&serial_of(&user_der));
+                    let _ =
+                        tessera_core::pki::crl::is_authoritative(&list, &issuer_name, &user, true);
+                }
+            }
+            Err(_) => crl_errors += 1,
+        }
+        let bytes = mutator.mutate(&response);
+        if ocsp::verify_response(&bytes, &cert_id, Some(&[1u8; 32]), target, &context).is_err() {
+            ocsp_errors += 1;
+        }
+    }
+    assert!(crl_errors > 1000, "{crl_errors} CRL errors");
+    assert!(ocsp_errors > 1000, "{ocsp_errors} OCSP errors");
+}
