@@ -57,11 +57,35 @@ enum Command {
     },
 }
 
+/// One line on how revocation will be checked, so an admin sees the default.
+fn describe_revocation(policy: &tessera_core::pki::Policy) -> String {
+    use tessera_core::pki::policy::RevocationMode;
+    let mode = match policy.revocation {
+        RevocationMode::None => {
+            return "revocation: not checked (pki.revocation = \"none\")".to_owned()
+        }
+        RevocationMode::Crl => "CRL",
+        RevocationMode::Ocsp => "OCSP",
+        RevocationMode::OcspThenCrl => "OCSP, then CRL",
+        RevocationMode::CrlThenOcsp => "CRL, then OCSP",
+    };
+    format!(
+        "revocation: {mode}, within {} ms per login; {} local CRL path(s); cache {}",
+        policy.revocation_timeout.as_millis(),
+        policy.crl.paths.len(),
+        policy
+            .cache_dir
+            .as_ref()
+            .map_or("off".to_owned(), |dir| dir.display().to_string())
+    )
+}
+
 fn check_config(path: &Path) -> Result<Vec<String>, String> {
     let config = Config::load(path).map_err(|error| error.to_string())?;
     let mut report = vec![format!("{}: syntax and permissions OK", path.display())];
     let store = TrustStore::load(&config.ca_paths).map_err(|error| error.to_string())?;
     report.push(format!("trust anchors: {} CA certificate(s)", store.len()));
+    report.push(describe_revocation(&config.pki));
     let module = Pkcs11Module::load(&config.pkcs11_module).map_err(|error| error.to_string())?;
     let tokens = module.tokens().map_err(|error| error.to_string())?;
     report.push(format!(

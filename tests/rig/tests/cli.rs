@@ -30,6 +30,10 @@ fn check_config_accepts_a_working_setup() {
     );
     assert!(stdout.contains("1 token(s) present"), "{stdout}");
     assert!(
+        stdout.contains("revocation: not checked (pki.revocation = \"none\")"),
+        "{stdout}"
+    );
+    assert!(
         stdout.contains("rule \"rule 1\": user = \"{cn}\""),
         "{stdout}"
     );
