@@ -139,6 +139,9 @@ struct Cli {
     /// time, as login and sudo do) and print each duration.
     #[arg(long, default_value_t = 0)]
     repeat: usize,
+    /// With --repeat: more services to alternate with --service, round by round.
+    #[arg(long = "alternate")]
+    alternates: Vec<String>,
     /// Stop at the first operation that does not return PAM_SUCCESS.
     #[arg(long)]
     stop_on_failure: bool,
@@ -230,6 +233,7 @@ fn main() -> ExitCode {
         conv: Some(scripted_conversation),
         appdata_ptr: (&script as *const RefCell<Script>).cast_mut().cast(),
     };
+    let cli_service_name = cli.service.clone();
     let (Ok(service), Ok(confdir)) = (CString::new(cli.service), CString::new(cli.confdir)) else {
         eprintln!("service and confdir must not contain NUL");
         return ExitCode::from(2);
@@ -242,36 +246,54 @@ fn main() -> ExitCode {
         }
     };
     if cli.repeat > 0 {
-        let initial: VecDeque<String> = script.borrow().answers.clone();
-        let mut micros = Vec::with_capacity(cli.repeat);
-        for _ in 0..cli.repeat {
-            script.borrow_mut().answers = initial.clone();
-            let started = Instant::now();
-            let mut handle: *mut c_void = ptr::null_mut();
-            // SAFETY: as for the single run below; the handle is ended in this iteration.
-            let rc = unsafe {
-                let rc = pam_start_confdir(
-                    service.as_ptr(),
-                    user.as_ref().map_or(ptr::null(), |u| u.as_ptr()),
-                    &conversation,
-                    confdir.as_ptr(),
-                    &mut handle,
-                );
-                if rc != PAM_SUCCESS {
-                    rc
-                } else {
-                    let rc = pam_authenticate(handle, 0);
-                    pam_end(handle, rc);
-                    rc
-                }
+        let mut services = vec![(cli_service_name.clone(), service.clone())];
+        for alternate in &cli.alternates {
+            let Ok(name) = CString::new(alternate.as_str()) else {
+                eprintln!("service names must not contain NUL");
+                return ExitCode::from(2);
             };
-            if rc != PAM_SUCCESS {
-                println!("{}", json!({"event": "bench", "error": code_name(rc)}));
-                return ExitCode::from(1);
-            }
-            micros.push(started.elapsed().as_micros() as u64);
+            services.push((alternate.clone(), name));
         }
-        println!("{}", json!({"event": "bench", "micros": micros}));
+        let initial: VecDeque<String> = script.borrow().answers.clone();
+        let mut micros: Vec<Vec<u64>> = vec![Vec::with_capacity(cli.repeat); services.len()];
+        for _ in 0..cli.repeat {
+            for (index, (name, service)) in services.iter().enumerate() {
+                script.borrow_mut().answers = initial.clone();
+                let started = Instant::now();
+                let mut handle: *mut c_void = ptr::null_mut();
+                // SAFETY: as for the single run below; the handle is ended in this iteration.
+                let rc = unsafe {
+                    let rc = pam_start_confdir(
+                        service.as_ptr(),
+                        user.as_ref().map_or(ptr::null(), |u| u.as_ptr()),
+                        &conversation,
+                        confdir.as_ptr(),
+                        &mut handle,
+                    );
+                    if rc != PAM_SUCCESS {
+                        rc
+                    } else {
+                        let rc = pam_authenticate(handle, 0);
+                        pam_end(handle, rc);
+                        rc
+                    }
+                };
+                if rc != PAM_SUCCESS {
+                    println!(
+                        "{}",
+                        json!({"event": "bench", "service": name, "error": code_name(rc)})
+                    );
+                    return ExitCode::from(1);
+                }
+                micros[index].push(started.elapsed().as_micros() as u64);
+            }
+        }
+        for ((name, _), micros) in services.iter().zip(micros) {
+            println!(
+                "{}",
+                json!({"event": "bench", "service": name, "micros": micros})
+            );
+        }
         return ExitCode::SUCCESS;
     }
     let mut handle: *mut c_void = ptr::null_mut();

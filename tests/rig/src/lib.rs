@@ -11,6 +11,7 @@ pub mod login;
 pub mod ocsp;
 pub mod pcscd;
 pub mod pki;
+pub mod references;
 pub mod softhsm;
 pub mod system;
 pub mod vcard;
