@@ -349,6 +349,15 @@ unsafe extern "C" fn C_GetSlotList(
             }
             rv
         }
+        Some(Action::Overreport(extra)) if !list.is_null() && !count.is_null() => {
+            let rv = forward!(runtime, C_GetSlotList(token_present, list, count));
+            if rv == CKR_OK {
+                // SAFETY: non-null, and the caller passes it in and out.
+                unsafe { store(count, count.read() + extra) };
+                notes.push("injected".to_owned());
+            }
+            rv
+        }
         _ => forward!(runtime, C_GetSlotList(token_present, list, count)),
     })
 }
@@ -437,6 +446,21 @@ unsafe extern "C" fn C_GetAttributeValue(
                 }
                 rv
             }
+            Some(Action::Overreport(extra)) => {
+                let rv = forward!(runtime, C_GetAttributeValue(session, object, template, count));
+                let mut lied = false;
+                // SAFETY: the caller passes `count` attributes; the real call is over.
+                for attribute in unsafe { template_slice(template, count) } {
+                    if !attribute.pValue.is_null() && attribute.ulValueLen != CK_UNAVAILABLE_INFORMATION {
+                        attribute.ulValueLen += extra;
+                        lied = true;
+                    }
+                }
+                if lied {
+                    notes.push("injected".to_owned());
+                }
+                rv
+            }
             Some(Action::GarbageValue) => {
                 let rv = forward!(runtime, C_GetAttributeValue(session, object, template, count));
                 // SAFETY: the caller passes `count` attributes; the real call is over.
@@ -503,11 +527,19 @@ unsafe extern "C" fn C_FindObjects(
     max: CK_ULONG,
     found: *mut CK_ULONG,
 ) -> CK_RV {
-    dispatch("C_FindObjects", |runtime, _, notes| {
+    dispatch("C_FindObjects", |runtime, action, notes| {
         let mut floods = runtime.floods();
         let Some(search) = floods.get_mut(&session) else {
             drop(floods);
-            return forward!(runtime, C_FindObjects(session, handles, max, found));
+            let rv = forward!(runtime, C_FindObjects(session, handles, max, found));
+            if let (CKR_OK, Some(Action::Overreport(extra))) = (rv, action) {
+                if !found.is_null() {
+                    // SAFETY: non-null, and the real module just wrote it.
+                    unsafe { store(found, found.read() + extra) };
+                    notes.push("injected".to_owned());
+                }
+            }
+            return rv;
         };
         if handles.is_null() || found.is_null() {
             return CKR_ARGUMENTS_BAD;
@@ -633,6 +665,18 @@ unsafe extern "C" fn C_Sign(
                 if rv == CKR_OK {
                     // SAFETY: checked non-null above.
                     unsafe { store(signature_len, length) };
+                    notes.push("injected".to_owned());
+                }
+                rv
+            }
+            Some(Action::Overreport(extra)) if !signature.is_null() => {
+                let rv = forward!(
+                    runtime,
+                    C_Sign(session, data, data_len, signature, signature_len)
+                );
+                if rv == CKR_OK {
+                    // SAFETY: checked non-null above; the real module set it.
+                    unsafe { store(signature_len, signature_len.read() + extra) };
                     notes.push("injected".to_owned());
                 }
                 rv

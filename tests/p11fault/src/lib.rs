@@ -19,7 +19,7 @@
 //! call = 1                                       # optional: only the 1st call
 //! action = { fail = "CKR_USER_ALREADY_LOGGED_IN" }
 //! # other actions: { sleep_ms = 1500 }, "buffer_too_small",
-//! # { absurd_length = 1099511627776 }, { constant_random = 0 },
+//! # { absurd_length = 1099511627776 }, { overreport = 16 }, { constant_random = 0 },
 //! # { signature = { length = 512, fill = "real" | "garbage" } },
 //! # "garbage_value", { flood = { count = 10000, position = "before" | "after" } }
 //! ```

@@ -111,6 +111,7 @@ enum ActionEntry {
     SleepMs(u64),
     BufferTooSmall,
     AbsurdLength(u64),
+    Overreport(u64),
     Signature { length: usize, fill: Fill },
     ConstantRandom(u8),
     GarbageValue,
@@ -149,6 +150,9 @@ pub enum Action {
     BufferTooSmall,
     /// Report this length (or count) for length queries.
     AbsurdLength(u64),
+    /// Succeed, but report this many more bytes (or handles, or slots) than
+    /// were written into the caller's buffer.
+    Overreport(u64),
     /// Return a signature of this length instead of the real one.
     Signature {
         /// Signature length in bytes.
@@ -245,6 +249,7 @@ impl Fault {
             ActionEntry::SleepMs(ms) => Action::SleepMs(ms),
             ActionEntry::BufferTooSmall => Action::BufferTooSmall,
             ActionEntry::AbsurdLength(length) => Action::AbsurdLength(length),
+            ActionEntry::Overreport(extra) => Action::Overreport(extra),
             ActionEntry::Signature { length, fill } => Action::Signature { length, fill },
             ActionEntry::ConstantRandom(byte) => Action::ConstantRandom(byte),
             ActionEntry::GarbageValue => Action::GarbageValue,
@@ -255,6 +260,12 @@ impl Fault {
             Action::BufferTooSmall | Action::AbsurdLength(_) => {
                 &["C_GetSlotList", "C_GetAttributeValue", "C_Sign"]
             }
+            Action::Overreport(_) => &[
+                "C_GetSlotList",
+                "C_GetAttributeValue",
+                "C_Sign",
+                "C_FindObjects",
+            ],
             Action::Signature { .. } => &["C_Sign"],
             Action::ConstantRandom(_) => &["C_GenerateRandom"],
             Action::GarbageValue => &["C_GetAttributeValue"],
@@ -338,6 +349,10 @@ mod tests {
             ),
             (
                 "[[fault]]\nfunction = \"C_Login\"\naction = \"garbage_value\"",
+                "cannot apply to C_Login",
+            ),
+            (
+                "[[fault]]\nfunction = \"C_Login\"\naction = { overreport = 1 }",
                 "cannot apply to C_Login",
             ),
             (

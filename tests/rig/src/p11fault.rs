@@ -4,7 +4,7 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -212,6 +212,34 @@ impl FaultRig {
 
     /// `pam_authenticate` as `user` under `plan`, killed after [`RUN_BOUND`].
     pub fn login(&self, plan: &FaultPlan, user: Option<&str>, answers: &[&str]) -> FaultRun {
+        self.run(plan, user, answers, None, RUN_BOUND)
+    }
+
+    /// Like [`FaultRig::login`], under valgrind's memcheck (slow: bounded at
+    /// a minute); returns the run and memcheck's report. Memcheck errors make
+    /// the harness exit with status 99.
+    pub fn login_under_memcheck(
+        &self,
+        plan: &FaultPlan,
+        user: Option<&str>,
+        answers: &[&str],
+    ) -> (FaultRun, String) {
+        let report = self.rig.path().join(format!(
+            "memcheck-{}.log",
+            self.runs.load(Ordering::Relaxed)
+        ));
+        let run = self.run(plan, user, answers, Some(&report), Duration::from_secs(60));
+        (run, std::fs::read_to_string(&report).unwrap_or_default())
+    }
+
+    fn run(
+        &self,
+        plan: &FaultPlan,
+        user: Option<&str>,
+        answers: &[&str],
+        memcheck_report: Option<&Path>,
+        bound: Duration,
+    ) -> FaultRun {
         let dir = self.rig.path().join(format!(
             "fault-{}",
             self.runs.fetch_add(1, Ordering::Relaxed)
@@ -221,9 +249,27 @@ impl FaultRig {
         let plan_path = dir.join("plan.toml");
         std::fs::write(&plan_path, plan.render(&log)).expect("write plan");
 
-        let mut command = self
+        let harness = self
             .rig
             .harness_command(user, answers, &["authenticate"], &[]);
+        let mut command = match memcheck_report {
+            None => harness,
+            Some(report) => {
+                let mut valgrind = Command::new("valgrind");
+                valgrind
+                    .args(["--tool=memcheck", "--error-exitcode=99"])
+                    .arg(format!("--log-file={}", report.display()))
+                    .arg(harness.get_program())
+                    .args(harness.get_args());
+                for (key, value) in harness.get_envs() {
+                    match value {
+                        Some(value) => valgrind.env(key, value),
+                        None => valgrind.env_remove(key),
+                    };
+                }
+                valgrind
+            }
+        };
         command
             .env(PLAN_VAR, &plan_path)
             .stdin(Stdio::null())
@@ -258,7 +304,7 @@ impl FaultRig {
             if let Some(status) = child.try_wait().expect("wait for the harness") {
                 break status;
             }
-            if start.elapsed() > RUN_BOUND {
+            if start.elapsed() > bound {
                 timed_out = true;
                 child.kill().expect("kill the harness");
                 break child.wait().expect("reap the harness");
