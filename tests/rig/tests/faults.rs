@@ -314,6 +314,64 @@ fn an_absurd_signature_length_does_not_crash_the_application() {
     expect_fail_closed(&run);
 }
 
+#[test]
+fn overreported_signature_and_slot_list_lengths_are_never_read_past_the_buffer() {
+    let rig = rig(KeyType::P256);
+    for function in ["C_Sign", "C_GetSlotList"] {
+        let plan = FaultPlan::new().rule(function, None, "{ overreport = 16 }");
+        let (run, report) = rig.login_under_memcheck(&plan, Some("alice"), &[PIN]);
+        expect_injected(&run, function);
+        assert!(
+            !run.timed_out && run.status.code() == Some(0),
+            "{function}: memcheck:\n{report}\n{run}"
+        );
+        // cryptoki keeps the buffer it allocated: the bytes used are the real ones.
+        assert_eq!(run.result(), Some("PAM_SUCCESS"), "{run}");
+    }
+}
+
+#[test]
+#[ignore = "BUG: cryptoki 0.12 Session::get_attributes (used by token::Pkcs11Module::certificates) builds \
+            each value with slice::from_raw_parts(pValue, ulValueLen) using the length the module reports \
+            after the fetch, without checking it against the buffer it allocated: a module that reports \
+            16 bytes more than it wrote makes tessera read past a heap block (valgrind: invalid read in \
+            Attribute::try_from, anchor flaw 7)"]
+fn an_overreported_certificate_length_is_never_read_past_the_buffer() {
+    let rig = rig(KeyType::P256);
+    let plan = FaultPlan::new().rule("C_GetAttributeValue", None, "{ overreport = 16 }");
+    let (run, report) = rig.login_under_memcheck(&plan, Some("alice"), &[PIN]);
+    expect_injected(&run, "C_GetAttributeValue");
+    assert_eq!(run.status.code(), Some(0), "memcheck:\n{report}\n{run}");
+    expect_fail_closed(&run);
+}
+
+/// C_FindObjects reports more handles than the caller had room for.
+fn overreported_object_count() -> FaultPlan {
+    FaultPlan::new().rule("C_FindObjects", Some(1), "{ overreport = 32 }")
+}
+
+#[test]
+fn a_panic_below_the_pam_module_is_contained_and_fails_closed() {
+    let rig = rig(KeyType::P256);
+    let run = rig.login(&overreported_object_count(), Some("alice"), &[PIN]);
+    expect_injected(&run, "C_FindObjects");
+    expect_fail_closed(&run);
+}
+
+#[test]
+#[ignore = "BUG: cryptoki 0.12 ObjectHandleIterator::next indexes its 32-entry handle cache with the \
+            count C_FindObjects reports (object_management.rs:152), so a count above 32 panics inside \
+            token::Pkcs11Module::certificates. pam_tessera's guard turns it into PAM_SERVICE_ERR, but \
+            the default panic hook writes to the application's stderr, and a broken token should be \
+            skipped (PAM_AUTHINFO_UNAVAIL) like one whose objects cannot be read"]
+fn an_overreported_object_count_does_not_panic() {
+    let rig = rig(KeyType::P256);
+    let run = rig.login(&overreported_object_count(), Some("alice"), &[PIN]);
+    expect_injected(&run, "C_FindObjects");
+    assert!(!run.run.log.contains("panicked at"), "{run}");
+    expect_result(&run, "PAM_AUTHINFO_UNAVAIL");
+}
+
 fn signature(length: usize, fill: &str) -> String {
     format!("{{ signature = {{ length = {length}, fill = \"{fill}\" }} }}")
 }
