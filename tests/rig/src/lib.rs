@@ -9,6 +9,7 @@ pub mod bins;
 pub mod http;
 pub mod login;
 pub mod ocsp;
+pub mod p11fault;
 pub mod pcscd;
 pub mod pki;
 pub mod references;

@@ -245,6 +245,22 @@ impl LoginRig {
         ops: &[&str],
         extra: &[&str],
     ) -> PamRun {
+        let output = self
+            .harness_command(user, answers, ops, extra)
+            .output()
+            .expect("run tessera-pam-harness");
+        PamRun::parse(&output.stdout, &output.stderr)
+    }
+
+    /// The `tessera-pam-harness` command [`LoginRig::pam_with`] runs, for
+    /// callers that need to control the process (a time bound, its exit status).
+    pub fn harness_command(
+        &self,
+        user: Option<&str>,
+        answers: &[&str],
+        ops: &[&str],
+        extra: &[&str],
+    ) -> Command {
         let mut command = match self.run_as {
             Some(uid) => {
                 let mut setpriv = Command::new("setpriv");
@@ -278,18 +294,7 @@ impl LoginRig {
             .env("NSS_WRAPPER_PASSWD", self.path().join("passwd"))
             .env("NSS_WRAPPER_GROUP", self.path().join("group"))
             .envs(self.extra_env.iter().map(|(k, v)| (k, v)));
-        let output = command.output().expect("run tessera-pam-harness");
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        let events = stdout
-            .lines()
-            .map(|line| {
-                serde_json::from_str(line).unwrap_or_else(|_| panic!("harness printed {line:?}"))
-            })
-            .collect();
-        PamRun {
-            events,
-            log: String::from_utf8_lossy(&output.stderr).into_owned(),
-        }
+        command
     }
 
     /// Measures `pam_start`, `pam_authenticate` and `pam_end` as `user`,
@@ -335,6 +340,20 @@ pub struct PamRun {
 }
 
 impl PamRun {
+    /// Parses the harness's stdout (JSON lines) and keeps its stderr as the log.
+    pub fn parse(stdout: &[u8], stderr: &[u8]) -> Self {
+        let events = String::from_utf8_lossy(stdout)
+            .lines()
+            .map(|line| {
+                serde_json::from_str(line).unwrap_or_else(|_| panic!("harness printed {line:?}"))
+            })
+            .collect();
+        PamRun {
+            events,
+            log: String::from_utf8_lossy(stderr).into_owned(),
+        }
+    }
+
     /// The result name (e.g. `PAM_SUCCESS`) of operation `op`.
     pub fn result(&self, op: &str) -> String {
         self.events
