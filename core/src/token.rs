@@ -7,13 +7,16 @@ use std::path::{Path, PathBuf};
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Function, Pkcs11};
 use cryptoki::error::{Error as CryptokiError, RvError};
 use cryptoki::mechanism::Mechanism;
-use cryptoki::object::{Attribute, AttributeType, CertificateType, ObjectClass, ObjectHandle};
+use cryptoki::object::{
+    Attribute, AttributeInfo, AttributeType, CertificateType, ObjectClass, ObjectHandle,
+};
 use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
 use zeroize::Zeroizing;
 
 use crate::filetrust::{self, TrustError};
+use tessera_mappers::MAX_CERTIFICATE_SIZE;
 
 /// At most this many certificate objects are read from one token; a hostile
 /// or broken token cannot make us read without end.
@@ -246,6 +249,19 @@ impl Pkcs11Module {
         }
         let mut certificates = Vec::with_capacity(handles.len());
         for handle in handles {
+            // Ask the sizes first: cryptoki allocates whatever the module
+            // reports, so an absurd length is refused before it is allocated.
+            let sizes = session.get_attribute_info(handle, &[AttributeType::Value])?;
+            let oversized = sizes.iter().any(|info| {
+                matches!(info, AttributeInfo::Available(size) if *size > MAX_CERTIFICATE_SIZE)
+            });
+            if oversized {
+                tracing::warn!(
+                    token = %token.describe(),
+                    "certificate object larger than {MAX_CERTIFICATE_SIZE} bytes; skipped"
+                );
+                continue;
+            }
             let attributes = session.get_attributes(
                 handle,
                 &[

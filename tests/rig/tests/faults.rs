@@ -253,8 +253,10 @@ fn buffer_too_small_forever_from_sign_or_attribute_reads_fails_within_the_bound(
             .iter()
             .filter(|call| call.function == function)
             .count();
+        // Bounded, never a loop: at most a size query, a length query and a
+        // fetch per object (tessera asks sizes first to refuse absurd ones).
         assert!(
-            retries <= 4,
+            retries <= 6,
             "{function} was retried {retries} times\n{run}"
         );
     }
@@ -291,9 +293,6 @@ fn an_absurd_slot_count_does_not_crash_the_application() {
 }
 
 #[test]
-#[ignore = "BUG: cryptoki 0.12 Session::get_attributes (used by token::Pkcs11Module::certificates) resizes \
-            its buffer to whatever length C_GetAttributeValue reports for CKA_VALUE; 2^40 bytes aborts the \
-            PAM application (SIGABRT) before tessera's MAX_CERTIFICATES_PER_TOKEN limit can help"]
 fn an_absurd_certificate_length_does_not_crash_the_application() {
     let rig = rig(KeyType::P256);
     let run = rig.login(
@@ -518,8 +517,10 @@ fn ten_thousand_certificate_objects_are_read_no_further_than_the_limit() {
         };
         // One C_FindObjects fills the 32 the module reads, one more shows there are more.
         assert!(count("C_FindObjects") <= 3, "{run}");
-        // Two C_GetAttributeValue calls (lengths, values) per certificate read.
-        assert!(count("C_GetAttributeValue") <= 2 * 32, "{run}");
+        // At most five C_GetAttributeValue calls per certificate read: the
+        // size query, then cryptoki's length query and fetch, which it
+        // repeats attribute by attribute when an object lacks one.
+        assert!(count("C_GetAttributeValue") <= 5 * 32, "{run}");
         let peak = run
             .peak_rss_kb()
             .unwrap_or_else(|| panic!("no peak memory logged\n{run}"));
