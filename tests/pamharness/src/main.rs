@@ -294,6 +294,23 @@ fn main() -> ExitCode {
                 json!({"event": "bench", "service": name, "micros": micros})
             );
         }
+        // Peak resident memory of this process, for the footprint benchmark.
+        let peak_kib = std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|status| {
+                status
+                    .lines()
+                    .find_map(|line| line.strip_prefix("VmHWM:"))
+                    .and_then(|value| {
+                        value
+                            .trim()
+                            .trim_end_matches("kB")
+                            .trim()
+                            .parse::<u64>()
+                            .ok()
+                    })
+            });
+        println!("{}", json!({"event": "memory", "peak_kib": peak_kib}));
         return ExitCode::SUCCESS;
     }
     let mut handle: *mut c_void = ptr::null_mut();

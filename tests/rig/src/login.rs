@@ -189,8 +189,10 @@ impl LoginRig {
         for (index, user) in self.users.iter().enumerate() {
             let uid = 20001 + index;
             // Keep uid_of() in step with this numbering.
+            let home = self.path().join("home").join(user);
             passwd.push_str(&format!(
-                "{user}:x:{uid}:{uid}:{user}:/home/{user}:/bin/sh\n"
+                "{user}:x:{uid}:{uid}:{user}:{}:/bin/sh\n",
+                home.display()
             ));
             group.push_str(&format!("{user}:x:{uid}:\n"));
         }
@@ -301,18 +303,40 @@ impl LoginRig {
     /// `rounds` times in one process (the module is loaded every time, as
     /// login and sudo do); the microseconds of each round.
     pub fn bench_authenticate(&self, user: &str, pin: &str, rounds: usize) -> Vec<u64> {
-        let run = self.pam_with(Some(user), &[pin], &[], &["--repeat", &rounds.to_string()]);
-        let bench = run
-            .events
-            .iter()
-            .find(|event| event["event"] == "bench")
-            .unwrap_or_else(|| panic!("no bench result: {run}"));
-        bench["micros"]
-            .as_array()
-            .unwrap_or_else(|| panic!("benchmark failed: {run}"))
-            .iter()
-            .filter_map(Value::as_u64)
-            .collect()
+        self.bench_services(user, pin, rounds, &[])
+            .remove(SERVICE)
+            .unwrap_or_default()
+    }
+
+    /// Like [`LoginRig::bench_authenticate`], alternating round by round
+    /// between this rig's service and `others` (service files in the rig's
+    /// PAM directory): A B C A B C... Microseconds per service.
+    pub fn bench_services(
+        &self,
+        user: &str,
+        pin: &str,
+        rounds: usize,
+        others: &[&str],
+    ) -> std::collections::BTreeMap<String, Vec<u64>> {
+        let rounds = rounds.to_string();
+        let mut extra = vec!["--repeat", rounds.as_str()];
+        for other in others {
+            extra.extend(["--alternate", other]);
+        }
+        let run = self.pam_with(Some(user), &[pin], &[], &extra);
+        let mut results = std::collections::BTreeMap::new();
+        for event in run.events.iter().filter(|event| event["event"] == "bench") {
+            let service = event["service"].as_str().unwrap_or_default().to_owned();
+            let micros = event["micros"]
+                .as_array()
+                .unwrap_or_else(|| panic!("benchmark of {service} failed: {run}"))
+                .iter()
+                .filter_map(Value::as_u64)
+                .collect();
+            results.insert(service, micros);
+        }
+        assert!(!results.is_empty(), "no bench result: {run}");
+        results
     }
 
     /// The production-like stack: no `debug`, logs to syslog (as by default).

@@ -44,14 +44,10 @@ fn locate() -> Result<PathBuf> {
     if let Some(dir) = std::env::var_os("TESSERA_BIN_DIR") {
         return Ok(PathBuf::from(dir).join(BINARY));
     }
-    let exe = std::env::current_exe().map_err(context("current_exe"))?;
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .ok_or_else(|| HarnessError::new(format!("{}: no target directory", exe.display())))?;
+    let profile_dir = crate::bins::bin_dir();
     let candidate = profile_dir.join(BINARY);
     if let Some(cargo) = std::env::var_os("CARGO") {
-        build(&cargo, profile_dir)?;
+        build(&cargo, &profile_dir)?;
     }
     if candidate.is_file() {
         Ok(candidate)

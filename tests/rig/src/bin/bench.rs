@@ -1,0 +1,286 @@
+//! `tessera-bench` (run it with `scripts/bench`): tessera side by side with
+//! Debian 12's pam_pkcs11 and pam_p11 on the same token, user and PKI, in
+//! one interleaved run. Prints markdown tables (see docs/benchmarks.md).
+#![allow(
+    clippy::print_stdout,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::process::{Command, ExitCode};
+use std::time::Duration;
+
+use tessera_testrig::bins::pam_module;
+use tessera_testrig::login::{LoginRig, PIN, SERVICE};
+use tessera_testrig::pcscd::{Pcscd, OPENSC_PKCS11};
+use tessera_testrig::pki::UserCert;
+use tessera_testrig::references::{self, PAM_P11_SERVICE, PAM_PKCS11_SERVICE};
+use tessera_testrig::softhsm::{KeyType, SOFTHSM_MODULE};
+use tessera_testrig::vcard::CardSpec;
+
+/// Rounds per interleaved chunk, and chunks (the first is warm-up).
+const ROUNDS: usize = 10;
+const CHUNKS: usize = 6;
+
+#[derive(Default)]
+struct Samples(BTreeMap<String, Vec<u64>>);
+
+impl Samples {
+    fn add(&mut self, name: &str, micros: &[u64]) {
+        self.0.entry(name.to_owned()).or_default().extend(micros);
+    }
+}
+
+fn stats(samples: &[u64]) -> (f64, f64, f64) {
+    let mut sorted = samples.to_vec();
+    sorted.sort_unstable();
+    let at = |fraction: f64| {
+        let index = ((sorted.len() - 1) as f64 * fraction).round() as usize;
+        sorted[index] as f64 / 1000.0
+    };
+    (at(0.0), at(0.5), at(0.9))
+}
+
+fn table(title: &str, samples: &Samples, floor: Option<&str>, notes: &[String]) -> String {
+    let mut text = format!("### {title}\n\n| module | min ms | median ms | p90 ms | median / floor | rounds |\n|---|---|---|---|---|---|\n");
+    let floor_median = floor
+        .and_then(|name| samples.0.get(name))
+        .map(|values| stats(values).1);
+    for (name, values) in &samples.0 {
+        let (min, median, p90) = stats(values);
+        let ratio = floor_median.map_or("".to_owned(), |floor| format!("{:.2}", median / floor));
+        let _ = writeln!(
+            text,
+            "| {name} | {min:.2} | {median:.2} | {p90:.2} | {ratio} | {} |",
+            values.len()
+        );
+    }
+    for note in notes {
+        let _ = writeln!(text, "\n{note}");
+    }
+    text
+}
+
+fn pem(der: &[u8]) -> String {
+    let mut child = Command::new("openssl")
+        .args(["x509", "-inform", "DER", "-outform", "PEM"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("openssl");
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(der).unwrap();
+    String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap()
+}
+
+fn floor_micros(rig: &LoginRig, token: &str, id: &str, rounds: usize) -> Vec<u64> {
+    // The floor program prints min/median only; run it round by round.
+    (0..rounds)
+        .map(|_| {
+            let line = rig.hsm.bench_sign(token, PIN, id, 1);
+            let value: serde_json::Value = serde_json::from_str(&line).unwrap();
+            value["median_micros"].as_u64().unwrap()
+        })
+        .collect()
+}
+
+/// Section 1: SoftHSM2, tessera vs pam_pkcs11 vs the floor, per key type.
+fn softhsm_logins(key_type: KeyType, name: &str) -> String {
+    let mut rig = LoginRig::new();
+    let enrolled = rig.enroll("alice", key_type);
+    rig.quiet_service();
+    references::pam_pkcs11_service(&rig, SOFTHSM_MODULE, "");
+    let mut services = vec![PAM_PKCS11_SERVICE];
+    let mut notes = Vec::new();
+    // pam_pkcs11 may not support the key type: find out before measuring.
+    let probe = rig.bench_services("alice", PIN, 1, &services);
+    if probe.len() < 2 {
+        notes.push(format!(
+            "pam_pkcs11 could not log in with {name}; row left out."
+        ));
+        services.clear();
+    }
+    notes.push(
+        "pam_p11 0.3.1 hangs on SoftHSM2 2.6.1 (libp11 0.4.12 waits forever on the \
+         uninitialised token SoftHSM always shows, cf. OpenSC/libp11#525), so it is measured \
+         with the virtual card only."
+            .to_owned(),
+    );
+    let mut samples = Samples::default();
+    for chunk in 0..CHUNKS {
+        let results = if services.is_empty() {
+            let mut only = BTreeMap::new();
+            only.insert(
+                SERVICE.to_owned(),
+                rig.bench_authenticate("alice", PIN, ROUNDS),
+            );
+            only
+        } else {
+            rig.bench_services("alice", PIN, ROUNDS, &services)
+        };
+        let floor = floor_micros(&rig, &enrolled.token, &enrolled.id, ROUNDS);
+        if chunk == 0 {
+            continue;
+        }
+        for (service, micros) in &results {
+            let label = match service.as_str() {
+                SERVICE => "pam_tessera",
+                PAM_PKCS11_SERVICE => "pam_pkcs11 (ca,signature; cn mapper)",
+                other => other,
+            };
+            samples.add(label, micros);
+        }
+        samples.add("floor: C_Initialize+C_Login+C_Sign", &floor);
+    }
+    table(
+        &format!("Login through libpam, SoftHSM2, {name} (pam_start + pam_authenticate + pam_end)"),
+        &samples,
+        Some("floor: C_Initialize+C_Login+C_Sign"),
+        &notes,
+    )
+}
+
+/// Section 2: the virtual card over OpenSC: tessera vs pam_pkcs11 vs pam_p11.
+fn virtual_card_logins() -> String {
+    let mut rig = LoginRig::new();
+    rig.add_user("alice");
+    let dir = rig.path().join("card");
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = dir.join("key.pem");
+    let spki = dir.join("spki.der");
+    tessera_testrig::run(
+        Command::new("openssl")
+            .args([
+                "genpkey",
+                "-algorithm",
+                "EC",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-out",
+            ])
+            .arg(&key),
+    );
+    tessera_testrig::run(
+        Command::new("openssl")
+            .args(["pkey", "-pubout", "-outform", "DER", "-in"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&spki),
+    );
+    let certificate = rig
+        .ca
+        .issue(&UserCert::valid("alice"), &std::fs::read(&spki).unwrap());
+    let cert = dir.join("cert.der");
+    std::fs::write(&cert, &certificate).unwrap();
+    let pcscd = Pcscd::start_for_readers(&rig.path().join("pcscd"), &[0]).expect("pcscd");
+    let _card = CardSpec::new(0)
+        .slot("9a", &key, &cert)
+        .pin(PIN)
+        .start(&pcscd)
+        .expect("virtual card");
+    pcscd
+        .wait_card(0, true, Duration::from_secs(5))
+        .expect("card present");
+    rig.add_env(pcscd.env());
+    rig.use_pkcs11_module(OPENSC_PKCS11);
+    rig.quiet_service();
+    references::pam_pkcs11_service(&rig, OPENSC_PKCS11, "");
+    references::pam_p11_service(&rig, OPENSC_PKCS11, "alice", &pem(&certificate));
+    let services = [PAM_PKCS11_SERVICE, PAM_P11_SERVICE];
+    let mut samples = Samples::default();
+    for chunk in 0..CHUNKS {
+        let results = rig.bench_services("alice", PIN, ROUNDS / 2, &services);
+        if chunk == 0 {
+            continue;
+        }
+        for (service, micros) in &results {
+            let label = match service.as_str() {
+                SERVICE => "pam_tessera",
+                PAM_PKCS11_SERVICE => "pam_pkcs11 (ca,signature; cn mapper)",
+                PAM_P11_SERVICE => "pam_p11 (authorized certificate)",
+                other => other,
+            };
+            samples.add(label, micros);
+        }
+    }
+    table(
+        "Login through libpam, virtual PIV card over pcscd + OpenSC, ECDSA P-256",
+        &samples,
+        None,
+        &[],
+    )
+}
+
+/// Section 6: size of the module and peak memory of a process that logs in.
+fn footprint() -> String {
+    let mut rig = LoginRig::new();
+    rig.enroll("alice", KeyType::P256);
+    rig.quiet_service();
+    references::pam_pkcs11_service(&rig, SOFTHSM_MODULE, "");
+    let size = |path: &std::path::Path| std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    let peak = |others: &[&str], service: Option<&str>| {
+        let mut extra = vec!["--repeat", "5"];
+        let run = match service {
+            Some(service) => {
+                let saved = std::fs::read_to_string(rig.confdir().join(SERVICE)).unwrap();
+                rig.write_service(&std::fs::read_to_string(rig.confdir().join(service)).unwrap());
+                let run = rig.pam_with(Some("alice"), &[PIN], &[], &extra);
+                rig.write_service(&saved);
+                run
+            }
+            None => {
+                for other in others {
+                    extra.extend(["--alternate", other]);
+                }
+                rig.pam_with(Some("alice"), &[PIN], &[], &extra)
+            }
+        };
+        run.events
+            .iter()
+            .find(|event| event["event"] == "memory")
+            .and_then(|event| event["peak_kib"].as_u64())
+            .unwrap_or(0)
+    };
+    let tessera_peak = peak(&[], None);
+    let pkcs11_peak = peak(&[], Some(PAM_PKCS11_SERVICE));
+    let mut text = String::from("### Footprint\n\n| module | file size | peak RSS of the PAM process over 5 logins |\n|---|---|---|\n");
+    let _ = writeln!(
+        text,
+        "| pam_tessera.so | {} KiB | {tessera_peak} KiB |",
+        size(&pam_module()) / 1024
+    );
+    let _ = writeln!(
+        text,
+        "| pam_pkcs11.so | {} KiB (+ its mappers and libcrypto) | {pkcs11_peak} KiB |",
+        size(std::path::Path::new(
+            "/lib/x86_64-linux-gnu/security/pam_pkcs11.so"
+        )) / 1024
+    );
+    text
+}
+
+fn main() -> ExitCode {
+    if !references::installed() {
+        eprintln!("tessera-bench: install libpam-pkcs11 and libpam-p11 first (scripts/bench does)");
+        return ExitCode::from(2);
+    }
+    let machine = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines().find_map(|line| {
+                line.strip_prefix("model name")
+                    .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())
+            })
+        })
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!("## tessera benchmarks\n\nmachine: {machine}, {cores} cores; {} rounds per module after one warm-up chunk, modules interleaved round by round.\n", ROUNDS * (CHUNKS - 1));
+    println!("{}", softhsm_logins(KeyType::Rsa2048, "RSA-2048"));
+    println!("{}", softhsm_logins(KeyType::P256, "ECDSA P-256"));
+    println!("{}", virtual_card_logins());
+    println!("{}", footprint());
+    ExitCode::SUCCESS
+}
