@@ -10,6 +10,7 @@ use serde::Deserialize;
 use tessera_mappers::{Rule, RuleConfig};
 use toml::Spanned;
 
+use crate::eventd_config::{EventdConfig, RawEventd};
 use crate::filetrust::{self, TrustError};
 use crate::pkcs11_uri::TokenFilter;
 use crate::pki::policy::{
@@ -94,6 +95,8 @@ struct RawConfig {
     #[serde(default)]
     service: BTreeMap<String, Spanned<AuthSection>>,
     session: Option<Spanned<SessionSection>>,
+    #[serde(default)]
+    eventd: RawEventd,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -162,6 +165,8 @@ pub struct Config {
     pub policies: Policies,
     /// `[session]`.
     pub session: SessionPolicy,
+    /// tessera-eventd's `[eventd]` section.
+    pub eventd: EventdConfig,
 }
 
 impl Config {
@@ -293,6 +298,7 @@ impl Config {
                 .resolve()
                 .map_err(|error| at(None, error))?,
         };
+        let eventd = EventdConfig::from_raw(raw.eventd, &at)?;
 
         Ok(Self {
             path: path.to_owned(),
@@ -306,6 +312,7 @@ impl Config {
                 services,
             },
             session,
+            eventd,
         })
     }
 }

@@ -1,0 +1,320 @@
+//! The `[eventd]` section of tessera.toml: what tessera-eventd does when a
+//! card is pulled or inserted.
+
+use std::ops::Range;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::config::ConfigError;
+
+/// Longest grace delay: a card may be away this long before the action runs.
+const MAX_GRACE_MS: u64 = 10 * 60 * 1000;
+/// Bounds of the time a locker gets to set LockedHint.
+const LOCK_CONFIRM_MS: Range<u64> = 100..60_001;
+/// Bounds of the time a command may run before it is killed.
+const COMMAND_TIMEOUT_MS: Range<u64> = 100..600_001;
+/// Most arguments (the program included) a command may have.
+const MAX_ARGS: usize = 64;
+/// Longest single argument.
+const MAX_ARG_LEN: usize = 4096;
+
+/// What to do with a session when the card it was opened with is pulled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RemoveAction {
+    /// logind `LockSession`, confirmed through `LockedHint`.
+    Lock,
+    /// logind `TerminateSession`.
+    Terminate,
+    /// Nothing (a configured command may still run).
+    None,
+}
+
+/// What to do when a session did not report itself locked in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Escalation {
+    /// logind `TerminateSession`: fail closed.
+    Terminate,
+    /// Run `escalation_command`.
+    Command,
+    /// Log an error and leave the session as it is.
+    Warn,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawEventd {
+    on_remove: Option<RemoveAction>,
+    remove_command: Option<Spanned<Vec<String>>>,
+    grace_ms: Option<Spanned<u64>>,
+    lock_confirm_ms: Option<Spanned<u64>>,
+    escalation: Option<Spanned<Escalation>>,
+    escalation_command: Option<Spanned<Vec<String>>>,
+    only_active: Option<bool>,
+    only_local: Option<bool>,
+    insert_command: Option<Spanned<Vec<String>>>,
+    command_timeout_ms: Option<Spanned<u64>>,
+}
+
+/// A program and its arguments, run without a shell.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandLine {
+    /// Absolute path of the program.
+    pub program: PathBuf,
+    /// Its arguments.
+    pub args: Vec<String>,
+}
+
+/// The checked `[eventd]` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventdConfig {
+    /// Action on the sessions of a pulled card.
+    pub on_remove: RemoveAction,
+    /// Also run this for each such session.
+    pub remove_command: Option<CommandLine>,
+    /// Wait this long after a pull; re-inserting the same card cancels.
+    pub grace: Duration,
+    /// Time a session's locker gets to set `LockedHint` after `LockSession`.
+    pub lock_confirm_timeout: Duration,
+    /// What happens when it did not.
+    pub escalation: Escalation,
+    /// Run for `escalation = "command"`.
+    pub escalation_command: Option<CommandLine>,
+    /// Act only on sessions logind reports active (in the foreground of their seat).
+    pub only_active: bool,
+    /// Act only on sessions that are not remote.
+    pub only_local: bool,
+    /// Run once for each inserted token.
+    pub insert_command: Option<CommandLine>,
+    /// A command still running after this is killed.
+    pub command_timeout: Duration,
+}
+
+impl Default for EventdConfig {
+    fn default() -> Self {
+        Self {
+            on_remove: RemoveAction::Lock,
+            remove_command: None,
+            grace: Duration::ZERO,
+            lock_confirm_timeout: Duration::from_secs(5),
+            // A session nothing locked stays open at the desk: fail closed.
+            escalation: Escalation::Terminate,
+            escalation_command: None,
+            only_active: false,
+            only_local: false,
+            insert_command: None,
+            command_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Builds a positioned error from a span and a message.
+pub(crate) type At<'a> = &'a dyn Fn(Option<Range<usize>>, String) -> ConfigError;
+
+impl EventdConfig {
+    /// Checks the raw section; `at` positions errors in the file.
+    pub(crate) fn from_raw(raw: RawEventd, at: At<'_>) -> Result<Self, ConfigError> {
+        let defaults = Self::default();
+        let millis = |value: &Option<Spanned<u64>>,
+                      key: &str,
+                      range: Range<u64>,
+                      default: Duration|
+         -> Result<Duration, ConfigError> {
+            match value {
+                None => Ok(default),
+                Some(value) if range.contains(value.get_ref()) => {
+                    Ok(Duration::from_millis(*value.get_ref()))
+                }
+                Some(value) => Err(at(
+                    Some(value.span()),
+                    format!(
+                        "eventd.{key} = {} is out of range {}..={}",
+                        value.get_ref(),
+                        range.start,
+                        range.end - 1
+                    ),
+                )),
+            }
+        };
+        let command = |value: &Option<Spanned<Vec<String>>>, key: &str| {
+            value
+                .as_ref()
+                .map(|value| command_line(value, key, at))
+                .transpose()
+        };
+        let escalation = raw
+            .escalation
+            .as_ref()
+            .map_or(defaults.escalation, |e| *e.get_ref());
+        let escalation_command = command(&raw.escalation_command, "escalation_command")?;
+        match (&raw.escalation, &escalation_command) {
+            (Some(chosen), None) if *chosen.get_ref() == Escalation::Command => {
+                return Err(at(
+                    Some(chosen.span()),
+                    "eventd.escalation = \"command\" needs eventd.escalation_command".to_owned(),
+                ))
+            }
+            (_, Some(_)) if escalation != Escalation::Command => {
+                return Err(at(
+                    raw.escalation_command.as_ref().map(Spanned::span),
+                    "eventd.escalation_command is set but eventd.escalation is not \"command\""
+                        .to_owned(),
+                ))
+            }
+            _ => {}
+        }
+        Ok(Self {
+            on_remove: raw.on_remove.unwrap_or(defaults.on_remove),
+            remove_command: command(&raw.remove_command, "remove_command")?,
+            grace: millis(&raw.grace_ms, "grace_ms", 0..MAX_GRACE_MS + 1, defaults.grace)?,
+            lock_confirm_timeout: millis(
+                &raw.lock_confirm_ms,
+                "lock_confirm_ms",
+                LOCK_CONFIRM_MS,
+                defaults.lock_confirm_timeout,
+            )?,
+            escalation,
+            escalation_command,
+            only_active: raw.only_active.unwrap_or(defaults.only_active),
+            only_local: raw.only_local.unwrap_or(defaults.only_local),
+            insert_command: command(&raw.insert_command, "insert_command")?,
+            command_timeout: millis(
+                &raw.command_timeout_ms,
+                "command_timeout_ms",
+                COMMAND_TIMEOUT_MS,
+                defaults.command_timeout,
+            )?,
+        })
+    }
+}
+
+fn command_line(
+    value: &Spanned<Vec<String>>,
+    key: &str,
+    at: At<'_>,
+) -> Result<CommandLine, ConfigError> {
+    let error = |message: String| at(Some(value.span()), format!("eventd.{key}: {message}"));
+    let argv = value.get_ref();
+    let Some((program, args)) = argv.split_first() else {
+        return Err(error("empty command; name an absolute program path".to_owned()));
+    };
+    if argv.len() > MAX_ARGS {
+        return Err(error(format!("more than {MAX_ARGS} arguments")));
+    }
+    if argv
+        .iter()
+        .any(|arg| arg.len() > MAX_ARG_LEN || arg.contains('\0'))
+    {
+        return Err(error(format!(
+            "arguments must be under {MAX_ARG_LEN} bytes, without NUL"
+        )));
+    }
+    let program = PathBuf::from(program);
+    if !program.is_absolute() {
+        // Run without a shell and without PATH: the admin names the program.
+        return Err(error(format!(
+            "program {:?} must be an absolute path",
+            program
+        )));
+    }
+    Ok(CommandLine {
+        program,
+        args: args.to_vec(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::Config;
+
+    use super::*;
+
+    const BASE: &str = "version = 1\n[pki]\nca = [\"/ca\"]\n[[rule]]\nuser = \"{cn}\"\n";
+
+    fn parse(eventd: &str) -> Result<EventdConfig, ConfigError> {
+        Config::parse(Path::new("/t.toml"), &format!("{BASE}[eventd]\n{eventd}"))
+            .map(|config| config.eventd)
+    }
+
+    fn error_at(eventd: &str) -> (usize, String) {
+        match parse(eventd).unwrap_err() {
+            ConfigError::At { line, message, .. } => (line, message),
+            other => panic!("expected a positioned error, got {other}"),
+        }
+    }
+
+    #[test]
+    fn absent_section_means_lock_and_terminate_when_nothing_locked() {
+        let config = Config::parse(Path::new("/t.toml"), BASE).unwrap();
+        assert_eq!(config.eventd, EventdConfig::default());
+        assert_eq!(config.eventd.on_remove, RemoveAction::Lock);
+        assert_eq!(config.eventd.escalation, Escalation::Terminate);
+        assert_eq!(config.eventd.grace, Duration::ZERO);
+    }
+
+    #[test]
+    fn every_key_parses() {
+        let config = parse(
+            "on_remove = \"terminate\"\nremove_command = [\"/bin/logger\", \"pulled\"]\n\
+             grace_ms = 1500\nlock_confirm_ms = 2000\nescalation = \"command\"\n\
+             escalation_command = [\"/usr/bin/true\"]\nonly_active = true\nonly_local = true\n\
+             insert_command = [\"/bin/echo\"]\ncommand_timeout_ms = 1000\n",
+        )
+        .unwrap();
+        assert_eq!(config.on_remove, RemoveAction::Terminate);
+        assert_eq!(
+            config.remove_command,
+            Some(CommandLine {
+                program: "/bin/logger".into(),
+                args: vec!["pulled".into()]
+            })
+        );
+        assert_eq!(config.grace, Duration::from_millis(1500));
+        assert_eq!(config.lock_confirm_timeout, Duration::from_secs(2));
+        assert_eq!(config.escalation, Escalation::Command);
+        assert!(config.only_active && config.only_local);
+        assert_eq!(config.command_timeout, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn unknown_keys_and_values_are_refused_with_their_line() {
+        let (line, message) = error_at("on_remove = \"lock\"\nlock_on_pull = true\n");
+        assert_eq!(line, 8);
+        assert!(message.contains("unknown field `lock_on_pull`"), "{message}");
+        let (line, message) = error_at("on_remove = \"logout\"\n");
+        assert_eq!(line, 7);
+        assert!(message.contains("unknown variant `logout`"), "{message}");
+    }
+
+    #[test]
+    fn commands_need_an_absolute_program_and_no_shell() {
+        let (_, message) = error_at("remove_command = [\"loginctl\", \"lock-sessions\"]\n");
+        assert!(message.contains("must be an absolute path"), "{message}");
+        let (_, message) = error_at("insert_command = []\n");
+        assert!(message.contains("empty command"), "{message}");
+    }
+
+    #[test]
+    fn escalation_command_and_escalation_must_agree() {
+        let (line, message) = error_at("escalation = \"command\"\n");
+        assert_eq!(line, 7);
+        assert!(message.contains("needs eventd.escalation_command"), "{message}");
+        let (_, message) = error_at("escalation_command = [\"/bin/true\"]\n");
+        assert!(message.contains("is not \"command\""), "{message}");
+    }
+
+    #[test]
+    fn durations_are_bounded() {
+        let (line, message) = error_at("lock_confirm_ms = 0\n");
+        assert_eq!(line, 7);
+        assert!(message.contains("out of range 100..=60000"), "{message}");
+        assert!(parse("grace_ms = 600001\n").is_err());
+        assert!(parse("grace_ms = 600000\n").is_ok());
+    }
+}
