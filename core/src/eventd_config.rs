@@ -10,6 +10,13 @@ use toml::Spanned;
 
 use crate::config::ConfigError;
 
+/// tessera-eventd's name on the system bus.
+pub const DBUS_NAME: &str = "org.tessera.EventD1";
+/// Its object.
+pub const DBUS_PATH: &str = "/org/tessera/EventD1";
+/// Its interface.
+pub const DBUS_INTERFACE: &str = "org.tessera.EventD1";
+
 /// Longest grace delay: a card may be away this long before the action runs.
 const MAX_GRACE_MS: u64 = 10 * 60 * 1000;
 /// Bounds of the time a locker gets to set LockedHint.
@@ -170,7 +177,12 @@ impl EventdConfig {
         Ok(Self {
             on_remove: raw.on_remove.unwrap_or(defaults.on_remove),
             remove_command: command(&raw.remove_command, "remove_command")?,
-            grace: millis(&raw.grace_ms, "grace_ms", 0..MAX_GRACE_MS + 1, defaults.grace)?,
+            grace: millis(
+                &raw.grace_ms,
+                "grace_ms",
+                0..MAX_GRACE_MS + 1,
+                defaults.grace,
+            )?,
             lock_confirm_timeout: millis(
                 &raw.lock_confirm_ms,
                 "lock_confirm_ms",
@@ -200,7 +212,9 @@ fn command_line(
     let error = |message: String| at(Some(value.span()), format!("eventd.{key}: {message}"));
     let argv = value.get_ref();
     let Some((program, args)) = argv.split_first() else {
-        return Err(error("empty command; name an absolute program path".to_owned()));
+        return Err(error(
+            "empty command; name an absolute program path".to_owned(),
+        ));
     };
     if argv.len() > MAX_ARGS {
         return Err(error(format!("more than {MAX_ARGS} arguments")));
@@ -286,7 +300,10 @@ mod tests {
     fn unknown_keys_and_values_are_refused_with_their_line() {
         let (line, message) = error_at("on_remove = \"lock\"\nlock_on_pull = true\n");
         assert_eq!(line, 8);
-        assert!(message.contains("unknown field `lock_on_pull`"), "{message}");
+        assert!(
+            message.contains("unknown field `lock_on_pull`"),
+            "{message}"
+        );
         let (line, message) = error_at("on_remove = \"logout\"\n");
         assert_eq!(line, 7);
         assert!(message.contains("unknown variant `logout`"), "{message}");
@@ -304,7 +321,10 @@ mod tests {
     fn escalation_command_and_escalation_must_agree() {
         let (line, message) = error_at("escalation = \"command\"\n");
         assert_eq!(line, 7);
-        assert!(message.contains("needs eventd.escalation_command"), "{message}");
+        assert!(
+            message.contains("needs eventd.escalation_command"),
+            "{message}"
+        );
         let (_, message) = error_at("escalation_command = [\"/bin/true\"]\n");
         assert!(message.contains("is not \"command\""), "{message}");
     }

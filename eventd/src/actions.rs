@@ -1,0 +1,246 @@
+//! Carrying out a pull's action on one session: lock and confirm, or
+//! terminate, then escalate when nothing locked the session.
+
+use std::time::Instant;
+
+use futures_util::StreamExt;
+use tessera_core::eventd_config::{Escalation, EventdConfig, RemoveAction};
+use zbus::proxy::CacheProperties;
+use zbus::OwnedObjectPath;
+
+use crate::bus::Bus;
+use crate::command;
+use crate::engine::{ActionRequest, Identity};
+use crate::logind::{self, CallError, ManagerProxy, SessionPropertiesProxy};
+
+/// How an action on a session ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// LockSession sent and LockedHint turned true.
+    Locked,
+    /// TerminateSession done (`on_remove = "terminate"`).
+    Terminated,
+    /// `on_remove = "none"`: only the command, if any, ran.
+    NoAction,
+    /// Not acted on: the session is not active or not local, as configured.
+    Skipped(&'static str),
+    /// Nothing locked the session in time; the escalation ran.
+    Escalated(Escalation),
+    /// logind no longer knows the session.
+    SessionGone,
+    /// logind could not be asked (after retries).
+    Failed(String),
+}
+
+/// `TESSERA_*` variables describing the session and its token.
+pub fn environment(event: &'static str, request: &ActionRequest) -> Vec<(&'static str, String)> {
+    let binding = &request.binding;
+    vec![
+        ("TESSERA_EVENT", event.to_owned()),
+        ("TESSERA_SESSION_ID", binding.session_id.clone()),
+        ("TESSERA_USER", binding.user.clone()),
+        ("TESSERA_UID", binding.uid.to_string()),
+        ("TESSERA_SERVICE", binding.service.clone()),
+        ("TESSERA_TTY", binding.tty.clone()),
+        ("TESSERA_READER", request.pull.reader.clone()),
+        ("TESSERA_ATR", hex(&request.pull.atr)),
+        ("TESSERA_TOKEN_LABEL", binding.token.label.clone()),
+        (
+            "TESSERA_TOKEN_MANUFACTURER",
+            binding.token.manufacturer.clone(),
+        ),
+        ("TESSERA_TOKEN_MODEL", binding.token.model.clone()),
+        ("TESSERA_TOKEN_SERIAL", binding.token.serial.clone()),
+        (
+            "TESSERA_TOKEN_IDENTIFIED",
+            matches!(request.pull.identity, Identity::Token(_)).to_string(),
+        ),
+    ]
+}
+
+/// Lower-case hex.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// Runs the configured action for `request`.
+pub async fn act(bus: &Bus, config: &EventdConfig, request: &ActionRequest) -> Outcome {
+    let session = request.binding.session_id.as_str();
+    let path = match logind::session_path(bus, session).await {
+        Ok(path) => Some(path),
+        Err(CallError::NoSuchSession) => return Outcome::SessionGone,
+        Err(error) => {
+            // Go on without it: LockSession takes the id, and fail closed.
+            tracing::warn!(session, %error, "cannot look the session up");
+            None
+        }
+    };
+    if let Some(path) = &path {
+        if let Some(reason) = filtered_out(bus, config, session, path).await {
+            return Outcome::Skipped(reason);
+        }
+    }
+    if let Some(remove_command) = &config.remove_command {
+        let runtime = bus.runtime().clone();
+        let remove_command = remove_command.clone();
+        let env = environment("remove", request);
+        let timeout = config.command_timeout;
+        zruntime::spawn(async move {
+            command::run(&runtime, "remove_command", &remove_command, &env, timeout).await;
+        })
+        .detach();
+    }
+    match config.on_remove {
+        RemoveAction::None => Outcome::NoAction,
+        RemoveAction::Terminate => terminate(bus, session, Outcome::Terminated).await,
+        RemoveAction::Lock => lock(bus, config, request, path).await,
+    }
+}
+
+/// Why the configuration says to leave this session alone, if it does.
+/// When logind cannot tell, the session is acted on (fail closed).
+async fn filtered_out(
+    bus: &Bus,
+    config: &EventdConfig,
+    session: &str,
+    path: &OwnedObjectPath,
+) -> Option<&'static str> {
+    if config.only_active {
+        if let Ok(false) = logind::session_flag(bus, session, path, "Active").await {
+            return Some("session not active");
+        }
+    }
+    if config.only_local {
+        if let Ok(true) = logind::session_flag(bus, session, path, "Remote").await {
+            return Some("session is remote");
+        }
+    }
+    None
+}
+
+async fn terminate(bus: &Bus, session: &str, done: Outcome) -> Outcome {
+    let result = logind::retry(bus, "TerminateSession", session, |connection| async move {
+        ManagerProxy::new(&connection)
+            .await?
+            .terminate_session(session)
+            .await
+    })
+    .await;
+    match result {
+        Ok(()) => done,
+        Err(CallError::NoSuchSession) => Outcome::SessionGone,
+        Err(error) => Outcome::Failed(format!("TerminateSession: {error}")),
+    }
+}
+
+async fn lock(
+    bus: &Bus,
+    config: &EventdConfig,
+    request: &ActionRequest,
+    path: Option<OwnedObjectPath>,
+) -> Outcome {
+    let session = request.binding.session_id.as_str();
+    // Listen before asking, so a quick locker's answer is not missed.
+    let mut changes = match (&path, bus.connection()) {
+        (Some(path), Some(connection)) => {
+            match SessionPropertiesProxy::builder(&connection)
+                .path(path.clone())
+                .cache_properties(CacheProperties::No)
+                .build()
+                .await
+            {
+                Ok(proxy) => proxy.receive_properties_changed().await.ok(),
+                Err(_) => None,
+            }
+        }
+        _ => None,
+    };
+    let locked = logind::retry(bus, "LockSession", session, |connection| async move {
+        ManagerProxy::new(&connection)
+            .await?
+            .lock_session(session)
+            .await
+    })
+    .await;
+    match locked {
+        Ok(()) => {}
+        Err(CallError::NoSuchSession) => return Outcome::SessionGone,
+        Err(error) => {
+            tracing::error!(id = "eventd.lock.failed", session, %error, "LockSession failed");
+            return escalate(bus, config, request).await;
+        }
+    }
+    let deadline = Instant::now() + config.lock_confirm_timeout;
+    let runtime = bus.runtime();
+    if let Some(path) = &path {
+        let hint = runtime
+            .timeout_at(
+                deadline,
+                logind::session_flag(bus, session, path, "LockedHint"),
+            )
+            .await;
+        if let Ok(Ok(true)) = hint {
+            return Outcome::Locked;
+        }
+    }
+    if let Some(changes) = &mut changes {
+        let confirmed = runtime
+            .timeout_at(deadline, async {
+                while let Some(signal) = changes.next().await {
+                    if signal
+                        .args()
+                        .is_ok_and(|args| logind::says_locked(&args.changed))
+                    {
+                        return true;
+                    }
+                }
+                false
+            })
+            .await;
+        if let Ok(true) = confirmed {
+            return Outcome::Locked;
+        }
+    }
+    escalate(bus, config, request).await
+}
+
+async fn escalate(bus: &Bus, config: &EventdConfig, request: &ActionRequest) -> Outcome {
+    let binding = &request.binding;
+    let session = binding.session_id.as_str();
+    tracing::error!(
+        id = "eventd.lock.unconfirmed",
+        session,
+        user = %binding.user,
+        escalation = ?config.escalation,
+        "session did not report itself locked within {:?} after its card was pulled; escalating",
+        config.lock_confirm_timeout
+    );
+    match config.escalation {
+        Escalation::Terminate => {
+            terminate(bus, session, Outcome::Escalated(Escalation::Terminate)).await
+        }
+        Escalation::Command => {
+            if let Some(escalation_command) = &config.escalation_command {
+                let env = environment("escalate", request);
+                command::run(
+                    bus.runtime(),
+                    "escalation_command",
+                    escalation_command,
+                    &env,
+                    config.command_timeout,
+                )
+                .await;
+            }
+            Outcome::Escalated(Escalation::Command)
+        }
+        Escalation::Warn => {
+            tracing::error!(
+                id = "eventd.lock.left-unlocked",
+                session,
+                user = %binding.user,
+                "SESSION LEFT UNLOCKED: its card was pulled, nothing locked it, and escalation = \"warn\""
+            );
+            Outcome::Escalated(Escalation::Warn)
+        }
+    }
+}
