@@ -86,7 +86,12 @@ fn init_logging(target: LogTarget, debug: bool) {
     let journald = match target {
         LogTarget::Stderr => None,
         LogTarget::Auto | LogTarget::Journald => tracing_journald::layer()
-            .map(|layer| layer.with_syslog_identifier("tessera-eventd".to_owned()))
+            .map(|layer| {
+                // Fields become TESSERA_ID, TESSERA_SESSION...: `journalctl TESSERA_ID=eventd.session.locked`.
+                layer
+                    .with_syslog_identifier("tessera-eventd".to_owned())
+                    .with_field_prefix(Some("TESSERA".to_owned()))
+            })
             .ok(),
     };
     let journald_missing = target == LogTarget::Journald && journald.is_none();

@@ -51,6 +51,7 @@ struct PamConv {
 
 #[link(name = "pam")]
 extern "C" {
+    fn pam_getenv(pamh: *mut c_void, name: *const c_char) -> *const c_char;
     fn pam_start_confdir(
         service: *const c_char,
         user: *const c_char,
@@ -128,7 +129,10 @@ struct Cli {
     /// Answers to prompts, in order.
     #[arg(long = "answer")]
     answers: Vec<String>,
-    /// Operations to run in order: authenticate, acct_mgmt, setcred, open_session, close_session, chauthtok.
+    /// Operations to run in order: authenticate, acct_mgmt, setcred,
+    /// open_session, close_session, chauthtok; also `env=NAME` (print a PAM
+    /// environment variable) and `wait` (hold the transaction open until
+    /// standard input closes).
     #[arg(long = "op", default_value = "authenticate")]
     ops: Vec<String>,
     /// PAM environment variables (NAME=VALUE) to set before the operations.
@@ -346,6 +350,28 @@ fn main() -> ExitCode {
     }
     let mut last = PAM_SUCCESS;
     for op in &cli.ops {
+        if let Some(name) = op.strip_prefix("env=") {
+            let Ok(name) = CString::new(name) else {
+                eprintln!("variable name must not contain NUL");
+                continue;
+            };
+            // SAFETY: live handle; pam_getenv returns NULL or a string owned by libpam.
+            let value = unsafe {
+                let value = pam_getenv(handle, name.as_ptr());
+                (!value.is_null()).then(|| CStr::from_ptr(value).to_string_lossy().into_owned())
+            };
+            println!(
+                "{}",
+                json!({"event": "env", "name": name.to_string_lossy(), "value": value})
+            );
+            continue;
+        }
+        if op == "wait" {
+            println!("{}", json!({"event": "waiting"}));
+            let mut sink = Vec::new();
+            let _ = std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut sink);
+            continue;
+        }
         let started = Instant::now();
         // SAFETY: `handle` is the live handle from pam_start_confdir.
         let rc = unsafe {

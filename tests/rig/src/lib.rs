@@ -6,6 +6,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod bins;
+pub mod dbus;
+pub mod eventd;
 pub mod http;
 pub mod login;
 pub mod ocsp;
@@ -15,6 +17,7 @@ pub mod pki;
 pub mod references;
 pub mod softhsm;
 pub mod system;
+pub mod systemd;
 pub mod vcard;
 
 use std::process::{Command, Output};

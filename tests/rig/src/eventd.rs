@@ -1,0 +1,452 @@
+//! tessera-eventd under test: as a real systemd unit inside a
+//! [`crate::systemd`] namespace, with logins through pam_systemd that hold
+//! their logind session open, and a scripted screen locker in each session;
+//! or as a plain process on the host against the login1 stand-in.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::bins::artefact;
+use crate::login::{LoginRig, PIN};
+use crate::pcscd::{stop_child, Pcscd};
+use crate::pki::UserCert;
+use crate::run;
+
+/// The unit's name.
+pub const UNIT: &str = "tessera-eventd.service";
+/// Where the unit reads its configuration (inside the namespace).
+pub const CONFIG: &str = "/etc/tessera/tessera.toml";
+
+/// The source tree's `etc/` directory.
+pub fn etc_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../etc")
+}
+
+/// A P-256 key made on the host and a certificate for `user` from the rig's
+/// CA, for a virtual card.
+pub fn card_credentials(rig: &LoginRig, user: &str) -> (PathBuf, PathBuf) {
+    let dir = rig.path().join(format!("card-{user}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = dir.join("key.pem");
+    let spki = dir.join("spki.der");
+    run(Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+        ])
+        .arg(&key));
+    run(Command::new("openssl")
+        .args(["pkey", "-pubout", "-outform", "DER", "-in"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&spki));
+    let certificate = rig
+        .ca
+        .issue(&UserCert::valid(user), &std::fs::read(&spki).unwrap());
+    let cert = dir.join("cert.der");
+    std::fs::write(&cert, certificate).unwrap();
+    (key, cert)
+}
+
+/// tessera-eventd installed as a systemd unit in the namespace.
+#[derive(Debug)]
+pub struct EventdUnit {
+    since: String,
+}
+
+impl EventdUnit {
+    /// Installs the unit from `etc/` with a drop-in pointing at the built
+    /// binary, the bus policy, `/etc/tessera/tessera.toml` (with `eventd`
+    /// appended as its `[eventd]` section) and pcscd's `OPENSC_CONF`.
+    pub fn install(pcscd: &Pcscd, eventd: &str) -> EventdUnit {
+        let etc = etc_dir();
+        std::fs::create_dir_all("/etc/tessera/ca").unwrap();
+        std::fs::copy(pcscd.opensc_conf(), "/etc/tessera/opensc.conf").unwrap();
+        write_config(eventd);
+        std::fs::copy(
+            etc.join("systemd/tessera-eventd.service"),
+            "/etc/systemd/system/tessera-eventd.service",
+        )
+        .unwrap();
+        let dropin = "/etc/systemd/system/tessera-eventd.service.d";
+        std::fs::create_dir_all(dropin).unwrap();
+        std::fs::write(
+            format!("{dropin}/test.conf"),
+            format!(
+                "[Service]\nExecStart=\nExecStart={} --debug\nEnvironment=OPENSC_CONF=/etc/tessera/opensc.conf\n",
+                artefact("tessera-eventd").display()
+            ),
+        )
+        .unwrap();
+        std::fs::copy(
+            etc.join("dbus-1/system.d/org.tessera.EventD1.conf"),
+            "/etc/dbus-1/system.d/org.tessera.EventD1.conf",
+        )
+        .unwrap();
+        run(Command::new("busctl").args([
+            "--system",
+            "call",
+            "org.freedesktop.DBus",
+            "/org/freedesktop/DBus",
+            "org.freedesktop.DBus",
+            "ReloadConfig",
+        ]));
+        run(Command::new("systemctl").arg("daemon-reload"));
+        EventdUnit {
+            since: String::new(),
+        }
+    }
+
+    /// `systemctl start`, which returns once the daemon sent READY=1.
+    pub fn start(&mut self) {
+        self.since = journal_cursor();
+        let status = Command::new("systemctl")
+            .args(["start", UNIT])
+            .status()
+            .unwrap();
+        assert!(
+            status.success(),
+            "systemctl start failed:\n{}",
+            self.log_text()
+        );
+    }
+
+    /// The daemon's PID.
+    pub fn main_pid(&self) -> u32 {
+        let output =
+            run(Command::new("systemctl").args(["show", "-p", "MainPID", "--value", UNIT]));
+        String::from_utf8_lossy(&output.stdout)
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    /// The unit's journal records (JSON objects) since it was started.
+    pub fn journal(&self) -> Vec<Value> {
+        let mut command = Command::new("journalctl");
+        command.args(["-u", UNIT, "-o", "json", "--no-pager"]);
+        if !self.since.is_empty() {
+            command.arg(format!("--after-cursor={}", self.since));
+        }
+        let output = command.output().unwrap();
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect()
+    }
+
+    /// Records whose stable ID (`TESSERA_ID`) is `id`.
+    pub fn records(&self, id: &str) -> Vec<Value> {
+        self.journal()
+            .into_iter()
+            .filter(|record| record["TESSERA_ID"] == id)
+            .collect()
+    }
+
+    /// Waits until `count` records with `id` are in the journal.
+    pub fn wait_records(&self, id: &str, count: usize, timeout: Duration) -> Vec<Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let records = self.records(id);
+            if records.len() >= count {
+                return records;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{count} journal record(s) {id} expected within {timeout:?}, got {}:\n{}",
+                records.len(),
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The journal as text, for failure messages.
+    pub fn log_text(&self) -> String {
+        self.journal()
+            .iter()
+            .map(|record| {
+                format!(
+                    "{} {}\n",
+                    record["TESSERA_ID"].as_str().unwrap_or("-"),
+                    record["MESSAGE"].as_str().unwrap_or_default()
+                )
+            })
+            .collect()
+    }
+
+    /// `systemctl reload` (SIGHUP).
+    pub fn reload(&self) {
+        run(Command::new("systemctl").args(["reload", UNIT]));
+    }
+
+    /// `systemctl stop`; true when it stopped cleanly (exit status 0).
+    pub fn stop(&self) -> bool {
+        run(Command::new("systemctl").args(["stop", UNIT]));
+        let output =
+            run(Command::new("systemctl").args(["show", "-p", "ExecMainStatus", "--value", UNIT]));
+        String::from_utf8_lossy(&output.stdout).trim() == "0"
+    }
+}
+
+/// Writes `/etc/tessera/tessera.toml` (root, 0644) with `eventd` as its `[eventd]` section.
+pub fn write_config(eventd: &str) {
+    std::fs::write(
+        CONFIG,
+        format!(
+            "version = 1\n[pkcs11]\nmodule = \"{}\"\n[pki]\nca = [\"/etc/tessera/ca\"]\n[[rule]]\nuser = \"{{cn}}\"\n[eventd]\n{eventd}",
+            crate::pcscd::OPENSC_PKCS11
+        ),
+    )
+    .unwrap();
+}
+
+fn journal_cursor() -> String {
+    let output = Command::new("journalctl")
+        .args(["-n", "0", "--show-cursor", "--no-pager", "-q"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .find_map(|line| line.strip_prefix("-- cursor: "))
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Lines a child prints, one JSON object each, read on a thread.
+#[derive(Debug)]
+struct JsonLines(Receiver<Value>);
+
+impl JsonLines {
+    fn follow(stdout: std::process::ChildStdout) -> JsonLines {
+        let (sender, receiver) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Ok(value) = serde_json::from_str(&line) {
+                    if sender.send(value).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        JsonLines(receiver)
+    }
+
+    fn wait(&self, event: &str, timeout: Duration) -> Option<Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.checked_duration_since(Instant::now())?;
+            let value = self.0.recv_timeout(left).ok()?;
+            if value["event"] == event {
+                return Some(value);
+            }
+        }
+    }
+}
+
+/// A login through real libpam (pam_tessera, then pam_systemd) whose
+/// transaction and logind session stay open until dropped.
+#[derive(Debug)]
+pub struct Session {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    /// The logind session id (XDG_SESSION_ID).
+    pub id: String,
+    /// The user.
+    pub user: String,
+    /// The user's uid.
+    pub uid: u32,
+}
+
+/// Adds `user` to the namespace's `/etc/passwd` and `/etc/group` with the
+/// uid the rig's fake passwd gives them, so logind knows them.
+pub fn add_system_user(rig: &LoginRig, user: &str) {
+    let uid = rig.uid_of(user);
+    let mut passwd = std::fs::OpenOptions::new()
+        .append(true)
+        .open("/etc/passwd")
+        .unwrap();
+    writeln!(passwd, "{user}:x:{uid}:{uid}:{user}:/nonexistent:/bin/sh").unwrap();
+    let mut group = std::fs::OpenOptions::new()
+        .append(true)
+        .open("/etc/group")
+        .unwrap();
+    writeln!(group, "{user}:x:{uid}:").unwrap();
+}
+
+impl Session {
+    /// Logs `user` in with their card and PIN; panics unless every step succeeds.
+    pub fn login(rig: &LoginRig, user: &str) -> Session {
+        let mut child = rig
+            .harness_command(
+                Some(user),
+                &[PIN],
+                &[
+                    "authenticate",
+                    "acct_mgmt",
+                    "open_session",
+                    "env=XDG_SESSION_ID",
+                    "wait",
+                ],
+                &[],
+            )
+            .arg("--stop-on-failure")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take();
+        let lines = JsonLines::follow(child.stdout.take().unwrap());
+        let mut id = None;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok(event) = lines.0.recv_timeout(left) else {
+                panic!("login of {user} did not finish");
+            };
+            if event["event"] == "result" {
+                assert_eq!(event["name"], "PAM_SUCCESS", "login of {user}: {event}");
+            }
+            if event["event"] == "env" {
+                id = event["value"].as_str().map(str::to_owned);
+            }
+            if event["event"] == "waiting" {
+                break;
+            }
+        }
+        Session {
+            child,
+            stdin,
+            id: id.unwrap_or_else(|| {
+                panic!("no XDG_SESSION_ID for {user}: is pam_systemd in the stack?")
+            }),
+            user: user.to_owned(),
+            uid: rig.uid_of(user),
+        }
+    }
+
+    /// The session's cgroup (its scope unit), inside the namespace.
+    pub fn scope(&self) -> PathBuf {
+        PathBuf::from(format!(
+            "/sys/fs/cgroup/user.slice/user-{}.slice/session-{}.scope",
+            self.uid, self.id
+        ))
+    }
+
+    /// Ends the PAM transaction (the session closes).
+    pub fn logout(mut self) {
+        drop(self.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        stop_child(&mut self.child, "tessera-pam-harness");
+    }
+}
+
+/// The scripted locker, running as the session's user inside its scope.
+#[derive(Debug)]
+pub struct Locker {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: JsonLines,
+}
+
+impl Locker {
+    /// Starts the locker in `session`; it answers Lock unless `ignore`.
+    pub fn start(session: &Session, ignore: bool) -> Locker {
+        let mut command = Command::new("sh");
+        command
+            .arg("-c")
+            // Join the session's scope as root, then become the user.
+            .arg(r#"echo $$ > "$1/cgroup.procs" && uid=$2 && shift 2 && exec setpriv --reuid="$uid" --regid="$uid" --clear-groups -- "$@""#)
+            .arg("sh")
+            .arg(session.scope())
+            .arg(session.uid.to_string())
+            .arg(artefact("tessera-rig-locker"))
+            .args(["--session", &session.id]);
+        if ignore {
+            command.arg("--ignore");
+        }
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take();
+        let lines = JsonLines::follow(child.stdout.take().unwrap());
+        let ready = lines
+            .wait("ready", Duration::from_secs(10))
+            .expect("locker ready");
+        assert_eq!(
+            ready["in_session"], true,
+            "the locker runs inside the session: {ready}"
+        );
+        Locker {
+            child,
+            stdin,
+            lines,
+        }
+    }
+
+    /// Waits for the next event named `event`.
+    pub fn wait(&self, event: &str, timeout: Duration) -> Option<Value> {
+        self.lines.wait(event, timeout)
+    }
+
+    /// Every event received so far, without waiting.
+    pub fn drain(&self) -> Vec<Value> {
+        self.lines.0.try_iter().collect()
+    }
+
+    /// Sets LockedHint back to false, as a user unlocking would.
+    pub fn unlock(&mut self) {
+        let stdin = self.stdin.as_mut().unwrap();
+        writeln!(stdin, "unlock").unwrap();
+        stdin.flush().unwrap();
+        self.lines
+            .wait("hint", Duration::from_secs(5))
+            .expect("unlocked");
+    }
+}
+
+impl Drop for Locker {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        stop_child(&mut self.child, "tessera-rig-locker");
+    }
+}
+
+/// logind's LockedHint for a session.
+pub fn locked_hint(session: &str) -> bool {
+    let output = Command::new("loginctl")
+        .args(["show-session", session, "-p", "LockedHint", "--value"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&output.stdout).trim() == "yes"
+}
+
+/// Whether logind still knows the session (and it is not closing).
+pub fn session_alive(session: &str) -> bool {
+    let output = Command::new("loginctl")
+        .args(["show-session", session, "-p", "State", "--value"])
+        .output()
+        .unwrap();
+    let state = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    output.status.success() && state != "closing"
+}
