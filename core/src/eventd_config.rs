@@ -9,6 +9,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::config::ConfigError;
+use crate::policy::parse_duration;
 
 /// tessera-eventd's name on the system bus.
 pub const DBUS_NAME: &str = "org.tessera.EventD1";
@@ -18,11 +19,11 @@ pub const DBUS_PATH: &str = "/org/tessera/EventD1";
 pub const DBUS_INTERFACE: &str = "org.tessera.EventD1";
 
 /// Longest grace delay: a card may be away this long before the action runs.
-const MAX_GRACE_MS: u64 = 10 * 60 * 1000;
+const GRACE: Range<Duration> = Duration::ZERO..Duration::from_secs(10 * 60);
 /// Bounds of the time a locker gets to set LockedHint.
-const LOCK_CONFIRM_MS: Range<u64> = 100..60_001;
+const LOCK_TIMEOUT: Range<Duration> = Duration::from_millis(100)..Duration::from_secs(60);
 /// Bounds of the time a command may run before it is killed.
-const COMMAND_TIMEOUT_MS: Range<u64> = 100..600_001;
+const COMMAND_TIMEOUT: Range<Duration> = Duration::from_millis(100)..Duration::from_secs(10 * 60);
 /// Most arguments (the program included) a command may have.
 const MAX_ARGS: usize = 64;
 /// Longest single argument.
@@ -57,14 +58,14 @@ pub enum Escalation {
 pub(crate) struct RawEventd {
     on_remove: Option<RemoveAction>,
     remove_command: Option<Spanned<Vec<String>>>,
-    grace_ms: Option<Spanned<u64>>,
-    lock_confirm_ms: Option<Spanned<u64>>,
+    grace: Option<Spanned<String>>,
+    lock_timeout: Option<Spanned<String>>,
     escalation: Option<Spanned<Escalation>>,
     escalation_command: Option<Spanned<Vec<String>>>,
     only_active: Option<bool>,
     only_local: Option<bool>,
     insert_command: Option<Spanned<Vec<String>>>,
-    command_timeout_ms: Option<Spanned<u64>>,
+    command_timeout: Option<Spanned<String>>,
 }
 
 /// A program and its arguments, run without a shell.
@@ -86,7 +87,7 @@ pub struct EventdConfig {
     /// Wait this long after a pull; re-inserting the same card cancels.
     pub grace: Duration,
     /// Time a session's locker gets to set `LockedHint` after `LockSession`.
-    pub lock_confirm_timeout: Duration,
+    pub lock_timeout: Duration,
     /// What happens when it did not.
     pub escalation: Escalation,
     /// Run for `escalation = "command"`.
@@ -107,7 +108,7 @@ impl Default for EventdConfig {
             on_remove: RemoveAction::Lock,
             remove_command: None,
             grace: Duration::ZERO,
-            lock_confirm_timeout: Duration::from_secs(5),
+            lock_timeout: Duration::from_secs(5),
             // A session nothing locked stays open at the desk: fail closed.
             escalation: Escalation::Terminate,
             escalation_command: None,
@@ -126,26 +127,27 @@ impl EventdConfig {
     /// Checks the raw section; `at` positions errors in the file.
     pub(crate) fn from_raw(raw: RawEventd, at: At<'_>) -> Result<Self, ConfigError> {
         let defaults = Self::default();
-        let millis = |value: &Option<Spanned<u64>>,
-                      key: &str,
-                      range: Range<u64>,
-                      default: Duration|
+        // Bounds are inclusive at both ends.
+        let duration = |value: &Option<Spanned<String>>,
+                        key: &str,
+                        range: Range<Duration>,
+                        default: Duration|
          -> Result<Duration, ConfigError> {
-            match value {
-                None => Ok(default),
-                Some(value) if range.contains(value.get_ref()) => {
-                    Ok(Duration::from_millis(*value.get_ref()))
-                }
-                Some(value) => Err(at(
-                    Some(value.span()),
-                    format!(
-                        "eventd.{key} = {} is out of range {}..={}",
-                        value.get_ref(),
-                        range.start,
-                        range.end - 1
-                    ),
-                )),
+            let Some(value) = value else {
+                return Ok(default);
+            };
+            let error =
+                |message: String| at(Some(value.span()), format!("eventd.{key}: {message}"));
+            let parsed = parse_duration(value.get_ref()).map_err(error)?;
+            if parsed < range.start || parsed > range.end {
+                return Err(error(format!(
+                    "{:?} is out of range {:?}..={:?}",
+                    value.get_ref(),
+                    range.start,
+                    range.end
+                )));
             }
+            Ok(parsed)
         };
         let command = |value: &Option<Spanned<Vec<String>>>, key: &str| {
             value
@@ -177,27 +179,22 @@ impl EventdConfig {
         Ok(Self {
             on_remove: raw.on_remove.unwrap_or(defaults.on_remove),
             remove_command: command(&raw.remove_command, "remove_command")?,
-            grace: millis(
-                &raw.grace_ms,
-                "grace_ms",
-                0..MAX_GRACE_MS + 1,
-                defaults.grace,
-            )?,
-            lock_confirm_timeout: millis(
-                &raw.lock_confirm_ms,
-                "lock_confirm_ms",
-                LOCK_CONFIRM_MS,
-                defaults.lock_confirm_timeout,
+            grace: duration(&raw.grace, "grace", GRACE, defaults.grace)?,
+            lock_timeout: duration(
+                &raw.lock_timeout,
+                "lock_timeout",
+                LOCK_TIMEOUT,
+                defaults.lock_timeout,
             )?,
             escalation,
             escalation_command,
             only_active: raw.only_active.unwrap_or(defaults.only_active),
             only_local: raw.only_local.unwrap_or(defaults.only_local),
             insert_command: command(&raw.insert_command, "insert_command")?,
-            command_timeout: millis(
-                &raw.command_timeout_ms,
-                "command_timeout_ms",
-                COMMAND_TIMEOUT_MS,
+            command_timeout: duration(
+                &raw.command_timeout,
+                "command_timeout",
+                COMMAND_TIMEOUT,
                 defaults.command_timeout,
             )?,
         })
@@ -276,9 +273,9 @@ mod tests {
     fn every_key_parses() {
         let config = parse(
             "on_remove = \"terminate\"\nremove_command = [\"/bin/logger\", \"pulled\"]\n\
-             grace_ms = 1500\nlock_confirm_ms = 2000\nescalation = \"command\"\n\
+             grace = \"1500ms\"\nlock_timeout = \"2s\"\nescalation = \"command\"\n\
              escalation_command = [\"/usr/bin/true\"]\nonly_active = true\nonly_local = true\n\
-             insert_command = [\"/bin/echo\"]\ncommand_timeout_ms = 1000\n",
+             insert_command = [\"/bin/echo\"]\ncommand_timeout = \"1s\"\n",
         )
         .unwrap();
         assert_eq!(config.on_remove, RemoveAction::Terminate);
@@ -290,7 +287,7 @@ mod tests {
             })
         );
         assert_eq!(config.grace, Duration::from_millis(1500));
-        assert_eq!(config.lock_confirm_timeout, Duration::from_secs(2));
+        assert_eq!(config.lock_timeout, Duration::from_secs(2));
         assert_eq!(config.escalation, Escalation::Command);
         assert!(config.only_active && config.only_local);
         assert_eq!(config.command_timeout, Duration::from_secs(1));
@@ -331,10 +328,12 @@ mod tests {
 
     #[test]
     fn durations_are_bounded() {
-        let (line, message) = error_at("lock_confirm_ms = 0\n");
+        let (line, message) = error_at("lock_timeout = \"0\"\n");
         assert_eq!(line, 7);
-        assert!(message.contains("out of range 100..=60000"), "{message}");
-        assert!(parse("grace_ms = 600001\n").is_err());
-        assert!(parse("grace_ms = 600000\n").is_ok());
+        assert!(message.contains("out of range 100ms..=60s"), "{message}");
+        assert!(parse("grace = \"11m\"\n").is_err());
+        assert!(parse("grace = \"10m\"\n").is_ok());
+        let (_, message) = error_at("grace = \"2\"\n");
+        assert!(message.contains("needs a unit"), "{message}");
     }
 }

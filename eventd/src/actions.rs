@@ -170,7 +170,7 @@ async fn lock(
             return escalate(bus, config, request).await;
         }
     }
-    let deadline = Instant::now() + config.lock_confirm_timeout;
+    let deadline = Instant::now() + config.lock_timeout;
     let runtime = bus.runtime();
     if let Some(path) = &path {
         let hint = runtime
@@ -213,7 +213,7 @@ async fn escalate(bus: &Bus, config: &EventdConfig, request: &ActionRequest) -> 
         user = %binding.user,
         escalation = ?config.escalation,
         "session did not report itself locked within {:?} after its card was pulled; escalating",
-        config.lock_confirm_timeout
+        config.lock_timeout
     );
     match config.escalation {
         Escalation::Terminate => {

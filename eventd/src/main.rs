@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
 use sd_notify::NotifyState;
-use tessera_core::binding::{SessionBinding, SESSIONS_DIR};
+use tessera_core::binding::SessionBinding;
 use tessera_core::config::{Config, DEFAULT_CONFIG_PATH};
 use tessera_core::eventd_config::{Escalation, EventdConfig, DBUS_PATH};
 use tessera_core::filetrust;
@@ -58,9 +58,6 @@ struct Cli {
     /// The configuration file (its [pkcs11] and [eventd] sections).
     #[arg(long, default_value = DEFAULT_CONFIG_PATH)]
     config: PathBuf,
-    /// Where pam_tessera writes session bindings.
-    #[arg(long, default_value = SESSIONS_DIR)]
-    sessions_dir: PathBuf,
     /// Reply timeout of each D-Bus call to logind, in milliseconds.
     #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(100..=120_000))]
     dbus_timeout_ms: u64,
@@ -114,6 +111,7 @@ fn init_logging(target: LogTarget, debug: bool) {
 #[derive(Debug, Clone)]
 struct Settings {
     module: PathBuf,
+    bindings_dir: PathBuf,
     eventd: EventdConfig,
 }
 
@@ -133,6 +131,7 @@ fn load_settings(path: &Path) -> Result<Settings, String> {
     }
     Ok(Settings {
         module: config.pkcs11_module,
+        bindings_dir: config.session.bindings_dir,
         eventd,
     })
 }
@@ -197,7 +196,7 @@ async fn run(cli: Cli) -> ExitCode {
     .detach();
     let started = (|| {
         let identifier = Identifier::spawn(events.clone())?;
-        bindings::spawn(cli.sessions_dir.clone(), events.clone())?;
+        bindings::spawn(settings.bindings_dir.clone(), events.clone())?;
         let watcher = readers::spawn(events.clone())?;
         Ok::<_, std::io::Error>((identifier, watcher))
     })();
@@ -220,7 +219,7 @@ async fn run(cli: Cli) -> ExitCode {
     let mut daemon = Daemon {
         engine: Engine::new(settings.eventd.clone()),
         module: settings.module.clone(),
-        sessions_dir: cli.sessions_dir.clone(),
+        sessions_dir: settings.bindings_dir.clone(),
         bus,
         status,
         events,
@@ -290,10 +289,20 @@ impl Daemon {
         let _ = sd_notify::notify(&[NotifyState::Reloading]);
         match load_settings(path) {
             Ok(new) => {
+                if new.bindings_dir != settings.bindings_dir {
+                    tracing::warn!(
+                        id = "eventd.config.restart-needed",
+                        "session.bindings_dir changed; still watching {} until restarted",
+                        settings.bindings_dir.display()
+                    );
+                }
                 tracing::info!(id = "eventd.config.reloaded", config = %path.display(), on_remove = ?new.eventd.on_remove, "configuration reloaded");
                 self.engine.set_config(new.eventd.clone());
                 self.module = new.module.clone();
-                *settings = new;
+                *settings = Settings {
+                    bindings_dir: settings.bindings_dir.clone(),
+                    ..new
+                };
             }
             Err(error) => {
                 tracing::error!(id = "eventd.config.invalid", %error, "configuration not reloaded; keeping the previous one");
