@@ -2,6 +2,7 @@
 
 mod inspect;
 mod login;
+mod status;
 mod terminal;
 
 use std::path::{Path, PathBuf};
@@ -54,6 +55,13 @@ enum Command {
         /// The PAM service whose policy applies.
         #[arg(long, default_value = "login")]
         service: String,
+    },
+    /// Show what tessera-eventd sees: readers, inserted tokens and the
+    /// sessions bound to tokens. Exit status 1 when eventd does not answer.
+    Status {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -152,6 +160,24 @@ fn main() -> ExitCode {
             Ok(false) => ExitCode::FAILURE,
             Err(error) => {
                 eprintln!("tessera login: {error}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Status { json } => match status::query() {
+            Ok(report) => {
+                let text = if *json {
+                    serde_json::to_string_pretty(&report).unwrap_or_default()
+                } else {
+                    status::render(&report)
+                };
+                #[allow(clippy::print_stdout)]
+                {
+                    println!("{}", text.trim_end());
+                }
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("tessera status: {error}");
                 ExitCode::FAILURE
             }
         },

@@ -124,17 +124,7 @@ impl Pcscd {
         std::fs::write(&opensc_conf, opensc_conf_text(readers))
             .map_err(context(opensc_conf.display()))?;
         let log = dir.join("pcscd.log");
-        let log_file = File::create(&log).map_err(context(log.display()))?;
-        let log_err = log_file.try_clone().map_err(context(log.display()))?;
-        let child = Command::new("pcscd")
-            .arg("--foreground")
-            .arg("-c")
-            .arg(&reader_dir)
-            .stdin(Stdio::null())
-            .stdout(log_file)
-            .stderr(log_err)
-            .spawn()
-            .map_err(context("spawn pcscd (is the pcscd package installed?)"))?;
+        let child = spawn_pcscd(&reader_dir, &log)?;
         let mut pcscd = Pcscd {
             child,
             dir: dir.to_owned(),
@@ -144,6 +134,19 @@ impl Pcscd {
         };
         pcscd.wait_ready()?;
         Ok(pcscd)
+    }
+
+    /// Kills pcscd with SIGKILL (as a crash would) and reaps it; the cards
+    /// and the lock stay. Start it again with [`Pcscd::restart`].
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts pcscd again with the same readers after [`Pcscd::kill`].
+    pub fn restart(&mut self) -> Result<()> {
+        self.child = spawn_pcscd(&self.dir.join("reader.conf.d"), &self.log)?;
+        self.wait_ready()
     }
 
     /// Ready when the socket exists and PC/SC lists the first vpcd reader.
@@ -239,6 +242,25 @@ impl Drop for Pcscd {
     fn drop(&mut self) {
         stop_child(&mut self.child, "pcscd");
     }
+}
+
+fn spawn_pcscd(reader_dir: &Path, log: &Path) -> Result<Child> {
+    // Append: a restarted pcscd keeps the earlier log.
+    let log_file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(context(log.display()))?;
+    let log_err = log_file.try_clone().map_err(context(log.display()))?;
+    Command::new("pcscd")
+        .arg("--foreground")
+        .arg("-c")
+        .arg(reader_dir)
+        .stdin(Stdio::null())
+        .stdout(log_file)
+        .stderr(log_err)
+        .spawn()
+        .map_err(context("spawn pcscd (is the pcscd package installed?)"))
 }
 
 fn reader_state(index: u16) -> Result<ReaderState> {

@@ -5,17 +5,20 @@
 //! and a locker in each session answers logind's Lock signal.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::Path;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use tessera_core::binding::{BoundToken, SessionBinding, BINDING_VERSION, SESSIONS_DIR};
-use tessera_core::token::Pkcs11Module;
-use tessera_testrig::bins::pam_module;
+use tessera_core::binding::SESSIONS_DIR;
+use tessera_testrig::bins::{artefact, pam_module};
 use tessera_testrig::eventd::{
-    add_system_user, card_credentials, locked_hint, session_alive, EventdUnit, Locker, Session,
+    add_system_user, card_credentials, locked_hint, session_alive, write_config, EventdUnit,
+    Locker, Session,
 };
 use tessera_testrig::login::{LoginRig, PIN};
-use tessera_testrig::pcscd::{reader_name, Pcscd, OPENSC_PKCS11};
+use tessera_testrig::pcscd::{Pcscd, OPENSC_PKCS11};
+use tessera_testrig::run;
 use tessera_testrig::systemd::in_namespace;
 use tessera_testrig::vcard::{CardSpec, VirtualCard};
 
@@ -26,7 +29,7 @@ struct World {
     rig: LoginRig,
     cards: Vec<VirtualCard>,
     unit: EventdUnit,
-    pcscd: Option<Pcscd>,
+    pcscd: Pcscd,
 }
 
 /// Users, one card each (user i in reader i), pcscd, and eventd started
@@ -53,80 +56,53 @@ fn world(users: &[&str], eventd: &str) -> World {
         .collect();
     rig.add_env(pcscd.env());
     rig.use_pkcs11_module(OPENSC_PKCS11);
+    // pam_systemd creates the logind session; pam_tessera's open_session
+    // then binds it to the card that authenticated the user.
     rig.write_service(&format!(
         "auth required {module} config={config} log=stderr\n\
          account required pam_permit.so\n\
-         session required pam_systemd.so class=user type=tty\n",
+         session required pam_systemd.so class=user type=tty\n\
+         session required {module} config={config} log=stderr\n",
         module = pam_module().display(),
         config = rig.config_path().display(),
     ));
-    std::env::set_var("OPENSC_CONF", pcscd.opensc_conf());
     let mut unit = EventdUnit::install(&pcscd, eventd);
     unit.start();
     World {
         rig,
         cards,
         unit,
-        pcscd: Some(pcscd),
+        pcscd,
     }
 }
 
 impl World {
-    fn pcscd(&self) -> &Pcscd {
-        self.pcscd.as_ref().unwrap()
-    }
-
-    /// Logs `user` in and records the session binding for the card in
-    /// reader `reader`, as pam_tessera's open_session does.
-    fn login(&self, user: &str, reader: u16) -> Session {
+    /// Logs `user` in with their card; the binding pam_tessera wrote is checked.
+    fn login(&self, user: &str) -> Session {
         let session = Session::login(&self.rig, user);
-        bind(&session, reader);
+        assert!(
+            binding_path(&session.id).exists(),
+            "pam_tessera did not bind session {}",
+            session.id
+        );
         session
     }
 
     fn pull(&self, reader: usize) {
         self.cards[reader].pull().unwrap();
-        self.pcscd()
+        self.pcscd
             .wait_card(reader as u16, false, REACTION)
             .unwrap();
     }
 
     fn insert(&self, reader: usize) {
         self.cards[reader].insert().unwrap();
-        self.pcscd()
-            .wait_card(reader as u16, true, REACTION)
-            .unwrap();
+        self.pcscd.wait_card(reader as u16, true, REACTION).unwrap();
     }
 }
 
-/// The identity OpenSC shows for the card in `reader`.
-fn token_in(reader: u16) -> BoundToken {
-    let name = reader_name(reader);
-    let module = Pkcs11Module::load(Path::new(OPENSC_PKCS11)).unwrap();
-    let token = module
-        .tokens()
-        .unwrap()
-        .into_iter()
-        .find(|token| token.slot_description == name)
-        .unwrap_or_else(|| panic!("no token in {name}"));
-    BoundToken::from(&token)
-}
-
-fn bind(session: &Session, reader: u16) {
-    SessionBinding {
-        version: BINDING_VERSION,
-        session_id: session.id.clone(),
-        uid: session.uid,
-        user: session.user.clone(),
-        service: "tessera-test".into(),
-        tty: String::new(),
-        pid: 1,
-        created: 0,
-        certificate_sha256: "00".repeat(32),
-        token: token_in(reader),
-    }
-    .write(Path::new(SESSIONS_DIR))
-    .unwrap();
+fn binding_path(session: &str) -> PathBuf {
+    Path::new(SESSIONS_DIR).join(format!("{session}.toml"))
 }
 
 fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
@@ -137,12 +113,21 @@ fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// No Lock reaches `locker` for `quiet`.
+fn assert_no_lock(locker: &Locker, quiet: Duration, unit: &EventdUnit) {
+    assert!(
+        locker.wait("lock", quiet).is_none(),
+        "unexpected Lock:\n{}",
+        unit.log_text()
+    );
+}
+
 #[test]
 fn pulling_a_card_locks_exactly_the_session_it_opened() {
     in_namespace("pulling_a_card_locks_exactly_the_session_it_opened", || {
         let world = world(&["alice", "bob"], "");
-        let alice = world.login("alice", 0);
-        let bob = world.login("bob", 1);
+        let alice = world.login("alice");
+        let bob = world.login("bob");
         let alice_locker = Locker::start(&alice, false);
         let bob_locker = Locker::start(&bob, false);
         world
@@ -191,4 +176,320 @@ fn pulling_a_card_locks_exactly_the_session_it_opened() {
             .all(|event| event["event"] != "lock"));
         assert!(world.unit.stop(), "SIGTERM stops the daemon cleanly");
     });
+}
+
+#[test]
+fn reinserting_the_card_within_the_grace_delay_does_nothing() {
+    in_namespace(
+        "reinserting_the_card_within_the_grace_delay_does_nothing",
+        || {
+            let world = world(&["alice"], "grace = \"3s\"\n");
+            let alice = world.login("alice");
+            let locker = Locker::start(&alice, false);
+            world
+                .unit
+                .wait_records("eventd.token.inserted", 1, REACTION);
+
+            world.pull(0);
+            world.insert(0);
+            world
+                .unit
+                .wait_records("eventd.grace.cancelled", 1, REACTION);
+            assert_no_lock(&locker, Duration::from_secs(4), &world.unit);
+            assert!(!locked_hint(&alice.id));
+
+            // Left out, the card's session locks once the delay is over.
+            let pulled = Instant::now();
+            world.pull(0);
+            assert!(locker
+                .wait("lock", REACTION + Duration::from_secs(3))
+                .is_some());
+            assert!(pulled.elapsed() >= Duration::from_secs(3));
+            wait_until("LockedHint", REACTION, || locked_hint(&alice.id));
+        },
+    );
+}
+
+#[test]
+fn a_session_nothing_locks_is_escalated_to_terminate() {
+    in_namespace("a_session_nothing_locks_is_escalated_to_terminate", || {
+        let world = world(
+            &["alice"],
+            "lock_timeout = \"1s\"\nescalation = \"terminate\"\n",
+        );
+        let alice = world.login("alice");
+        // A text console: logind emits Lock, nothing answers.
+        let locker = Locker::start(&alice, true);
+        world
+            .unit
+            .wait_records("eventd.token.inserted", 1, REACTION);
+
+        world.pull(0);
+        assert!(locker.wait("lock", REACTION).is_some());
+        world
+            .unit
+            .wait_records("eventd.lock.unconfirmed", 1, REACTION);
+        let escalated = world
+            .unit
+            .wait_records("eventd.session.escalated", 1, REACTION);
+        assert_eq!(escalated[0]["TESSERA_ACTION"], "terminate");
+        wait_until("the session is gone", REACTION, || {
+            !session_alive(&alice.id)
+        });
+        // logind's SessionRemoved makes eventd drop the binding.
+        wait_until("the binding is removed", REACTION, || {
+            !binding_path(&alice.id).exists()
+        });
+    });
+}
+
+#[test]
+fn after_pcscd_restarts_with_the_card_in_a_pull_still_locks() {
+    in_namespace(
+        "after_pcscd_restarts_with_the_card_in_a_pull_still_locks",
+        || {
+            let mut world = world(&["alice"], "");
+            let alice = world.login("alice");
+            let locker = Locker::start(&alice, false);
+            world
+                .unit
+                .wait_records("eventd.token.inserted", 1, REACTION);
+
+            world.pcscd.kill();
+            world.unit.wait_records("eventd.pcsc.lost", 1, REACTION);
+            std::thread::sleep(Duration::from_millis(500));
+            world.pcscd.restart().unwrap();
+            world.pcscd.wait_card(0, true, REACTION).unwrap();
+            world.unit.wait_records("eventd.pcsc.restored", 1, REACTION);
+            // The card never left: no lock from the restart itself.
+            assert_no_lock(&locker, Duration::from_secs(4), &world.unit);
+            assert!(world.unit.records("eventd.token.removed").is_empty());
+
+            world.pull(0);
+            assert!(
+                locker.wait("lock", REACTION).is_some(),
+                "{}",
+                world.unit.log_text()
+            );
+            wait_until("LockedHint", REACTION, || locked_hint(&alice.id));
+        },
+    );
+}
+
+#[test]
+fn a_pull_while_pcscd_is_down_is_acted_on_once_it_is_back() {
+    in_namespace(
+        "a_pull_while_pcscd_is_down_is_acted_on_once_it_is_back",
+        || {
+            let mut world = world(&["alice"], "");
+            let alice = world.login("alice");
+            let locker = Locker::start(&alice, false);
+            world
+                .unit
+                .wait_records("eventd.token.inserted", 1, REACTION);
+
+            world.pcscd.kill();
+            world.unit.wait_records("eventd.pcsc.lost", 1, REACTION);
+            world.cards[0].pull().unwrap();
+            std::thread::sleep(Duration::from_millis(500));
+            world.pcscd.restart().unwrap();
+            // Judged pulled at the end of eventd's resync window (3 s).
+            assert!(
+                locker
+                    .wait("lock", REACTION + Duration::from_secs(3))
+                    .is_some(),
+                "{}",
+                world.unit.log_text()
+            );
+            wait_until("LockedHint", REACTION, || locked_hint(&alice.id));
+            assert_eq!(world.unit.records("eventd.session.act").len(), 1);
+        },
+    );
+}
+
+#[test]
+fn malformed_and_foreign_owned_bindings_are_ignored_with_a_log_line() {
+    in_namespace(
+        "malformed_and_foreign_owned_bindings_are_ignored_with_a_log_line",
+        || {
+            let world = world(&["alice"], "");
+            let alice = world.login("alice");
+            let locker = Locker::start(&alice, false);
+            world
+                .unit
+                .wait_records("eventd.token.inserted", 1, REACTION);
+            let path = binding_path(&alice.id);
+
+            // The user's own copy of the record is not trusted.
+            std::os::unix::fs::chown(&path, Some(alice.uid), None).unwrap();
+            std::fs::write(
+                Path::new(SESSIONS_DIR).join("c99.toml"),
+                "version = \"x\"\n[",
+            )
+            .unwrap();
+            let writable = Path::new(SESSIONS_DIR).join("c98.toml");
+            std::fs::copy(&path, &writable).unwrap();
+            std::os::unix::fs::chown(&writable, Some(0), None).unwrap();
+            std::fs::set_permissions(&writable, std::fs::Permissions::from_mode(0o666)).unwrap();
+            let refused = world
+                .unit
+                .wait_records("eventd.binding.refused", 3, REACTION);
+            let text: Vec<String> = refused
+                .iter()
+                .map(|r| {
+                    r["MESSAGE"].as_str().unwrap_or_default().to_owned()
+                        + r["TESSERA_ERROR"].as_str().unwrap_or_default()
+                })
+                .collect();
+            assert!(
+                text.iter()
+                    .any(|t| t.contains(&format!("owned by uid {}", alice.uid))),
+                "{text:?}"
+            );
+            assert!(text.iter().any(|t| t.contains("malformed")), "{text:?}");
+            assert!(
+                text.iter()
+                    .any(|t| t.contains("lets group or others write it")),
+                "{text:?}"
+            );
+
+            world.pull(0);
+            world.unit.wait_records("eventd.token.removed", 1, REACTION);
+            assert_no_lock(&locker, Duration::from_secs(2), &world.unit);
+            assert!(world.unit.records("eventd.session.act").is_empty());
+
+            // Root-owned again: bound again.
+            std::os::unix::fs::chown(&path, Some(0), None).unwrap();
+            world.insert(0);
+            world
+                .unit
+                .wait_records("eventd.token.inserted", 2, REACTION);
+            world.pull(0);
+            assert!(
+                locker.wait("lock", REACTION).is_some(),
+                "{}",
+                world.unit.log_text()
+            );
+        },
+    );
+}
+
+#[test]
+fn bindings_of_sessions_logind_no_longer_knows_are_dropped() {
+    in_namespace(
+        "bindings_of_sessions_logind_no_longer_knows_are_dropped",
+        || {
+            let mut world = world(&["alice"], "");
+            let alice = world.login("alice");
+            // A leftover from before: logind never heard of session c77.
+            assert!(world.unit.stop());
+            let stale = binding_path("c77");
+            let record = std::fs::read_to_string(binding_path(&alice.id))
+                .unwrap()
+                .replace(
+                    &format!("session_id = \"{}\"", alice.id),
+                    "session_id = \"c77\"",
+                );
+            std::fs::write(&stale, record).unwrap();
+            std::fs::set_permissions(&stale, std::fs::Permissions::from_mode(0o600)).unwrap();
+            world.unit.start();
+            wait_until("the stale binding is removed", REACTION, || !stale.exists());
+
+            // A session that ends (here killed, so close_session never runs).
+            run(Command::new("loginctl").args(["terminate-session", &alice.id]));
+            wait_until("the binding is removed", REACTION, || {
+                !binding_path(&alice.id).exists()
+            });
+            assert_eq!(world.unit.records("eventd.binding.forgotten").len(), 2);
+            drop(alice);
+        },
+    );
+}
+
+#[test]
+fn sighup_reloads_the_config_and_a_bad_one_is_refused() {
+    in_namespace("sighup_reloads_the_config_and_a_bad_one_is_refused", || {
+        let world = world(&["alice"], "");
+        let alice = world.login("alice");
+        let locker = Locker::start(&alice, false);
+        world
+            .unit
+            .wait_records("eventd.token.inserted", 1, REACTION);
+
+        write_config("on_remove = \"sleep\"\n");
+        world.unit.reload();
+        let refused = world
+            .unit
+            .wait_records("eventd.config.invalid", 1, REACTION);
+        let error = refused[0]["TESSERA_ERROR"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(
+            error.contains("tessera.toml:7:"),
+            "names file and line: {error}"
+        );
+
+        write_config("on_remove = \"none\"\n");
+        world.unit.reload();
+        world
+            .unit
+            .wait_records("eventd.config.reloaded", 1, REACTION);
+        world.pull(0);
+        world
+            .unit
+            .wait_records("eventd.session.no-action", 1, REACTION);
+        assert_no_lock(&locker, Duration::from_secs(1), &world.unit);
+
+        write_config("");
+        world.unit.reload();
+        world
+            .unit
+            .wait_records("eventd.config.reloaded", 2, REACTION);
+        world.insert(0);
+        world
+            .unit
+            .wait_records("eventd.token.inserted", 2, REACTION);
+        world.pull(0);
+        assert!(locker.wait("lock", REACTION).is_some());
+        assert!(world.unit.stop(), "SIGTERM stops the daemon cleanly");
+    });
+}
+
+#[test]
+fn tessera_status_shows_readers_tokens_and_sessions_to_any_user() {
+    in_namespace(
+        "tessera_status_shows_readers_tokens_and_sessions_to_any_user",
+        || {
+            let world = world(&["alice"], "");
+            let alice = world.login("alice");
+            world
+                .unit
+                .wait_records("eventd.token.inserted", 1, REACTION);
+            // As alice, not root: the bus policy lets anyone read.
+            let output = run(Command::new("setpriv")
+                .arg(format!("--reuid={}", alice.uid))
+                .arg(format!("--regid={}", alice.uid))
+                .arg("--clear-groups")
+                .arg(artefact("tessera"))
+                .args(["status", "--json"]));
+            let status: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+            assert_eq!(status["pcsc_available"], true, "{status}");
+            assert_eq!(
+                status["readers"][0]["name"], "Virtual PCD 00 00",
+                "{status}"
+            );
+            assert_eq!(status["readers"][0]["card_present"], true, "{status}");
+            assert_eq!(status["tokens"][0]["state"], "identified", "{status}");
+            assert_eq!(status["tokens"][0]["label"], "alice", "{status}");
+            assert_eq!(status["sessions"][0]["id"], alice.id.as_str(), "{status}");
+            assert_eq!(status["sessions"][0]["user"], "alice", "{status}");
+            assert_eq!(status["sessions"][0]["token_present"], true, "{status}");
+
+            let text = run(Command::new(artefact("tessera")).arg("status"));
+            let text = String::from_utf8_lossy(&text.stdout);
+            assert!(text.contains("Virtual PCD 00 00"), "{text}");
+            assert!(text.contains(&format!("session {}", alice.id)), "{text}");
+        },
+    );
 }
