@@ -26,6 +26,8 @@ use pcsc::{Context, ReaderState, Scope, State};
 pub const LOCK_FILE: &str = "/tmp/tessera-pcscd.lock";
 /// pcscd's client socket (fixed at build time of pcsc-lite).
 pub const PCSCD_SOCKET: &str = "/run/pcscd/pcscd.comm";
+/// pcscd's PID file.
+pub const PCSCD_PID_FILE: &str = "/run/pcscd/pcscd.pid";
 /// Debian's vpcd reader configuration, copied into the private reader directory.
 pub const VPCD_READER_CONF: &str = "/etc/reader.conf.d/vpcd";
 /// OpenSC's PKCS#11 module.
@@ -141,6 +143,10 @@ impl Pcscd {
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // What a service manager clears after a crash; pcscd refuses to
+        // start over a socket and PID file it did not create.
+        let _ = std::fs::remove_file(PCSCD_SOCKET);
+        let _ = std::fs::remove_file(PCSCD_PID_FILE);
     }
 
     /// Starts pcscd again with the same readers after [`Pcscd::kill`].

@@ -322,6 +322,7 @@ fn malformed_and_foreign_owned_bindings_are_ignored_with_a_log_line() {
 
             // The user's own copy of the record is not trusted.
             std::os::unix::fs::chown(&path, Some(alice.uid), None).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
             std::fs::write(
                 Path::new(SESSIONS_DIR).join("c99.toml"),
                 "version = \"x\"\n[",
@@ -360,6 +361,7 @@ fn malformed_and_foreign_owned_bindings_are_ignored_with_a_log_line() {
 
             // Root-owned again: bound again.
             std::os::unix::fs::chown(&path, Some(0), None).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
             world.insert(0);
             world
                 .unit
@@ -426,7 +428,7 @@ fn sighup_reloads_the_config_and_a_bad_one_is_refused() {
             .unwrap_or_default()
             .to_owned();
         assert!(
-            error.contains("tessera.toml:7:"),
+            error.contains("tessera.toml:9:"),
             "names file and line: {error}"
         );
 

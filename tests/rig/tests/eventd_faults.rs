@@ -1,0 +1,257 @@
+//! tessera-eventd against faults real logind will not produce on demand:
+//! a login1 stand-in of the project's own (`tessera-rig-login1`) on a
+//! private system bus, with real pcscd and a virtual card. The daemon must
+//! retry, log and keep running.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tessera_core::binding::{BoundToken, SessionBinding, BINDING_VERSION};
+use tessera_core::eventd_config::DBUS_NAME;
+use tessera_testrig::dbus::PrivateBus;
+use tessera_testrig::eventd::{card_credentials, HostEventd, Login1StandIn};
+use tessera_testrig::login::{LoginRig, PIN};
+use tessera_testrig::pcscd::{reader_name, Pcscd, OPENSC_PKCS11};
+use tessera_testrig::vcard::{CardSpec, VirtualCard};
+
+const REACTION: Duration = Duration::from_secs(5);
+/// The card's GUID; OpenSC shows its last 16 hex digits as the serial.
+const GUID: &str = "00112233445566778899aabbccddeeff";
+
+struct Rig {
+    rig: LoginRig,
+    bus: PrivateBus,
+    card: VirtualCard,
+    pcscd: Pcscd,
+    sessions: PathBuf,
+}
+
+impl Rig {
+    /// pcscd, alice's card, a private bus, and a binding of logind session
+    /// "1" to alice's card; `eventd` is the `[eventd]` section.
+    fn new(eventd: &str) -> Rig {
+        let mut rig = LoginRig::new();
+        rig.add_user("alice");
+        let pcscd = Pcscd::start_for_readers(&rig.path().join("pcscd"), &[0]).unwrap();
+        let (key, cert) = card_credentials(&rig, "alice");
+        let card = CardSpec::new(0)
+            .slot("9a", key, cert)
+            .pin(PIN)
+            .guid(GUID)
+            .start(&pcscd)
+            .unwrap();
+        let bus = PrivateBus::start(&rig.path().join("bus"));
+        let sessions = rig.path().join("sessions");
+        std::fs::write(
+            rig.config_path(),
+            format!(
+                "version = 1\n[pkcs11]\nmodule = \"{OPENSC_PKCS11}\"\n[pki]\nca = [\"{}\"]\n\
+                 [[rule]]\nuser = \"{{cn}}\"\n[session]\nbindings_dir = \"{}\"\n[eventd]\n{eventd}",
+                rig.ca_dir().display(),
+                sessions.display()
+            ),
+        )
+        .unwrap();
+        let rig = Rig {
+            rig,
+            bus,
+            card,
+            pcscd,
+            sessions,
+        };
+        rig.bind("1");
+        rig
+    }
+
+    fn bind(&self, session: &str) {
+        SessionBinding {
+            version: BINDING_VERSION,
+            session_id: session.into(),
+            uid: 20001,
+            user: "alice".into(),
+            service: "login".into(),
+            tty: "tty1".into(),
+            pid: 1,
+            created: 0,
+            certificate_sha256: "00".repeat(32),
+            token: BoundToken {
+                label: "alice".into(),
+                manufacturer: "piv_II".into(),
+                model: "PKCS#15 emulated".into(),
+                serial: GUID[16..].into(),
+                slot_description: reader_name(0),
+            },
+        }
+        .write(&self.sessions)
+        .unwrap();
+    }
+
+    fn env(&self) -> Vec<(String, OsString)> {
+        let (key, value) = self.bus.env();
+        let mut env = self.pcscd.env();
+        env.push((key, value.into()));
+        env
+    }
+
+    fn eventd(&self, extra: &[&str]) -> HostEventd {
+        let eventd = HostEventd::start(
+            &self.rig.config_path(),
+            &self.rig.path().join("eventd.log"),
+            &self.env(),
+            extra,
+        );
+        assert!(
+            self.bus.wait_for_name(DBUS_NAME, REACTION),
+            "eventd did not own its name:\n{}",
+            eventd.log()
+        );
+        let inserted = eventd.wait_lines("eventd.token.inserted", 1, REACTION);
+        assert!(inserted[0].contains(&GUID[16..]), "{}", inserted[0]);
+        eventd
+    }
+
+    fn standin(&self, args: &[&str]) -> Login1StandIn {
+        let mut all = vec!["--session", "1:alice:20001"];
+        all.extend_from_slice(args);
+        Login1StandIn::start(&self.bus, &self.rig.path().join("calls.jsonl"), &all)
+    }
+
+    fn pull(&self) {
+        self.card.pull().unwrap();
+        self.pcscd.wait_card(0, false, REACTION).unwrap();
+    }
+
+    fn insert(&self) {
+        self.card.insert().unwrap();
+        self.pcscd.wait_card(0, true, REACTION).unwrap();
+    }
+
+    fn binding_exists(&self, session: &str) -> bool {
+        Path::new(&self.sessions)
+            .join(format!("{session}.toml"))
+            .exists()
+    }
+}
+
+/// The daemon survived and still acts: one more pull-and-lock round.
+fn still_works(rig: &Rig, eventd: &mut HostEventd, login1: &Login1StandIn) {
+    assert!(eventd.running(), "eventd died:\n{}", eventd.log());
+    let before = login1.count("LockSession", "1");
+    let locked = eventd.lines("eventd.session.locked").len();
+    rig.insert();
+    rig.pull();
+    login1.wait_calls("LockSession", "1", before + 1, REACTION);
+    eventd.wait_lines("eventd.session.locked", locked + 1, REACTION);
+}
+
+#[test]
+fn a_pull_while_logind_is_absent_is_retried_until_it_appears() {
+    let rig = Rig::new("");
+    let mut eventd = rig.eventd(&[]);
+    rig.pull();
+    eventd.wait_lines("eventd.logind.retry", 2, REACTION);
+    let login1 = rig.standin(&[]);
+    login1.wait_calls("LockSession", "1", 1, Duration::from_secs(10));
+    let locked = eventd.wait_lines("eventd.session.locked", 1, REACTION);
+    assert!(locked[0].contains("session=\"1\""), "{}", locked[0]);
+    assert!(!eventd.lines("eventd.logind.recovered").is_empty());
+    still_works(&rig, &mut eventd, &login1);
+    assert_eq!(eventd.terminate(), Some(0), "SIGTERM stops it cleanly");
+}
+
+#[test]
+fn logind_errors_are_retried_and_logged() {
+    let rig = Rig::new("");
+    let login1 = rig.standin(&["--fail-lock", "2"]);
+    let mut eventd = rig.eventd(&[]);
+    rig.pull();
+    login1.wait_calls("LockSession", "1", 3, REACTION);
+    let retries = eventd.wait_lines("eventd.logind.retry", 2, REACTION);
+    assert!(
+        retries[0].contains("org.freedesktop.DBus.Error.Failed"),
+        "the error is logged: {}",
+        retries[0]
+    );
+    eventd.wait_lines("eventd.session.locked", 1, REACTION);
+    still_works(&rig, &mut eventd, &login1);
+}
+
+#[test]
+fn a_reply_slower_than_the_call_timeout_is_retried() {
+    let rig = Rig::new("");
+    let login1 = rig.standin(&["--delay-first-lock-ms", "1500"]);
+    let mut eventd = rig.eventd(&["--dbus-timeout-ms", "500"]);
+    rig.pull();
+    login1.wait_calls("LockSession", "1", 2, REACTION);
+    eventd.wait_lines("eventd.session.locked", 1, REACTION);
+    assert!(!eventd.lines("eventd.logind.retry").is_empty());
+    still_works(&rig, &mut eventd, &login1);
+}
+
+#[test]
+fn unconfirmed_lock_with_escalation_warn_is_logged_loudly_and_nothing_else() {
+    let rig = Rig::new("lock_timeout = \"500ms\"\nescalation = \"warn\"\n");
+    let login1 = rig.standin(&["--locker", "never"]);
+    let mut eventd = rig.eventd(&[]);
+    rig.pull();
+    let loud = eventd.wait_lines("eventd.lock.left-unlocked", 1, REACTION);
+    assert!(loud[0].contains("ERROR"), "{}", loud[0]);
+    assert!(loud[0].contains("SESSION LEFT UNLOCKED"), "{}", loud[0]);
+    assert_eq!(login1.count("TerminateSession", "1"), 0);
+    assert!(eventd.running());
+}
+
+#[test]
+fn unconfirmed_lock_runs_the_escalation_command_with_the_session_in_its_environment() {
+    let out = tempfile::tempdir().unwrap();
+    let env_file = out.path().join("env");
+    let rig = Rig::new(&format!(
+        "lock_timeout = \"500ms\"\nescalation = \"command\"\n\
+         escalation_command = [\"/bin/sh\", \"-c\", \"env > {}\"]\n",
+        env_file.display()
+    ));
+    let login1 = rig.standin(&["--locker", "never"]);
+    let eventd = rig.eventd(&[]);
+    rig.pull();
+    eventd.wait_lines("eventd.command.done", 1, REACTION);
+    let env = std::fs::read_to_string(&env_file).unwrap();
+    for expected in [
+        "TESSERA_EVENT=escalate",
+        "TESSERA_SESSION_ID=1",
+        "TESSERA_USER=alice",
+        "TESSERA_UID=20001",
+        "TESSERA_READER=Virtual PCD 00 00",
+        "TESSERA_TOKEN_LABEL=alice",
+        "TESSERA_TOKEN_IDENTIFIED=true",
+    ] {
+        assert!(
+            env.lines().any(|line| line == expected),
+            "{expected} in:\n{env}"
+        );
+    }
+    assert!(
+        env.lines()
+            .any(|line| line == format!("TESSERA_TOKEN_SERIAL={}", &GUID[16..])),
+        "{env}"
+    );
+    assert!(
+        !env.contains("DBUS_SYSTEM_BUS_ADDRESS"),
+        "the environment is clean: {env}"
+    );
+    assert_eq!(login1.count("TerminateSession", "1"), 0);
+}
+
+#[test]
+fn bindings_of_sessions_logind_does_not_know_are_dropped_at_start() {
+    let rig = Rig::new("");
+    rig.bind("9");
+    let login1 = rig.standin(&[]);
+    let mut eventd = rig.eventd(&[]);
+    eventd.wait_lines("eventd.binding.forgotten", 1, REACTION);
+    assert!(!rig.binding_exists("9"));
+    assert!(rig.binding_exists("1"));
+    assert!(login1.count("GetSession", "9") >= 1);
+    still_works(&rig, &mut eventd, &login1);
+}
