@@ -255,7 +255,13 @@ pub fn in_namespace(name: &str, body: impl FnOnce()) {
     let exe = std::env::current_exe().expect("test executable");
     let output = namespace
         .command(&exe)
-        .args([name, "--exact", "--nocapture", "--test-threads=1"])
+        .args([
+            name,
+            "--exact",
+            "--include-ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(INNER, name)
         .env("TESSERA_VCARD", vcard)
         .env_remove("DBUS_SYSTEM_BUS_ADDRESS")

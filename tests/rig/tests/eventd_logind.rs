@@ -495,3 +495,91 @@ fn tessera_status_shows_readers_tokens_and_sessions_to_any_user() {
         },
     );
 }
+
+/// Resident memory of a process, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// `cycles` pulls and re-inserts of alice's card with `restarts` pcscd
+/// kills spread over them: every pull must produce exactly one Lock and one
+/// confirmed lock, and the daemon's memory must stay flat (within
+/// `rss_slack_kib` of its size after a warm-up).
+fn soak(cycles: usize, restarts: usize, rss_slack_kib: u64) {
+    let mut world = world(&["alice"], "");
+    let alice = world.login("alice");
+    let mut locker = Locker::start(&alice, false);
+    world
+        .unit
+        .wait_records("eventd.token.inserted", 1, REACTION);
+    let pid = world.unit.main_pid();
+    let restart_every = cycles / (restarts + 1);
+    let started = Instant::now();
+    let mut restarted = 0;
+    let mut warm_rss = 0;
+    for cycle in 1..=cycles {
+        world.pull(0);
+        assert!(
+            locker.wait("lock", REACTION).is_some(),
+            "cycle {cycle}: no Lock\n{}",
+            world.unit.log_text()
+        );
+        wait_until("LockedHint", REACTION, || locked_hint(&alice.id));
+        locker.unlock();
+        world.insert(0);
+        world
+            .unit
+            .wait_records("eventd.token.inserted", cycle + 1, REACTION);
+        if restarted < restarts && cycle % restart_every == 0 {
+            world.pcscd.kill();
+            std::thread::sleep(Duration::from_millis(300));
+            world.pcscd.restart().unwrap();
+            restarted += 1;
+            world
+                .unit
+                .wait_records("eventd.pcsc.restored", restarted, REACTION);
+            world.pcscd.wait_card(0, true, REACTION).unwrap();
+        }
+        if cycle == 5.min(cycles) {
+            warm_rss = rss_kib(pid);
+        }
+    }
+    assert_no_lock(&locker, Duration::from_secs(1), &world.unit);
+    assert_eq!(restarted, restarts);
+    assert_eq!(world.unit.records("eventd.session.act").len(), cycles);
+    assert_eq!(world.unit.records("eventd.session.locked").len(), cycles);
+    assert_eq!(world.unit.main_pid(), pid, "the daemon never restarted");
+    let end_rss = rss_kib(pid);
+    eprintln!(
+        "soak: {cycles} pulls, {restarts} pcscd restarts in {:?}; eventd RSS {warm_rss} KiB after warm-up, {end_rss} KiB at the end",
+        started.elapsed()
+    );
+    assert!(
+        end_rss <= warm_rss + rss_slack_kib,
+        "memory grew from {warm_rss} to {end_rss} KiB"
+    );
+}
+
+#[test]
+fn soak_smoke_50_pulls_and_2_pcscd_restarts_each_pull_locks_exactly_once() {
+    in_namespace(
+        "soak_smoke_50_pulls_and_2_pcscd_restarts_each_pull_locks_exactly_once",
+        || soak(50, 2, 2048),
+    );
+}
+
+/// The full soak, run by hand (about 15 minutes):
+/// `cargo test -p tessera-testrig --test eventd_logind -- --ignored --nocapture soak_full`
+#[test]
+#[ignore = "15 minutes; run by hand"]
+fn soak_full_1000_pulls_and_20_pcscd_restarts_each_pull_locks_exactly_once() {
+    in_namespace(
+        "soak_full_1000_pulls_and_20_pcscd_restarts_each_pull_locks_exactly_once",
+        || soak(1000, 20, 1024),
+    );
+}
