@@ -583,3 +583,177 @@ fn soak_full_1000_pulls_and_20_pcscd_restarts_each_pull_locks_exactly_once() {
         || soak(1000, 20, 1024),
     );
 }
+
+/// Microseconds since the epoch, to compare with the locker's timestamps.
+#[allow(clippy::disallowed_methods)]
+fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64
+}
+
+fn summary(name: &str, mut micros: Vec<u64>) -> String {
+    micros.sort_unstable();
+    let at = |fraction: f64| {
+        micros[((micros.len() - 1) as f64 * fraction).round() as usize] as f64 / 1000.0
+    };
+    format!(
+        "{name:<44} min {:>7.1} ms  median {:>7.1} ms  p99 {:>7.1} ms  max {:>7.1} ms",
+        at(0.0),
+        at(0.5),
+        at(0.99),
+        at(1.0)
+    )
+}
+
+/// Benchmark, run by hand (about 4 minutes):
+/// `cargo test -p tessera-testrig --release --test eventd_logind -- --ignored --nocapture bench_pull`
+/// Each pull closes the card's vpcd connection after a random 0-499 ms
+/// pause; the run records when pcscd reported the reader empty (a PC/SC
+/// client of the test) and when logind's Lock signal reached the session's
+/// locker.
+#[test]
+#[ignore = "benchmark; run by hand"]
+fn bench_pull_to_logind_lock_latency() {
+    in_namespace("bench_pull_to_logind_lock_latency", || {
+        const PULLS: usize = 200;
+        let world = world(&["alice"], "");
+        let alice = world.login("alice");
+        let mut locker = Locker::start(&alice, false);
+        world
+            .unit
+            .wait_records("eventd.token.inserted", 1, REACTION);
+        let (mut pcscd_us, mut lock_us, mut after_pcscd_us) = (Vec::new(), Vec::new(), Vec::new());
+        for cycle in 1..=PULLS {
+            std::thread::sleep(Duration::from_millis(u64::from(now_us() as u32 % 500)));
+            let pulled = now_us();
+            world.pull(0);
+            let seen = now_us();
+            let lock = locker.wait("lock", REACTION).expect("Lock");
+            let locked = lock["t_us"].as_u64().unwrap();
+            pcscd_us.push(seen - pulled);
+            lock_us.push(locked - pulled);
+            after_pcscd_us.push(locked.saturating_sub(seen));
+            wait_until("LockedHint", REACTION, || locked_hint(&alice.id));
+            locker.unlock();
+            world.insert(0);
+            world
+                .unit
+                .wait_records("eventd.token.inserted", cycle + 1, REACTION);
+        }
+        eprintln!("pull -> ... over {PULLS} pulls (vpcd connection closed at t=0):");
+        eprintln!("{}", summary("pcscd reports the reader empty", pcscd_us));
+        eprintln!("{}", summary("logind's Lock reaches the session", lock_us));
+        eprintln!(
+            "{}",
+            summary("  of which after pcscd reported it", after_pcscd_us)
+        );
+    });
+}
+
+/// CPU time (ns, all threads), context switches (all threads) and RSS (KiB) of a process.
+fn cost(pid: u32) -> (u64, u64, u64) {
+    let mut cpu = 0;
+    let mut switches = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+    {
+        let path = task.path();
+        cpu += std::fs::read_to_string(path.join("schedstat"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .next()
+            .and_then(|ns| ns.parse::<u64>().ok())
+            .unwrap_or(0);
+        switches += std::fs::read_to_string(path.join("status"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|line| line.contains("ctxt_switches"))
+            .filter_map(|line| line.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .sum::<u64>();
+    }
+    (cpu, switches, rss_kib(pid))
+}
+
+/// Benchmark, run by hand after `apt-get install libpam-pkcs11` (as
+/// `scripts/bench-eventd` does): the idle cost of tessera-eventd next to
+/// pkcs11_eventmgr and card_eventmgr, all watching the same pcscd and card.
+/// `TESSERA_IDLE_SECS` sets the window (default 60; 600 for the documented run).
+#[test]
+#[ignore = "benchmark; run by hand"]
+fn bench_idle_cost_next_to_pam_pkcs11_event_managers() {
+    in_namespace("bench_idle_cost_next_to_pam_pkcs11_event_managers", || {
+        let window = Duration::from_secs(
+            std::env::var("TESSERA_IDLE_SECS")
+                .ok()
+                .and_then(|secs| secs.parse().ok())
+                .unwrap_or(60),
+        );
+        let world = world(&["alice"], "");
+        world
+            .unit
+            .wait_records("eventd.token.inserted", 1, REACTION);
+        let dir = world.rig.path().join("pam_pkcs11");
+        std::fs::create_dir_all(&dir).unwrap();
+        let actions = "event card_insert { on_error = ignore; action = \"/bin/true\"; }\n\
+                       event card_remove { on_error = ignore; action = \"/bin/true\"; }\n";
+        std::fs::write(
+            dir.join("pkcs11_eventmgr.conf"),
+            format!("pkcs11_eventmgr {{\n daemon = false;\n debug = false;\n polling_time = 1;\n expire_time = 0;\n pkcs11_module = {OPENSC_PKCS11};\n{actions}}}\n"),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("card_eventmgr.conf"),
+            format!("card_eventmgr {{\n daemon = false;\n debug = false;\n timeout = 1000;\n{actions}}}\n"),
+        )
+        .unwrap();
+        let spawn = |program: &str, config: &str| {
+            Command::new(program)
+                .args(["nodaemon", "nodebug"])
+                .arg(format!("config_file={}", dir.join(config).display()))
+                .envs(world.pcscd.env())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap_or_else(|error| panic!("{program}: {error} (install libpam-pkcs11)"))
+        };
+        let mut others = [
+            (
+                "pkcs11_eventmgr",
+                spawn("pkcs11_eventmgr", "pkcs11_eventmgr.conf"),
+            ),
+            (
+                "card_eventmgr",
+                spawn("card_eventmgr", "card_eventmgr.conf"),
+            ),
+        ];
+        // Let every watcher settle (eventd's PKCS#11 worker exits when idle).
+        std::thread::sleep(Duration::from_secs(15));
+        let mut measured: Vec<(String, u32)> =
+            vec![("tessera-eventd".to_owned(), world.unit.main_pid())];
+        measured.extend(
+            others
+                .iter()
+                .map(|(name, child)| (name.to_string(), child.id())),
+        );
+        let before: Vec<_> = measured.iter().map(|(_, pid)| cost(*pid)).collect();
+        std::thread::sleep(window);
+        eprintln!("idle, one card in the reader, over {window:?}:");
+        for ((name, pid), start) in measured.iter().zip(before) {
+            let end = cost(*pid);
+            eprintln!(
+                "{name:<16} wake-ups {:>6} ({:>6.2}/s)  CPU {:>8.1} ms  RSS {:>6} KiB",
+                end.1 - start.1,
+                (end.1 - start.1) as f64 / window.as_secs_f64(),
+                (end.0 - start.0) as f64 / 1e6,
+                end.2
+            );
+        }
+        for (_, child) in &mut others {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    });
+}

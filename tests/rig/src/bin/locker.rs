@@ -46,7 +46,15 @@ trait Session {
     fn unlock(&self) -> zbus::Result<()>;
 }
 
-fn say(value: serde_json::Value) {
+/// Prints one event with the wall-clock time it happened, in microseconds
+/// since the epoch (benchmarks compare it with the time of the pull).
+#[allow(clippy::disallowed_methods)]
+fn say(mut value: serde_json::Value) {
+    let micros = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_micros() as u64)
+        .unwrap_or(0);
+    value["t_us"] = json!(micros);
     println!("{value}");
 }
 
