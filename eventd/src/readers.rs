@@ -9,7 +9,6 @@ use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use pcsc::{Context, ReaderState, Scope, State};
@@ -242,7 +241,6 @@ fn service_gone(error: pcsc::Error) -> bool {
 pub struct Watcher {
     context: Arc<Mutex<Option<Context>>>,
     stop: std::sync::mpsc::Sender<()>,
-    thread: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Watcher {
@@ -252,8 +250,10 @@ impl std::fmt::Debug for Watcher {
 }
 
 impl Watcher {
-    /// Cancels the blocking wait (`SCardCancel`) and joins the thread.
-    pub fn stop(mut self) {
+    /// Cancels the blocking wait (`SCardCancel`); the thread then ends on
+    /// its own. Not joined: it may be waiting for room in the event channel
+    /// that the stopping main loop no longer empties.
+    pub fn stop(self) {
         let _ = self.stop.send(());
         if let Some(context) = self
             .context
@@ -265,9 +265,6 @@ impl Watcher {
                 tracing::debug!(%error, "SCardCancel");
             }
         }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
 
@@ -277,14 +274,10 @@ pub fn spawn(events: InputSender) -> std::io::Result<Watcher> {
     let context = Arc::new(Mutex::new(None));
     let (stop, stopped) = std::sync::mpsc::channel();
     let shared = context.clone();
-    let thread = std::thread::Builder::new()
+    std::thread::Builder::new()
         .name("pcsc".to_owned())
         .spawn(move || watch(&shared, &stopped, &events))?;
-    Ok(Watcher {
-        context,
-        stop,
-        thread: Some(thread),
-    })
+    Ok(Watcher { context, stop })
 }
 
 fn watch(shared: &Mutex<Option<Context>>, stopped: &Receiver<()>, events: &InputSender) {
