@@ -1,16 +1,63 @@
 //! Certificate-to-user mapping for tessera.
 //!
-//! Pure code: [`CertificateFields`] extracts what rules can look at from a DER
-//! certificate, [`Template`] expands user-name templates such as `{cn}`, and
-//! [`Rule`]/[`map_certificate`] try the configured rules in order and explain
-//! what each one saw.
+//! [`CertificateFields`] extracts what rules can look at from a DER
+//! certificate; [`Rule`]s combine conditions (issuer, subject, EKU, keyUsage,
+//! SAN, policies, token, SSSD matchrules) with one source of users (a
+//! [`Template`], a [`MapFile`], an LDAP search, the user's authorized files);
+//! [`map_certificate`] tries them in order and explains every decision.
+//! Everything is pure apart from the LDAP, NSS, file and cache look-ups that
+//! the caller hands in through [`MappingContext`].
 
+mod authorized;
+mod cache;
 mod certificate;
+mod conditions;
+mod dn;
+mod ldap;
+mod mapfile;
+mod public_key;
 mod rule;
 mod template;
 mod username;
 
-pub use certificate::{CertificateError, CertificateFields, MAX_CERTIFICATE_SIZE};
-pub use rule::{map_certificate, Mapping, Rule, RuleConfig, RuleError, RuleTrace, RuleVerdict};
-pub use template::{Field, Template, TemplateError};
+pub use authorized::{
+    parse_authorized_keys, read_authorized, Account, AuthorizedKey, FileOutcome, AUTHORIZED_FILES,
+};
+pub use cache::{CacheLookup, MappingCache};
+pub use certificate::{
+    CertificateError, CertificateFields, KEY_USAGE_NAMES, MAX_CERTIFICATE_SIZE, SAN_KINDS,
+};
+pub use conditions::{Check, ConditionError, MatchRule, TokenInfo};
+pub use dn::{Dn, DnError, DnStyle};
+pub use ldap::{LdapConfig, LdapConfigError, LdapDirectory};
+pub use mapfile::{MapFile, MapFileError, MAX_LINE_LEN};
+pub use public_key::{KeyError, PublicKey};
+pub use rule::{
+    map_certificate, Accounts, Lookup, Mapping, MappingContext, MappingInput, Outcome, Refusal,
+    Rule, RuleConfig, RuleError, RuleTrace, Verdict,
+};
+pub use template::{escape_filter_value, Template, TemplateError};
 pub use username::{validate_username, UsernameError};
+
+/// Deterministic pseudo-random inputs for the parsers' never-panic tests.
+#[cfg(test)]
+mod fuzz {
+    /// `count` strings of up to 63 characters from `alphabet`.
+    pub fn strings(seed: u64, count: usize, alphabet: &[char]) -> Vec<String> {
+        let mut state = seed;
+        let mut next = move || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            state >> 33
+        };
+        (0..count)
+            .map(|_| {
+                let length = (next() % 64) as usize;
+                (0..length)
+                    .map(|_| alphabet[next() as usize % alphabet.len()])
+                    .collect()
+            })
+            .collect()
+    }
+}

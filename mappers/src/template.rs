@@ -1,12 +1,24 @@
-//! User-name templates such as `{cn}` or `{upn.local}`.
+//! Templates over certificate fields: user names such as `{cn}`, mapfile keys
+//! such as `{sha256}`, and LDAP filters such as `(mail={email})`.
+//!
+//! Syntax: `{field[.local][!conversion]}`; `{{` and `}}` are literal braces.
+//! SSSD's `maprule` names (`{subject_dn!nss_x500}`, `{cert!bin}`,
+//! `{subject_principal.short_name}` …) are accepted as aliases so that SSSD
+//! rules carry over unchanged.
 
 use std::fmt;
 
-use crate::certificate::CertificateFields;
+use base64ct::{Base64, Encoding};
 
-/// Upper bound on the user names one template may expand to; a certificate
+use crate::certificate::{decimal, CertificateFields};
+use crate::dn::DnStyle;
+
+/// Upper bound on the strings one template may expand to; a certificate
 /// with many values in several fields cannot blow up the cartesian product.
 pub const MAX_EXPANSIONS: usize = 64;
+
+/// Longest template accepted.
+pub const MAX_TEMPLATE_LEN: usize = 4096;
 
 /// A certificate field a template can refer to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,105 +29,260 @@ pub enum Field {
     Uid,
     /// `{email}`: an rfc822Name SAN or emailAddress attribute.
     Email,
-    /// `{email.local}`: the part of the e-mail address before `@`.
-    EmailLocal,
     /// `{upn}`: a Microsoft UPN otherName.
     Upn,
-    /// `{upn.local}`: the part of the UPN before `@`.
-    UpnLocal,
-    /// `{subject}`: the subject DN (RFC 4514).
+    /// `{krb_principal}`: a KRB5PrincipalName otherName (`name@REALM`).
+    KrbPrincipal,
+    /// `{principal}`: a UPN or a Kerberos principal (SSSD's `subject_principal`).
+    Principal,
+    /// `{subject}`: the subject DN.
     Subject,
-    /// `{issuer}`: the issuer DN (RFC 4514).
+    /// `{issuer}`: the issuer DN.
     Issuer,
-    /// `{serial}`: the serial number in lower-case hex.
+    /// `{serial}`: the serial number.
     Serial,
-    /// `{sha256}`: the SHA-256 fingerprint of the certificate in lower-case hex.
+    /// `{sha256}`: SHA-256 of the certificate.
     Sha256,
+    /// `{sha1}`: SHA-1 of the certificate.
+    Sha1,
+    /// `{pubkey_sha1}`: SHA-1 of the SubjectPublicKeyInfo.
+    PublicKeySha1,
+    /// `{ski}`: the subjectKeyIdentifier.
+    Ski,
+    /// `{sid}`: the SID from Microsoft's security extension.
+    Sid,
+    /// `{cert}`: the whole certificate.
+    Cert,
+}
+
+/// (name, field, conversion implied by the name)
+const NAMES: &[(&str, Field, Conversion)] = &[
+    ("cn", Field::Cn, Conversion::Plain),
+    ("uid", Field::Uid, Conversion::Plain),
+    ("email", Field::Email, Conversion::Plain),
+    ("subject_rfc822_name", Field::Email, Conversion::Plain),
+    ("upn", Field::Upn, Conversion::Plain),
+    ("subject_nt_principal", Field::Upn, Conversion::Plain),
+    ("krb_principal", Field::KrbPrincipal, Conversion::Plain),
+    (
+        "subject_pkinit_principal",
+        Field::KrbPrincipal,
+        Conversion::Plain,
+    ),
+    ("principal", Field::Principal, Conversion::Plain),
+    ("subject_principal", Field::Principal, Conversion::Plain),
+    ("subject", Field::Subject, Conversion::Dn(DnStyle::Ldap)),
+    ("subject_dn", Field::Subject, Conversion::Dn(DnStyle::Ldap)),
+    ("issuer", Field::Issuer, Conversion::Dn(DnStyle::Ldap)),
+    ("issuer_dn", Field::Issuer, Conversion::Dn(DnStyle::Ldap)),
+    ("serial", Field::Serial, Conversion::Hex(Hex::LOWER)),
+    ("serial_number", Field::Serial, Conversion::Hex(Hex::LOWER)),
+    ("serial_dec", Field::Serial, Conversion::Decimal),
+    (
+        "serial_reversed",
+        Field::Serial,
+        Conversion::Hex(Hex::REVERSED),
+    ),
+    ("sha256", Field::Sha256, Conversion::Hex(Hex::LOWER)),
+    ("sha1", Field::Sha1, Conversion::Hex(Hex::LOWER)),
+    (
+        "pubkey_sha1",
+        Field::PublicKeySha1,
+        Conversion::Hex(Hex::LOWER),
+    ),
+    ("ski", Field::Ski, Conversion::Hex(Hex::LOWER)),
+    ("subject_key_id", Field::Ski, Conversion::Hex(Hex::LOWER)),
+    ("sid", Field::Sid, Conversion::Plain),
+    ("cert", Field::Cert, Conversion::LdapBinary),
+];
+
+/// The names a template may use, for error messages and docs.
+pub fn field_names() -> String {
+    NAMES
+        .iter()
+        .map(|(name, _, _)| *name)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl Field {
-    const ALL: [Field; 10] = [
-        Field::Cn,
-        Field::Uid,
-        Field::Email,
-        Field::EmailLocal,
-        Field::Upn,
-        Field::UpnLocal,
-        Field::Subject,
-        Field::Issuer,
-        Field::Serial,
-        Field::Sha256,
-    ];
+    /// Whether `.local` (SSSD: `.short_name`) applies: the field is an address.
+    fn is_address(self) -> bool {
+        matches!(
+            self,
+            Field::Email | Field::Upn | Field::KrbPrincipal | Field::Principal
+        )
+    }
 
-    /// The name used inside braces.
-    pub fn name(self) -> &'static str {
+    fn is_binary(self) -> bool {
+        matches!(
+            self,
+            Field::Serial | Field::Sha256 | Field::Sha1 | Field::PublicKeySha1 | Field::Ski
+        )
+    }
+
+    fn bytes(self, fields: &CertificateFields) -> Option<Vec<u8>> {
+        let from_hex = |text: &str| hex::decode(text).ok().filter(|b| !b.is_empty());
         match self {
-            Field::Cn => "cn",
-            Field::Uid => "uid",
-            Field::Email => "email",
-            Field::EmailLocal => "email.local",
-            Field::Upn => "upn",
-            Field::UpnLocal => "upn.local",
-            Field::Subject => "subject",
-            Field::Issuer => "issuer",
-            Field::Serial => "serial",
-            Field::Sha256 => "sha256",
-        }
-    }
-
-    fn from_name(name: &str) -> Option<Field> {
-        Field::ALL.into_iter().find(|field| field.name() == name)
-    }
-
-    /// Whether the field drops the domain of an address, so that a rule using
-    /// it must say which domain it trusts.
-    pub fn strips_domain(self) -> bool {
-        matches!(self, Field::EmailLocal | Field::UpnLocal)
-    }
-
-    /// Values of this field in `fields`. For address fields, `domain` keeps
-    /// only addresses in that domain (ASCII case-insensitive).
-    pub fn values(self, fields: &CertificateFields, domain: Option<&str>) -> Vec<String> {
-        let in_domain = |address: &&String| match domain {
-            None => true,
-            Some(wanted) => address
-                .rsplit_once('@')
-                .is_some_and(|(_, found)| found.eq_ignore_ascii_case(wanted)),
-        };
-        let local_part = |address: &String| {
-            address
-                .rsplit_once('@')
-                .map(|(local, _)| local.to_owned())
-                .filter(|local| !local.is_empty())
-        };
-        match self {
-            Field::Cn => fields.common_names.clone(),
-            Field::Uid => fields.uids.clone(),
-            Field::Email => fields.emails.iter().filter(in_domain).cloned().collect(),
-            Field::EmailLocal => fields
-                .emails
-                .iter()
-                .filter(in_domain)
-                .filter_map(local_part)
-                .collect(),
-            Field::Upn => fields.upns.iter().filter(in_domain).cloned().collect(),
-            Field::UpnLocal => fields
-                .upns
-                .iter()
-                .filter(in_domain)
-                .filter_map(local_part)
-                .collect(),
-            Field::Subject => vec![fields.subject.clone()],
-            Field::Issuer => vec![fields.issuer.clone()],
-            Field::Serial => vec![fields.serial_hex.clone()],
-            Field::Sha256 => vec![fields.sha256_hex.clone()],
+            Field::Serial => Some(fields.serial.clone()).filter(|b| !b.is_empty()),
+            Field::Sha256 => from_hex(&fields.sha256_hex),
+            Field::Sha1 => from_hex(&fields.sha1_hex),
+            Field::PublicKeySha1 => from_hex(&fields.public_key_sha1_hex),
+            Field::Ski => fields.ski.clone(),
+            _ => None,
         }
     }
 }
 
-impl fmt::Display for Field {
+/// Hex formatting flags (SSSD's `!hex_ucr`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hex {
+    upper: bool,
+    colons: bool,
+    reversed: bool,
+}
+
+impl Hex {
+    const LOWER: Hex = Hex {
+        upper: false,
+        colons: false,
+        reversed: false,
+    };
+    const REVERSED: Hex = Hex {
+        upper: false,
+        colons: false,
+        reversed: true,
+    };
+
+    fn format(self, bytes: &[u8]) -> String {
+        let mut bytes = bytes.to_vec();
+        if self.reversed {
+            bytes.reverse();
+        }
+        let parts: Vec<String> = bytes
+            .iter()
+            .map(|byte| {
+                if self.upper {
+                    format!("{byte:02X}")
+                } else {
+                    format!("{byte:02x}")
+                }
+            })
+            .collect();
+        parts.join(if self.colons { ":" } else { "" })
+    }
+}
+
+/// How a value is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Conversion {
+    /// As it is.
+    Plain,
+    /// A DN in the given style.
+    Dn(DnStyle),
+    /// Bytes in hex.
+    Hex(Hex),
+    /// The serial number in decimal.
+    Decimal,
+    /// Bytes as an LDAP filter escape (`\30\82…`), SSSD's `!bin`.
+    LdapBinary,
+    /// Bytes in base64.
+    Base64,
+}
+
+/// One `{…}` of a template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placeholder {
+    source: String,
+    field: Field,
+    local: bool,
+    conversion: Conversion,
+    /// Inside a double-quoted GSER string of an LDAP filter.
+    quoted: bool,
+}
+
+impl Placeholder {
+    /// The field.
+    pub fn field(&self) -> Field {
+        self.field
+    }
+
+    /// Whether this drops an address's domain (`.local`), so that the rule
+    /// must say which domain it trusts.
+    pub fn strips_domain(&self) -> bool {
+        self.local
+    }
+
+    /// Whether this uses an address field (then a rule's `domain` filters it).
+    pub fn is_address(&self) -> bool {
+        self.field.is_address()
+    }
+
+    /// Values of this placeholder in `fields`, unescaped. For address
+    /// fields, `domain` keeps only addresses in that domain (or Kerberos
+    /// realm), compared ASCII case-insensitively.
+    pub fn values(&self, fields: &CertificateFields, domain: Option<&str>) -> Vec<String> {
+        let addresses: Vec<&String> = match self.field {
+            Field::Email => fields.emails.iter().collect(),
+            Field::Upn => fields.upns.iter().collect(),
+            Field::KrbPrincipal => fields.krb_principals.iter().collect(),
+            Field::Principal => fields.upns.iter().chain(&fields.krb_principals).collect(),
+            _ => Vec::new(),
+        };
+        if self.field.is_address() {
+            return addresses
+                .into_iter()
+                .filter_map(|address| {
+                    let (local, found) = address.rsplit_once('@')?;
+                    if domain.is_some_and(|wanted| !found.eq_ignore_ascii_case(wanted)) {
+                        return None;
+                    }
+                    let value = if self.local { local } else { address.as_str() };
+                    Some(value.to_owned()).filter(|value| !value.is_empty())
+                })
+                .collect();
+        }
+        if let Some(bytes) = self.field.bytes(fields) {
+            return vec![match self.conversion {
+                Conversion::Decimal => decimal(&bytes),
+                Conversion::Hex(hex) => hex.format(&bytes),
+                _ => Hex::LOWER.format(&bytes),
+            }];
+        }
+        match self.field {
+            Field::Cn => fields.common_names.clone(),
+            Field::Uid => fields.uids.clone(),
+            Field::Subject | Field::Issuer => {
+                let dn = if self.field == Field::Subject {
+                    &fields.subject_dn
+                } else {
+                    &fields.issuer_dn
+                };
+                let style = match self.conversion {
+                    Conversion::Dn(style) => style,
+                    _ => DnStyle::Ldap,
+                };
+                if dn.is_empty() {
+                    Vec::new()
+                } else {
+                    vec![dn.format(style)]
+                }
+            }
+            Field::Sid => fields.sid.iter().cloned().collect(),
+            Field::Cert if fields.der.is_empty() => Vec::new(),
+            Field::Cert => vec![match self.conversion {
+                Conversion::Base64 => Base64::encode_string(&fields.der),
+                Conversion::Hex(hex) => hex.format(&fields.der),
+                _ => fields.der.iter().map(|b| format!("\\{b:02x}")).collect(),
+            }],
+            _ => Vec::new(),
+        }
+    }
+}
+
+impl fmt::Display for Placeholder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{{{}}}", self.name())
+        write!(f, "{{{}}}", self.source)
     }
 }
 
@@ -132,6 +299,9 @@ pub enum TemplateError {
         /// Comma-separated list of valid names.
         known: String,
     },
+    /// A `.part` or `!conversion` that does not apply to the field.
+    #[error("{{{0}}} at offset {1}: {2}")]
+    BadModifier(String, usize, String),
     /// A `{` without its `}`.
     #[error("unclosed '{{' at offset {0}")]
     Unclosed(usize),
@@ -141,26 +311,156 @@ pub enum TemplateError {
     /// The template refers to no field at all, so it would map every certificate to one user.
     #[error("template has no field; it would map every certificate to the same user")]
     Constant,
+    /// Longer than [`MAX_TEMPLATE_LEN`].
+    #[error("template is longer than {MAX_TEMPLATE_LEN} bytes")]
+    TooLong,
+    /// An LDAP filter template that is not a parenthesised filter.
+    #[error("LDAP filter must be enclosed in balanced parentheses: {0}")]
+    BadFilter(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Piece {
     Literal(String),
-    Field(Field),
+    Field(Placeholder),
 }
 
-/// A parsed user-name template.
+/// Where a template's output goes, which decides its escaping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TemplateKind {
+    /// A user name or a look-up key: values as they are.
+    Plain,
+    /// An LDAP search filter: values escaped per RFC 4515, and `"` doubled
+    /// inside GSER strings (`issuer rdnSequence:"{issuer}"`).
+    LdapFilter,
+}
+
+/// A parsed template.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Template {
     source: String,
+    kind: TemplateKind,
     pieces: Vec<Piece>,
 }
 
+fn parse_placeholder(body: &str, offset: usize) -> Result<Placeholder, TemplateError> {
+    let (name_part, conversion_text) = match body.split_once('!') {
+        Some((name, conversion)) => (name.trim(), Some(conversion.trim())),
+        None => (body.trim(), None),
+    };
+    let (name, local) = match name_part.rsplit_once('.') {
+        Some((name, "local" | "short_name")) => (name, true),
+        _ => (name_part, false),
+    };
+    let unknown = || TemplateError::UnknownField {
+        name: body.to_owned(),
+        offset,
+        known: field_names(),
+    };
+    let (_, field, implied) = NAMES
+        .iter()
+        .find(|(known, _, _)| *known == name)
+        .ok_or_else(unknown)?;
+    let bad = |why: &str| TemplateError::BadModifier(body.to_owned(), offset, why.to_owned());
+    if local && !field.is_address() {
+        return Err(bad(
+            "`.local` applies to email, upn, krb_principal and principal only",
+        ));
+    }
+    let conversion = match conversion_text {
+        None => *implied,
+        Some(text) => {
+            let lower = text.to_ascii_lowercase();
+            match (field, lower.as_str()) {
+                (Field::Subject | Field::Issuer, "ldap" | "nss" | "nss_ldap") => {
+                    Conversion::Dn(DnStyle::Ldap)
+                }
+                (Field::Subject | Field::Issuer, "x500" | "nss_x500") => {
+                    Conversion::Dn(DnStyle::X500)
+                }
+                (Field::Subject | Field::Issuer, "ad" | "ad_x500") => Conversion::Dn(DnStyle::Ad),
+                (Field::Subject | Field::Issuer, "ad_ldap") => Conversion::Dn(DnStyle::AdLdap),
+                (Field::Serial, "dec") => Conversion::Decimal,
+                (Field::Cert, "bin") => Conversion::LdapBinary,
+                (Field::Cert, "base64") => Conversion::Base64,
+                (field, hex) if field.is_binary() || *field == Field::Cert => {
+                    let flags = hex.strip_prefix("hex").ok_or_else(|| {
+                        bad("conversions: hex, hex_u (upper), hex_c (colons), hex_r (reversed), combined as hex_ucr; dec for serials; bin, base64 for cert")
+                    })?;
+                    let flags = flags.strip_prefix('_').unwrap_or(flags);
+                    if !flags.chars().all(|c| matches!(c, 'u' | 'c' | 'r')) {
+                        return Err(bad("hex flags are u, c and r"));
+                    }
+                    let mut parsed = if name == "serial_reversed" {
+                        Hex::REVERSED
+                    } else {
+                        Hex::LOWER
+                    };
+                    parsed.upper |= flags.contains('u');
+                    parsed.colons |= flags.contains('c');
+                    parsed.reversed |= flags.contains('r');
+                    Conversion::Hex(parsed)
+                }
+                (Field::Subject | Field::Issuer, _) => {
+                    return Err(bad("DN conversions: ldap, x500, ad, ad_ldap (SSSD: nss, nss_ldap, nss_x500, ad_x500)"))
+                }
+                _ => return Err(bad("this field takes no conversion")),
+            }
+        }
+    };
+    let mut source = name.to_owned();
+    if local {
+        source.push_str(".local");
+    }
+    if let Some(text) = conversion_text {
+        source.push('!');
+        source.push_str(text);
+    }
+    Ok(Placeholder {
+        source,
+        field: *field,
+        local,
+        conversion,
+        quoted: false,
+    })
+}
+
 impl Template {
-    /// Parses a template such as `{cn}` or `ad-{upn.local}`.
+    /// Parses a plain template such as `{cn}` or `ad-{upn.local}`.
     pub fn parse(source: &str) -> Result<Self, TemplateError> {
+        Self::parse_as(source, TemplateKind::Plain)
+    }
+
+    /// Parses an LDAP filter template such as `(mail={email})`.
+    pub fn parse_ldap_filter(source: &str) -> Result<Self, TemplateError> {
+        let template = Self::parse_as(source, TemplateKind::LdapFilter)?;
+        let mut depth = 0usize;
+        let mut balanced = source.trim_start().starts_with('(');
+        for piece in &template.pieces {
+            if let Piece::Literal(text) = piece {
+                for character in text.chars() {
+                    match character {
+                        '(' => depth += 1,
+                        ')' if depth == 0 => balanced = false,
+                        ')' => depth -= 1,
+                        _ => {}
+                    }
+                }
+            }
+        }
+        if !balanced || depth != 0 {
+            return Err(TemplateError::BadFilter(source.to_owned()));
+        }
+        Ok(template)
+    }
+
+    fn parse_as(source: &str, kind: TemplateKind) -> Result<Self, TemplateError> {
+        if source.len() > MAX_TEMPLATE_LEN {
+            return Err(TemplateError::TooLong);
+        }
         let mut pieces = Vec::new();
         let mut literal = String::new();
+        let mut quoted = false;
         let mut chars = source.char_indices().peekable();
         while let Some((offset, character)) = chars.next() {
             match character {
@@ -172,31 +472,38 @@ impl Template {
                     chars.next();
                     literal.push('}');
                 }
+                // GSER values in LDAP filters use braces of their own:
+                // `{ serialNumber 1, issuer rdnSequence:"…" }`.
+                '}' if kind == TemplateKind::LdapFilter => literal.push('}'),
+                '{' if kind == TemplateKind::LdapFilter
+                    && !looks_like_placeholder(&source[offset + 1..]) =>
+                {
+                    literal.push('{')
+                }
                 '}' => return Err(TemplateError::Unmatched(offset)),
                 '{' => {
                     let rest = &source[offset + 1..];
                     let end = rest.find('}').ok_or(TemplateError::Unclosed(offset))?;
-                    let name = &rest[..end];
-                    let field = Field::from_name(name.trim()).ok_or_else(|| {
-                        TemplateError::UnknownField {
-                            name: name.to_owned(),
-                            offset,
-                            known: Field::ALL.map(Field::name).join(", "),
-                        }
-                    })?;
+                    let mut placeholder = parse_placeholder(&rest[..end], offset)?;
+                    placeholder.quoted = kind == TemplateKind::LdapFilter && quoted;
                     if !literal.is_empty() {
                         pieces.push(Piece::Literal(std::mem::take(&mut literal)));
                     }
-                    pieces.push(Piece::Field(field));
+                    pieces.push(Piece::Field(placeholder));
                     // Skip the name and the closing brace.
-                    while let Some((position, _)) = chars.peek() {
-                        if *position > offset + end + 1 {
-                            break;
-                        }
+                    while chars
+                        .peek()
+                        .is_some_and(|(position, _)| *position <= offset + end + 1)
+                    {
                         chars.next();
                     }
                 }
-                other => literal.push(other),
+                other => {
+                    if other == '"' {
+                        quoted = !quoted;
+                    }
+                    literal.push(other);
+                }
             }
         }
         if !literal.is_empty() {
@@ -204,18 +511,19 @@ impl Template {
         }
         let template = Self {
             source: source.to_owned(),
+            kind,
             pieces,
         };
-        if template.fields().next().is_none() {
+        if template.placeholders().next().is_none() {
             return Err(TemplateError::Constant);
         }
         Ok(template)
     }
 
-    /// The fields the template refers to, in order.
-    pub fn fields(&self) -> impl Iterator<Item = Field> + '_ {
+    /// The placeholders the template uses, in order.
+    pub fn placeholders(&self) -> impl Iterator<Item = &Placeholder> + '_ {
         self.pieces.iter().filter_map(|piece| match piece {
-            Piece::Field(field) => Some(*field),
+            Piece::Field(placeholder) => Some(placeholder),
             Piece::Literal(_) => None,
         })
     }
@@ -226,21 +534,25 @@ impl Template {
     }
 
     /// Expands the template over the certificate's fields: one string per
-    /// combination of field values. `Err(field)` names the first field the
-    /// certificate has no value for.
+    /// combination of values, escaped for the template's kind. `Err` names
+    /// the first placeholder the certificate has no value for.
     pub fn expand(
         &self,
         fields: &CertificateFields,
         domain: Option<&str>,
-    ) -> Result<Vec<String>, Field> {
+    ) -> Result<Vec<String>, Placeholder> {
         let mut expansions = vec![String::new()];
         for piece in &self.pieces {
             match piece {
                 Piece::Literal(text) => expansions.iter_mut().for_each(|e| e.push_str(text)),
-                Piece::Field(field) => {
-                    let values = field.values(fields, domain);
+                Piece::Field(placeholder) => {
+                    let values: Vec<String> = placeholder
+                        .values(fields, domain)
+                        .into_iter()
+                        .map(|value| self.escape(placeholder, value))
+                        .collect();
                     if values.is_empty() {
-                        return Err(*field);
+                        return Err(placeholder.clone());
                     }
                     expansions = expansions
                         .iter()
@@ -260,6 +572,44 @@ impl Template {
         }
         Ok(unique)
     }
+
+    fn escape(&self, placeholder: &Placeholder, value: String) -> String {
+        if self.kind == TemplateKind::Plain || placeholder.conversion == Conversion::LdapBinary {
+            return value;
+        }
+        let value = if placeholder.quoted {
+            value.replace('"', "\"\"")
+        } else {
+            value
+        };
+        escape_filter_value(&value)
+    }
+}
+
+/// In an LDAP filter, `{name…}` is a placeholder when it starts right
+/// after the brace with a field-name character and holds no space.
+fn looks_like_placeholder(rest: &str) -> bool {
+    rest.starts_with(|c: char| c.is_ascii_alphabetic())
+        && rest
+            .find('}')
+            .is_some_and(|end| !rest[..end].contains(|c: char| c.is_whitespace() || c == '{'))
+}
+
+/// RFC 4515 section 3: `*`, `(`, `)`, `\` and NUL become `\2a`, `\28`,
+/// `\29`, `\5c`, `\00`.
+pub fn escape_filter_value(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for character in value.chars() {
+        match character {
+            '*' => out.push_str("\\2a"),
+            '(' => out.push_str("\\28"),
+            ')' => out.push_str("\\29"),
+            '\\' => out.push_str("\\5c"),
+            '\0' => out.push_str("\\00"),
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 impl fmt::Display for Template {
@@ -271,42 +621,80 @@ impl fmt::Display for Template {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dn::Dn;
 
     fn fields() -> CertificateFields {
         CertificateFields {
             subject: "CN=Alice,O=Example".into(),
-            issuer: "CN=Test CA".into(),
+            subject_dn: Dn::parse("CN=Alice,O=Example").unwrap(),
+            issuer: "CN=Test CA,O=Example\\, Inc.".into(),
+            issuer_dn: Dn::parse("CN=Test CA,O=Example\\, Inc.").unwrap(),
             common_names: vec!["alice".into()],
-            uids: vec![],
             emails: vec!["alice@example.test".into(), "root@evil.test".into()],
             upns: vec!["alice@EXAMPLE.TEST".into()],
-            serial_hex: "0a1b".into(),
+            krb_principals: vec!["alice/admin@EXAMPLE.TEST".into()],
+            serial: vec![0x0a, 0x1b, 0xff],
+            serial_hex: "0a1bff".into(),
             sha256_hex: "00ff".into(),
+            ski: Some(vec![0xde, 0xad]),
+            sid: Some("S-1-5-21-1-2-3-1105".into()),
+            der: vec![0x30, 0x03, 0x02, 0x01, 0x2a],
+            ..CertificateFields::default()
         }
+    }
+
+    fn expand(template: &str) -> Vec<String> {
+        Template::parse(template)
+            .unwrap()
+            .expand(&fields(), None)
+            .unwrap()
     }
 
     #[test]
     fn fields_and_literals_expand_in_order() {
-        let template = Template::parse("x-{cn}-{serial}").unwrap();
-        assert_eq!(
-            template.expand(&fields(), None),
-            Ok(vec!["x-alice-0a1b".to_owned()])
-        );
+        assert_eq!(expand("x-{cn}-{serial}"), ["x-alice-0a1bff"]);
     }
 
     #[test]
     fn doubled_braces_are_literal() {
-        let template = Template::parse("{{{cn}}}").unwrap();
+        assert_eq!(expand("{{{cn}}}"), ["{alice}"]);
+    }
+
+    #[test]
+    fn serial_variants() {
+        assert_eq!(expand("{serial_dec}"), ["662527"]);
+        assert_eq!(expand("{serial!dec}"), ["662527"]);
+        assert_eq!(expand("{serial_reversed}"), ["ff1b0a"]);
+        assert_eq!(expand("{serial!hex_ur}"), ["FF1B0A"]);
+        assert_eq!(expand("{serial_number!HEX_UC}"), ["0A:1B:FF"]);
+    }
+
+    #[test]
+    fn ski_sid_cert_and_principals() {
+        assert_eq!(expand("{ski}"), ["dead"]);
+        assert_eq!(expand("{subject_key_id!hex_u}"), ["DEAD"]);
+        assert_eq!(expand("{sid}"), ["S-1-5-21-1-2-3-1105"]);
+        assert_eq!(expand("{cert!bin}"), ["\\30\\03\\02\\01\\2a"]);
+        assert_eq!(expand("{cert!base64}"), ["MAMCASo="]);
+        assert_eq!(expand("{krb_principal}"), ["alice/admin@EXAMPLE.TEST"]);
         assert_eq!(
-            template.expand(&fields(), None),
-            Ok(vec!["{alice}".to_owned()])
+            expand("{subject_principal}"),
+            ["alice@EXAMPLE.TEST", "alice/admin@EXAMPLE.TEST"]
         );
     }
 
     #[test]
-    fn missing_field_names_the_field() {
+    fn dn_styles() {
+        assert_eq!(expand("{issuer}"), ["CN=Test CA,O=Example\\, Inc."]);
+        assert_eq!(expand("{issuer!x500}"), ["O=Example\\, Inc.,CN=Test CA"]);
+        assert_eq!(expand("{subject_dn!nss_x500}"), ["O=Example,CN=Alice"]);
+    }
+
+    #[test]
+    fn missing_field_names_the_placeholder() {
         let template = Template::parse("{uid}").unwrap();
-        assert_eq!(template.expand(&fields(), None), Err(Field::Uid));
+        let missing = template.expand(&fields(), None).unwrap_err();
+        assert_eq!(missing.to_string(), "{uid}");
     }
 
     #[test]
@@ -316,9 +704,31 @@ mod tests {
             template.expand(&fields(), Some("EXAMPLE.test")),
             Ok(vec!["alice".to_owned()])
         );
+        assert!(template.expand(&fields(), Some("other.test")).is_err());
+        let realm = Template::parse("{subject_pkinit_principal.short_name}").unwrap();
         assert_eq!(
-            template.expand(&fields(), Some("other.test")),
-            Err(Field::EmailLocal)
+            realm.expand(&fields(), Some("example.test")),
+            Ok(vec!["alice/admin".to_owned()])
+        );
+    }
+
+    #[test]
+    fn ldap_filters_escape_values_and_gser_quotes() {
+        let mut hostile = fields();
+        hostile.emails = vec!["*)(uid=*@example.test".into()];
+        hostile.issuer_dn = Dn::parse("CN=Q\\\"CA").unwrap();
+        let filter = Template::parse_ldap_filter("(mail={email})").unwrap();
+        assert_eq!(
+            filter.expand(&hostile, None).unwrap(),
+            ["(mail=\\2a\\29\\28uid=\\2a@example.test)"]
+        );
+        let exact = Template::parse_ldap_filter(
+            "(userCertificate={ serialNumber {serial_dec}, issuer rdnSequence:\"{issuer}\" })",
+        )
+        .unwrap();
+        assert_eq!(
+            exact.expand(&hostile, None).unwrap(),
+            ["(userCertificate={ serialNumber 662527, issuer rdnSequence:\"CN=Q\\5c\"\"CA\" })"]
         );
     }
 
@@ -331,6 +741,23 @@ mod tests {
         assert_eq!(Template::parse("a{cn"), Err(TemplateError::Unclosed(1)));
         assert_eq!(Template::parse("a}"), Err(TemplateError::Unmatched(1)));
         assert_eq!(Template::parse("root"), Err(TemplateError::Constant));
+        assert!(matches!(
+            Template::parse("{cn.local}"),
+            Err(TemplateError::BadModifier(..))
+        ));
+        assert!(matches!(
+            Template::parse("{serial!hex_z}"),
+            Err(TemplateError::BadModifier(..))
+        ));
+        assert!(matches!(
+            Template::parse_ldap_filter("(mail={email}"),
+            Err(TemplateError::BadFilter(_))
+        ));
+        // A typo in a filter placeholder is an error, not a literal.
+        assert!(matches!(
+            Template::parse_ldap_filter("(mail={emial})"),
+            Err(TemplateError::UnknownField { .. })
+        ));
     }
 
     #[test]
@@ -340,5 +767,24 @@ mod tests {
         many.uids = (0..100).map(|i| format!("uid{i}")).collect();
         let template = Template::parse("{cn}{uid}").unwrap();
         assert_eq!(template.expand(&many, None).unwrap().len(), MAX_EXPANSIONS);
+    }
+
+    #[test]
+    fn template_parser_never_panics_on_random_input() {
+        for text in crate::fuzz::strings(
+            7,
+            20_000,
+            &[
+                '{', '}', '!', '.', '(', ')', '"', '\\', 'c', 'n', 'e', 'm', 'a', 'i', 'l', 's',
+                'r', 'x', '_', 'h', 'u', 'é', '\0', ' ', '=',
+            ],
+        ) {
+            if let Ok(template) = Template::parse(&text) {
+                let _ = template.expand(&fields(), Some("example.test"));
+            }
+            if let Ok(template) = Template::parse_ldap_filter(&text) {
+                let _ = template.expand(&fields(), None);
+            }
+        }
     }
 }

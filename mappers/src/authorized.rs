@@ -1,0 +1,329 @@
+//! Per-user files, as pam_p11 reads them: `~/.ssh/authorized_keys` and
+//! `~/.config/tessera/authorized_certificates` (PEM certificates). A key
+//! listed there maps to that user.
+//!
+//! A file is used only when it, and every directory from the home directory
+//! down to it, is owned by the user or root and not writable by group or
+//! others: otherwise someone else could have added their key.
+
+use std::fs::{File, Metadata};
+use std::io::Read;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use der::{Decode, Encode};
+use x509_cert::Certificate;
+
+use crate::public_key::PublicKey;
+
+/// Largest per-user file read.
+pub const MAX_AUTHORIZED_FILE_SIZE: u64 = 1024 * 1024;
+/// Longest line of an authorized_keys file.
+pub const MAX_AUTHORIZED_LINE_LEN: usize = 16 * 1024;
+
+/// The files read below the home directory, in order.
+pub const AUTHORIZED_FILES: [&str; 2] = [
+    ".ssh/authorized_keys",
+    ".config/tessera/authorized_certificates",
+];
+
+/// A user account from NSS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    /// Login name.
+    pub name: String,
+    /// Numeric user id.
+    pub uid: u32,
+    /// Home directory.
+    pub home: PathBuf,
+}
+
+/// A key found in a user's file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthorizedKey {
+    /// The key.
+    pub key: PublicKey,
+    /// The file it is in.
+    pub file: PathBuf,
+    /// 1-based line (authorized_keys) or certificate number (PEM file).
+    pub line: usize,
+}
+
+/// What reading one file gave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileOutcome {
+    /// The file does not exist.
+    Absent(PathBuf),
+    /// The file was refused (ownership, mode, size, syntax).
+    Refused(PathBuf, String),
+    /// The keys read.
+    Read(PathBuf, Vec<AuthorizedKey>),
+}
+
+fn check_owner_and_mode(path: &Path, metadata: &Metadata, uid: u32) -> Result<(), String> {
+    if metadata.uid() != uid && metadata.uid() != 0 {
+        return Err(format!(
+            "{} is owned by uid {}, not by the user ({uid}) or root",
+            path.display(),
+            metadata.uid()
+        ));
+    }
+    let mode = metadata.mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        return Err(format!(
+            "{} has mode {mode:04o}: group or others can write it",
+            path.display()
+        ));
+    }
+    Ok(())
+}
+
+fn open_checked(account: &Account, relative: &str) -> Result<Option<File>, String> {
+    let path = account.home.join(relative);
+    // The home directory and every directory below it on the way to the file.
+    let mut directory = account.home.clone();
+    let mut components: Vec<&str> = relative.split('/').collect();
+    components.pop();
+    for component in std::iter::once("").chain(components) {
+        if !component.is_empty() {
+            directory.push(component);
+        }
+        let metadata = match std::fs::symlink_metadata(&directory) {
+            Ok(metadata) => metadata,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(error) => return Err(format!("{}: {error}", directory.display())),
+        };
+        if !metadata.is_dir() {
+            return Err(format!("{} is not a directory", directory.display()));
+        }
+        check_owner_and_mode(&directory, &metadata, account.uid)?;
+    }
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+        .open(&path)
+    {
+        Ok(file) => file,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => {
+            return Err(format!(
+                "{}: {error} (symlinks are refused)",
+                path.display()
+            ))
+        }
+    };
+    let metadata = file
+        .metadata()
+        .map_err(|error| format!("{}: {error}", path.display()))?;
+    if !metadata.is_file() {
+        return Err(format!("{} is not a regular file", path.display()));
+    }
+    check_owner_and_mode(&path, &metadata, account.uid)?;
+    Ok(Some(file))
+}
+
+/// Reads the user's authorized files. Each file's outcome is reported so that
+/// the explanation can say what was found, absent or refused.
+pub fn read_authorized(account: &Account) -> Vec<FileOutcome> {
+    AUTHORIZED_FILES
+        .iter()
+        .map(|relative| {
+            let path = account.home.join(relative);
+            let file = match open_checked(account, relative) {
+                Ok(Some(file)) => file,
+                Ok(None) => return FileOutcome::Absent(path),
+                Err(reason) => return FileOutcome::Refused(path, reason),
+            };
+            let mut bytes = Vec::new();
+            if let Err(error) = file
+                .take(MAX_AUTHORIZED_FILE_SIZE + 1)
+                .read_to_end(&mut bytes)
+            {
+                return FileOutcome::Refused(path, error.to_string());
+            }
+            if bytes.len() as u64 > MAX_AUTHORIZED_FILE_SIZE {
+                return FileOutcome::Refused(
+                    path,
+                    format!("larger than {MAX_AUTHORIZED_FILE_SIZE} bytes"),
+                );
+            }
+            let parsed = if relative.ends_with("authorized_keys") {
+                parse_authorized_keys(&path, &bytes)
+            } else {
+                parse_certificates(&path, &bytes)
+            };
+            match parsed {
+                Ok(keys) => FileOutcome::Read(path, keys),
+                Err(reason) => FileOutcome::Refused(path, reason),
+            }
+        })
+        .collect()
+}
+
+/// Parses an `authorized_keys` file; lines with key types tokens never hold
+/// are skipped, malformed ones are an error naming the line.
+pub fn parse_authorized_keys(path: &Path, bytes: &[u8]) -> Result<Vec<AuthorizedKey>, String> {
+    let mut keys = Vec::new();
+    for (index, line) in bytes.split(|&b| b == b'\n').enumerate() {
+        let number = index + 1;
+        if line.len() > MAX_AUTHORIZED_LINE_LEN {
+            return Err(format!(
+                "{}:{number}: line longer than {MAX_AUTHORIZED_LINE_LEN} bytes",
+                path.display()
+            ));
+        }
+        let text = String::from_utf8_lossy(line);
+        let text = text.trim();
+        if text.is_empty() || text.starts_with('#') {
+            continue;
+        }
+        match PublicKey::from_authorized_keys_line(text) {
+            Ok(Some(key)) => keys.push(AuthorizedKey {
+                key,
+                file: path.to_owned(),
+                line: number,
+            }),
+            Ok(None) => {}
+            Err(error) => return Err(format!("{}:{number}: {error}", path.display())),
+        }
+    }
+    Ok(keys)
+}
+
+/// Parses a file of PEM certificates into their public keys.
+pub fn parse_certificates(path: &Path, bytes: &[u8]) -> Result<Vec<AuthorizedKey>, String> {
+    let certificates = Certificate::load_pem_chain(bytes)
+        .map_err(|error| format!("{}: not PEM certificates: {error}", path.display()))?;
+    let mut keys = Vec::new();
+    for (index, certificate) in certificates.iter().enumerate() {
+        let spki = certificate
+            .tbs_certificate
+            .subject_public_key_info
+            .to_der()
+            .and_then(|der| x509_cert::spki::SubjectPublicKeyInfoOwned::from_der(&der).map(|_| der))
+            .map_err(|error| format!("{}: certificate {}: {error}", path.display(), index + 1))?;
+        let key = PublicKey::from_spki_der(&spki)
+            .map_err(|error| format!("{}: certificate {}: {error}", path.display(), index + 1))?;
+        keys.push(AuthorizedKey {
+            key,
+            file: path.to_owned(),
+            line: index + 1,
+        });
+    }
+    Ok(keys)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn account(home: &Path) -> Account {
+        Account {
+            name: "alice".into(),
+            uid: nix_uid(),
+            home: home.to_owned(),
+        }
+    }
+
+    fn nix_uid() -> u32 {
+        std::fs::metadata("/proc/self")
+            .map(|m| m.uid())
+            .unwrap_or(0)
+    }
+
+    fn write_keys(home: &Path, text: &str) -> PathBuf {
+        let ssh = home.join(".ssh");
+        std::fs::create_dir_all(&ssh).unwrap();
+        std::fs::set_permissions(home, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(&ssh, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let file = ssh.join("authorized_keys");
+        std::fs::write(&file, text).unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        file
+    }
+
+    #[test]
+    fn keys_are_read_from_a_private_file() {
+        let home = tempfile::tempdir().unwrap();
+        let key = PublicKey::Ed25519(vec![9; 32]);
+        write_keys(
+            home.path(),
+            &format!("# mine\n{} me\n", key.authorized_keys_line()),
+        );
+        let outcomes = read_authorized(&account(home.path()));
+        match &outcomes[0] {
+            FileOutcome::Read(_, keys) => {
+                assert_eq!(keys.len(), 1);
+                assert_eq!(keys[0].key, key);
+                assert_eq!(keys[0].line, 2);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(outcomes[1], FileOutcome::Absent(_)));
+    }
+
+    #[test]
+    fn world_writable_file_or_directory_is_refused() {
+        let home = tempfile::tempdir().unwrap();
+        let key = PublicKey::Ed25519(vec![9; 32]);
+        let file = write_keys(home.path(), &key.authorized_keys_line());
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let outcomes = read_authorized(&account(home.path()));
+        assert!(
+            matches!(&outcomes[0], FileOutcome::Refused(_, why) if why.contains("0666")),
+            "{outcomes:?}"
+        );
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::set_permissions(
+            home.path().join(".ssh"),
+            std::fs::Permissions::from_mode(0o777),
+        )
+        .unwrap();
+        let outcomes = read_authorized(&account(home.path()));
+        assert!(matches!(&outcomes[0], FileOutcome::Refused(_, why) if why.contains("0777")));
+    }
+
+    #[test]
+    fn file_of_another_user_is_refused() {
+        let home = tempfile::tempdir().unwrap();
+        write_keys(
+            home.path(),
+            &PublicKey::Ed25519(vec![9; 32]).authorized_keys_line(),
+        );
+        let mut other = account(home.path());
+        other.uid = other.uid.wrapping_add(4242);
+        let outcomes = read_authorized(&other);
+        if nix_uid() == 0 {
+            // Files made by root are acceptable for any user.
+            assert!(matches!(outcomes[0], FileOutcome::Read(..)));
+        } else {
+            assert!(matches!(outcomes[0], FileOutcome::Refused(..)));
+        }
+    }
+
+    #[test]
+    fn symlinked_file_is_refused() {
+        let home = tempfile::tempdir().unwrap();
+        let real = write_keys(
+            home.path(),
+            &PublicKey::Ed25519(vec![9; 32]).authorized_keys_line(),
+        );
+        let moved = home.path().join("elsewhere");
+        std::fs::rename(&real, &moved).unwrap();
+        std::os::unix::fs::symlink(&moved, &real).unwrap();
+        let outcomes = read_authorized(&account(home.path()));
+        assert!(
+            matches!(outcomes[0], FileOutcome::Refused(..)),
+            "{outcomes:?}"
+        );
+    }
+
+    #[test]
+    fn malformed_line_names_the_line() {
+        let error =
+            parse_authorized_keys(Path::new("/h/.ssh/authorized_keys"), b"\nssh-ed25519 !!\n")
+                .unwrap_err();
+        assert!(error.starts_with("/h/.ssh/authorized_keys:2: "), "{error}");
+    }
+}

@@ -1,0 +1,852 @@
+//! Rule conditions: what a certificate (and the token it sits on) must look
+//! like for a rule to apply, and SSSD's `matchrule` language.
+
+use const_oid::ObjectIdentifier;
+use regex::{Regex, RegexBuilder};
+use serde::Serialize;
+
+use crate::certificate::{CertificateFields, KEY_USAGE_NAMES, SAN_KINDS};
+use crate::dn::Dn;
+
+/// Compiled regexes are bounded so a configured pattern cannot eat memory.
+const REGEX_SIZE_LIMIT: usize = 1 << 20;
+
+/// The token a certificate or key was found on, as conditions see it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct TokenInfo {
+    /// CKA token label.
+    pub label: String,
+    /// Token serial number.
+    pub serial: String,
+}
+
+/// Why a condition does not compile.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConditionError {
+    /// A bad DN string.
+    #[error("`{key}`: {error}")]
+    Dn {
+        /// The config key.
+        key: &'static str,
+        /// What is wrong.
+        error: crate::dn::DnError,
+    },
+    /// A bad regular expression.
+    #[error("`{key}`: {error}")]
+    Regex {
+        /// The config key.
+        key: String,
+        /// What is wrong.
+        error: String,
+    },
+    /// An unknown EKU, keyUsage or SAN name.
+    #[error("`{key}`: unknown value `{value}`; known: {known}")]
+    Unknown {
+        /// The config key.
+        key: &'static str,
+        /// The value.
+        value: String,
+        /// What is known.
+        known: String,
+    },
+    /// Both the exact and the regex form were given.
+    #[error("`{0}` and `{0}_regex` are alternatives; give one")]
+    Both(&'static str),
+    /// An SSSD matchrule that does not parse.
+    #[error("`matchrule`: {0}")]
+    MatchRule(String),
+}
+
+fn regex(key: &str, pattern: &str, anchored: bool) -> Result<Regex, ConditionError> {
+    let pattern = if anchored {
+        format!("^(?:{pattern})$")
+    } else {
+        pattern.to_owned()
+    };
+    RegexBuilder::new(&pattern)
+        .size_limit(REGEX_SIZE_LIMIT)
+        .dfa_size_limit(REGEX_SIZE_LIMIT)
+        .build()
+        .map_err(|error| ConditionError::Regex {
+            key: key.to_owned(),
+            error: error.to_string(),
+        })
+}
+
+/// Exact text or an anchored regex.
+#[derive(Debug, Clone)]
+pub enum TextMatcher {
+    /// Equal, byte for byte.
+    Exact(String),
+    /// The whole text matches.
+    Regex(Regex),
+}
+
+impl TextMatcher {
+    fn new(
+        key: &'static str,
+        exact: Option<&str>,
+        pattern: Option<&str>,
+    ) -> Result<Option<Self>, ConditionError> {
+        match (exact, pattern) {
+            (Some(_), Some(_)) => Err(ConditionError::Both(key)),
+            (Some(text), None) => Ok(Some(TextMatcher::Exact(text.to_owned()))),
+            (None, Some(pattern)) => Ok(Some(TextMatcher::Regex(regex(
+                &format!("{key}_regex"),
+                pattern,
+                true,
+            )?))),
+            (None, None) => Ok(None),
+        }
+    }
+
+    fn matches(&self, text: &str) -> bool {
+        match self {
+            TextMatcher::Exact(wanted) => wanted == text,
+            TextMatcher::Regex(pattern) => pattern.is_match(text),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            TextMatcher::Exact(wanted) => format!("= {wanted:?}"),
+            TextMatcher::Regex(pattern) => format!("matches /{}/", pattern.as_str()),
+        }
+    }
+}
+
+/// An exact DN (compared structurally) or an anchored regex over its RFC 4514 form.
+#[derive(Debug, Clone)]
+pub enum DnMatcher {
+    /// Structurally equal.
+    Exact(Dn),
+    /// The RFC 4514 string matches as a whole.
+    Regex(Regex),
+}
+
+impl DnMatcher {
+    fn new(
+        key: &'static str,
+        exact: Option<&str>,
+        pattern: Option<&str>,
+    ) -> Result<Option<Self>, ConditionError> {
+        match (exact, pattern) {
+            (Some(_), Some(_)) => Err(ConditionError::Both(key)),
+            (Some(text), None) => Dn::parse(text)
+                .map(|dn| Some(DnMatcher::Exact(dn)))
+                .map_err(|error| ConditionError::Dn { key, error }),
+            (None, Some(pattern)) => Ok(Some(DnMatcher::Regex(regex(
+                &format!("{key}_regex"),
+                pattern,
+                true,
+            )?))),
+            (None, None) => Ok(None),
+        }
+    }
+
+    fn matches(&self, dn: &Dn) -> bool {
+        match self {
+            DnMatcher::Exact(wanted) => wanted == dn,
+            DnMatcher::Regex(pattern) => pattern.is_match(&dn.to_string()),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            DnMatcher::Exact(wanted) => format!("= {wanted}"),
+            DnMatcher::Regex(pattern) => format!("matches /{}/", pattern.as_str()),
+        }
+    }
+}
+
+const EKU_NAMES: &[(&str, &str)] = &[
+    ("clientAuth", "1.3.6.1.5.5.7.3.2"),
+    ("serverAuth", "1.3.6.1.5.5.7.3.1"),
+    ("codeSigning", "1.3.6.1.5.5.7.3.3"),
+    ("emailProtection", "1.3.6.1.5.5.7.3.4"),
+    ("timeStamping", "1.3.6.1.5.5.7.3.8"),
+    ("OCSPSigning", "1.3.6.1.5.5.7.3.9"),
+    ("msScLogin", "1.3.6.1.4.1.311.20.2.2"),
+    ("smartcardLogon", "1.3.6.1.4.1.311.20.2.2"),
+    ("pkinit", "1.3.6.1.5.2.3.4"),
+    ("KPClientAuth", "1.3.6.1.5.2.3.4"),
+    ("pkinitKDC", "1.3.6.1.5.2.3.5"),
+];
+
+fn eku_oid(key: &'static str, name: &str) -> Result<ObjectIdentifier, ConditionError> {
+    let dotted = EKU_NAMES
+        .iter()
+        .find(|(known, _)| known.eq_ignore_ascii_case(name))
+        .map(|(_, oid)| *oid)
+        .unwrap_or(name);
+    ObjectIdentifier::new(dotted).map_err(|_| ConditionError::Unknown {
+        key,
+        value: name.to_owned(),
+        known: format!(
+            "{} or a dotted OID",
+            EKU_NAMES
+                .iter()
+                .map(|(n, _)| *n)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    })
+}
+
+fn oid_name(oid: &ObjectIdentifier) -> String {
+    let dotted = oid.to_string();
+    EKU_NAMES
+        .iter()
+        .find(|(_, known)| *known == dotted)
+        .map(|(name, _)| (*name).to_owned())
+        .unwrap_or(dotted)
+}
+
+fn key_usage_name(key: &'static str, name: &str) -> Result<&'static str, ConditionError> {
+    KEY_USAGE_NAMES
+        .iter()
+        .find(|known| known.eq_ignore_ascii_case(name))
+        .copied()
+        .ok_or_else(|| ConditionError::Unknown {
+            key,
+            value: name.to_owned(),
+            known: KEY_USAGE_NAMES.join(", "),
+        })
+}
+
+/// The conditions of one rule, as written in its `[[rule]]` table.
+#[derive(Debug, Clone, Default)]
+pub struct ConditionConfig<'a> {
+    /// `issuer`.
+    pub issuer: Option<&'a str>,
+    /// `issuer_regex`.
+    pub issuer_regex: Option<&'a str>,
+    /// `subject`.
+    pub subject: Option<&'a str>,
+    /// `subject_regex`.
+    pub subject_regex: Option<&'a str>,
+    /// `eku`.
+    pub eku: &'a [String],
+    /// `key_usage`.
+    pub key_usage: &'a [String],
+    /// `san`.
+    pub san: &'a [String],
+    /// `policy`.
+    pub policy: &'a [String],
+    /// `token_label`.
+    pub token_label: Option<&'a str>,
+    /// `token_label_regex`.
+    pub token_label_regex: Option<&'a str>,
+    /// `token_serial`.
+    pub token_serial: Option<&'a str>,
+    /// `matchrule` (SSSD).
+    pub matchrule: Option<&'a str>,
+}
+
+/// Compiled conditions; all must hold.
+#[derive(Debug, Clone, Default)]
+pub struct Conditions {
+    issuer: Option<DnMatcher>,
+    subject: Option<DnMatcher>,
+    eku: Vec<ObjectIdentifier>,
+    key_usage: Vec<&'static str>,
+    san: Vec<&'static str>,
+    policies: Vec<ObjectIdentifier>,
+    token_label: Option<TextMatcher>,
+    token_serial: Option<TextMatcher>,
+    matchrule: Option<MatchRule>,
+}
+
+/// One condition and what it saw.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Check {
+    /// The condition, e.g. `issuer = CN=CA,O=Example`.
+    pub condition: String,
+    /// What the certificate or token had.
+    pub saw: String,
+    /// Whether it held.
+    pub passed: bool,
+}
+
+impl Conditions {
+    /// Compiles the conditions of a rule.
+    pub fn compile(config: &ConditionConfig<'_>) -> Result<Self, ConditionError> {
+        let oids = |key: &'static str, values: &[String]| {
+            values
+                .iter()
+                .map(|value| eku_oid(key, value))
+                .collect::<Result<Vec<_>, _>>()
+        };
+        Ok(Self {
+            issuer: DnMatcher::new("issuer", config.issuer, config.issuer_regex)?,
+            subject: DnMatcher::new("subject", config.subject, config.subject_regex)?,
+            eku: oids("eku", config.eku)?,
+            key_usage: config
+                .key_usage
+                .iter()
+                .map(|name| key_usage_name("key_usage", name))
+                .collect::<Result<_, _>>()?,
+            san: config
+                .san
+                .iter()
+                .map(|name| {
+                    SAN_KINDS
+                        .iter()
+                        .find(|known| **known == name.as_str())
+                        .copied()
+                        .ok_or_else(|| ConditionError::Unknown {
+                            key: "san",
+                            value: name.clone(),
+                            known: SAN_KINDS.join(", "),
+                        })
+                })
+                .collect::<Result<_, _>>()?,
+            policies: oids("policy", config.policy)?,
+            token_label: TextMatcher::new(
+                "token_label",
+                config.token_label,
+                config.token_label_regex,
+            )?,
+            token_serial: TextMatcher::new("token_serial", config.token_serial, None)?,
+            matchrule: config
+                .matchrule
+                .map(MatchRule::parse)
+                .transpose()
+                .map_err(ConditionError::MatchRule)?,
+        })
+    }
+
+    /// Whether any condition looks at the certificate (and so cannot hold for
+    /// a bare key).
+    pub fn need_certificate(&self) -> bool {
+        self.issuer.is_some()
+            || self.subject.is_some()
+            || !self.eku.is_empty()
+            || !self.key_usage.is_empty()
+            || !self.san.is_empty()
+            || !self.policies.is_empty()
+            || self.matchrule.is_some()
+    }
+
+    /// Evaluates every condition; the rule applies when all passed.
+    pub fn evaluate(
+        &self,
+        certificate: Option<&CertificateFields>,
+        token: &TokenInfo,
+    ) -> Vec<Check> {
+        let mut checks = Vec::new();
+        let mut check = |condition: String, saw: String, passed: bool| {
+            checks.push(Check {
+                condition,
+                saw,
+                passed,
+            })
+        };
+        if let Some(matcher) = &self.token_label {
+            check(
+                format!("token_label {}", matcher.describe()),
+                format!("{:?}", token.label),
+                matcher.matches(&token.label),
+            );
+        }
+        if let Some(matcher) = &self.token_serial {
+            check(
+                format!("token_serial {}", matcher.describe()),
+                format!("{:?}", token.serial),
+                matcher.matches(&token.serial),
+            );
+        }
+        let Some(fields) = certificate else {
+            if self.need_certificate() {
+                check(
+                    "certificate conditions".to_owned(),
+                    "a key without a certificate".to_owned(),
+                    false,
+                );
+            }
+            return checks;
+        };
+        if let Some(matcher) = &self.issuer {
+            check(
+                format!("issuer {}", matcher.describe()),
+                fields.issuer.clone(),
+                matcher.matches(&fields.issuer_dn),
+            );
+        }
+        if let Some(matcher) = &self.subject {
+            check(
+                format!("subject {}", matcher.describe()),
+                fields.subject.clone(),
+                matcher.matches(&fields.subject_dn),
+            );
+        }
+        let eku_list = || {
+            if fields.eku.is_empty() {
+                "no extendedKeyUsage".to_owned()
+            } else {
+                fields
+                    .eku
+                    .iter()
+                    .map(oid_name)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
+        };
+        if !self.eku.is_empty() {
+            check(
+                format!(
+                    "eku includes {}",
+                    self.eku.iter().map(oid_name).collect::<Vec<_>>().join(", ")
+                ),
+                eku_list(),
+                self.eku.iter().all(|oid| fields.eku.contains(oid)),
+            );
+        }
+        if !self.key_usage.is_empty() {
+            let present = fields.key_usage.clone().unwrap_or_default();
+            check(
+                format!("key_usage includes {}", self.key_usage.join(", ")),
+                match &fields.key_usage {
+                    None => "no keyUsage".to_owned(),
+                    Some(bits) => bits.join(", "),
+                },
+                self.key_usage.iter().all(|bit| present.contains(bit)),
+            );
+        }
+        if !self.san.is_empty() {
+            check(
+                format!("san has {}", self.san.join(", ")),
+                if fields.san_kinds.is_empty() {
+                    "no subjectAltName".to_owned()
+                } else {
+                    fields.san_kinds.join(", ")
+                },
+                self.san.iter().all(|kind| fields.san_kinds.contains(kind)),
+            );
+        }
+        if !self.policies.is_empty() {
+            check(
+                format!(
+                    "policy includes {}",
+                    self.policies
+                        .iter()
+                        .map(|o| o.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                if fields.policies.is_empty() {
+                    "no certificatePolicies".to_owned()
+                } else {
+                    fields
+                        .policies
+                        .iter()
+                        .map(|o| o.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                },
+                self.policies
+                    .iter()
+                    .all(|oid| fields.policies.contains(oid)),
+            );
+        }
+        if let Some(rule) = &self.matchrule {
+            let (passed, saw) = rule.evaluate(fields);
+            check(format!("matchrule {}", rule.source), saw, passed);
+        }
+        checks
+    }
+}
+
+/// One `<KIND>value` component of an SSSD matchrule.
+#[derive(Debug, Clone)]
+enum Component {
+    Subject(Regex),
+    Issuer(Regex),
+    KeyUsage(Vec<&'static str>),
+    Eku(Vec<ObjectIdentifier>),
+    San(SanSelector, Regex),
+}
+
+#[derive(Debug, Clone, Copy)]
+enum SanSelector {
+    Email,
+    Upn,
+    Principal,
+    Pkinit,
+    Dns,
+    Uri,
+}
+
+/// An SSSD certificate matching rule (sss-certmap(5)): `[&&|||]` then
+/// `<SUBJECT>`, `<ISSUER>`, `<KU>`, `<EKU>`, `<SAN[:kind]>` components.
+/// Regexes are unanchored, as in SSSD.
+#[derive(Debug, Clone)]
+pub struct MatchRule {
+    source: String,
+    any: bool,
+    components: Vec<Component>,
+}
+
+/// Longest matchrule accepted.
+pub const MAX_MATCHRULE_LEN: usize = 4096;
+
+const KINDS: &[&str] = &["SUBJECT", "ISSUER", "KU", "EKU", "SAN"];
+
+impl MatchRule {
+    /// Parses a matchrule; errors say what is wrong, never panic.
+    pub fn parse(source: &str) -> Result<Self, String> {
+        if source.len() > MAX_MATCHRULE_LEN {
+            return Err(format!("longer than {MAX_MATCHRULE_LEN} bytes"));
+        }
+        let (any, mut rest) = if let Some(rest) = source.strip_prefix("||") {
+            (true, rest)
+        } else {
+            (false, source.strip_prefix("&&").unwrap_or(source))
+        };
+        let mut components = Vec::new();
+        while !rest.is_empty() {
+            let body = rest
+                .strip_prefix('<')
+                .ok_or_else(|| format!("expected `<KIND>` at `{}`", preview(rest)))?;
+            let close = body
+                .find('>')
+                .ok_or_else(|| format!("unclosed `<` at `{}`", preview(rest)))?;
+            let kind = &body[..close];
+            let after = &body[close + 1..];
+            // The value runs to the next `<KIND>` component.
+            let end = next_component(after).unwrap_or(after.len());
+            let value = &after[..end];
+            rest = &after[end..];
+            components.push(Self::component(kind, value)?);
+        }
+        if components.is_empty() {
+            return Err("no component; e.g. <ISSUER>^CN=Example CA$<EKU>msScLogin".to_owned());
+        }
+        Ok(Self {
+            source: source.to_owned(),
+            any,
+            components,
+        })
+    }
+
+    fn component(kind: &str, value: &str) -> Result<Component, String> {
+        let regex = |value: &str| regex(kind, value, false).map_err(|error| error.to_string());
+        let list = || value.split(',').map(str::trim).filter(|v| !v.is_empty());
+        Ok(match kind {
+            "SUBJECT" => Component::Subject(regex(value)?),
+            "ISSUER" => Component::Issuer(regex(value)?),
+            "KU" => Component::KeyUsage(
+                list()
+                    .map(|name| key_usage_name("matchrule", name).map_err(|e| e.to_string()))
+                    .collect::<Result<_, _>>()?,
+            ),
+            "EKU" => Component::Eku(
+                list()
+                    .map(|name| eku_oid("matchrule", name).map_err(|e| e.to_string()))
+                    .collect::<Result<_, _>>()?,
+            ),
+            "SAN" => Component::San(SanSelector::Principal, regex(value)?),
+            _ => {
+                let Some(san) = kind.strip_prefix("SAN:") else {
+                    return Err(format!(
+                        "unknown component <{kind}>; known: {}",
+                        KINDS.join(", ")
+                    ));
+                };
+                let selector = match san {
+                    "rfc822Name" => SanSelector::Email,
+                    "ntPrincipalName" => SanSelector::Upn,
+                    "Principal" => SanSelector::Principal,
+                    "pkinitSAN" => SanSelector::Pkinit,
+                    "dNSName" => SanSelector::Dns,
+                    "uniformResourceIdentifier" => SanSelector::Uri,
+                    other => {
+                        return Err(format!(
+                            "<SAN:{other}> is not supported; supported: rfc822Name, ntPrincipalName, Principal, pkinitSAN, dNSName, uniformResourceIdentifier"
+                        ))
+                    }
+                };
+                Component::San(selector, regex(value)?)
+            }
+        })
+    }
+
+    fn evaluate(&self, fields: &CertificateFields) -> (bool, String) {
+        let mut results = Vec::new();
+        for component in &self.components {
+            let (name, passed, saw) = match component {
+                Component::Subject(re) => (
+                    "SUBJECT",
+                    re.is_match(&fields.subject),
+                    fields.subject.clone(),
+                ),
+                Component::Issuer(re) => {
+                    ("ISSUER", re.is_match(&fields.issuer), fields.issuer.clone())
+                }
+                Component::KeyUsage(bits) => {
+                    let present = fields.key_usage.clone().unwrap_or_default();
+                    (
+                        "KU",
+                        bits.iter().all(|bit| present.contains(bit)),
+                        present.join(","),
+                    )
+                }
+                Component::Eku(oids) => (
+                    "EKU",
+                    oids.iter().all(|oid| fields.eku.contains(oid)),
+                    fields
+                        .eku
+                        .iter()
+                        .map(oid_name)
+                        .collect::<Vec<_>>()
+                        .join(","),
+                ),
+                Component::San(selector, re) => {
+                    let values: Vec<&String> = match selector {
+                        SanSelector::Email => fields.emails.iter().collect(),
+                        SanSelector::Upn => fields.upns.iter().collect(),
+                        SanSelector::Pkinit => fields.krb_principals.iter().collect(),
+                        SanSelector::Principal => {
+                            fields.upns.iter().chain(&fields.krb_principals).collect()
+                        }
+                        SanSelector::Dns => fields.dns_names.iter().collect(),
+                        SanSelector::Uri => fields.uris.iter().collect(),
+                    };
+                    (
+                        "SAN",
+                        values.iter().any(|value| re.is_match(value)),
+                        values
+                            .iter()
+                            .map(|v| v.as_str())
+                            .collect::<Vec<_>>()
+                            .join(","),
+                    )
+                }
+            };
+            results.push((
+                passed,
+                format!(
+                    "<{name}> {} on {saw:?}",
+                    if passed { "ok" } else { "failed" }
+                ),
+            ));
+        }
+        let passed = if self.any {
+            results.iter().any(|(passed, _)| *passed)
+        } else {
+            results.iter().all(|(passed, _)| *passed)
+        };
+        let saw = results
+            .into_iter()
+            .map(|(_, text)| text)
+            .collect::<Vec<_>>()
+            .join("; ");
+        (passed, saw)
+    }
+}
+
+fn next_component(text: &str) -> Option<usize> {
+    text.match_indices('<')
+        .map(|(index, _)| index)
+        .find(|&index| {
+            let after = &text[index + 1..];
+            KINDS.iter().any(|kind| {
+                after.strip_prefix(kind).is_some_and(|rest| {
+                    rest.starts_with('>') || (*kind == "SAN" && rest.starts_with(':'))
+                })
+            })
+        })
+}
+
+fn preview(text: &str) -> String {
+    text.chars().take(32).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields() -> CertificateFields {
+        CertificateFields {
+            subject: "CN=alice,O=Example".into(),
+            subject_dn: Dn::parse("CN=alice,O=Example").unwrap(),
+            issuer: "CN=Example CA,O=Example".into(),
+            issuer_dn: Dn::parse("CN=Example CA,O=Example").unwrap(),
+            upns: vec!["alice@EXAMPLE.TEST".into()],
+            eku: vec![
+                eku_oid("eku", "clientAuth").unwrap(),
+                eku_oid("eku", "msScLogin").unwrap(),
+            ],
+            key_usage: Some(vec!["digitalSignature"]),
+            san_kinds: vec!["upn"],
+            policies: vec![ObjectIdentifier::new_unwrap("1.2.3.4")],
+            ..CertificateFields::default()
+        }
+    }
+
+    fn passes(config: ConditionConfig<'_>) -> bool {
+        let token = TokenInfo {
+            label: "alice-token".into(),
+            serial: "0042".into(),
+        };
+        Conditions::compile(&config)
+            .unwrap()
+            .evaluate(Some(&fields()), &token)
+            .iter()
+            .all(|check| check.passed)
+    }
+
+    #[test]
+    fn each_condition_passes_and_fails() {
+        let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(passes(ConditionConfig {
+            issuer: Some("cn=Example CA, o=Example"),
+            ..Default::default()
+        }));
+        assert!(!passes(ConditionConfig {
+            issuer: Some("CN=Example CA"),
+            ..Default::default()
+        }));
+        assert!(passes(ConditionConfig {
+            subject_regex: Some("CN=[a-z]+,O=Example"),
+            ..Default::default()
+        }));
+        // Anchored: a prefix match is not enough.
+        assert!(!passes(ConditionConfig {
+            subject_regex: Some("CN=alice"),
+            ..Default::default()
+        }));
+        let eku = strings(&["msScLogin"]);
+        assert!(passes(ConditionConfig {
+            eku: &eku,
+            ..Default::default()
+        }));
+        let eku = strings(&["emailProtection"]);
+        assert!(!passes(ConditionConfig {
+            eku: &eku,
+            ..Default::default()
+        }));
+        let ku = strings(&["digitalSignature"]);
+        assert!(passes(ConditionConfig {
+            key_usage: &ku,
+            ..Default::default()
+        }));
+        let ku = strings(&["keyEncipherment"]);
+        assert!(!passes(ConditionConfig {
+            key_usage: &ku,
+            ..Default::default()
+        }));
+        let san = strings(&["upn"]);
+        assert!(passes(ConditionConfig {
+            san: &san,
+            ..Default::default()
+        }));
+        let san = strings(&["email"]);
+        assert!(!passes(ConditionConfig {
+            san: &san,
+            ..Default::default()
+        }));
+        let policy = strings(&["1.2.3.4"]);
+        assert!(passes(ConditionConfig {
+            policy: &policy,
+            ..Default::default()
+        }));
+        let policy = strings(&["1.2.3.5"]);
+        assert!(!passes(ConditionConfig {
+            policy: &policy,
+            ..Default::default()
+        }));
+        assert!(passes(ConditionConfig {
+            token_label: Some("alice-token"),
+            token_serial: Some("0042"),
+            ..Default::default()
+        }));
+        assert!(!passes(ConditionConfig {
+            token_label_regex: Some("bob-.*"),
+            ..Default::default()
+        }));
+    }
+
+    #[test]
+    fn sssd_matchrules() {
+        let matches = |rule: &str| {
+            passes(ConditionConfig {
+                matchrule: Some(rule),
+                ..Default::default()
+            })
+        };
+        assert!(matches("<ISSUER>^CN=Example CA,O=Example$<EKU>msScLogin"));
+        assert!(matches(
+            "&&<SUBJECT>alice<SAN:ntPrincipalName>^alice@EXAMPLE\\.TEST$"
+        ));
+        assert!(!matches("<SUBJECT>bob<EKU>clientAuth"));
+        assert!(matches("||<SUBJECT>bob<EKU>clientAuth"));
+        assert!(matches("<KU>digitalSignature<SAN>alice"));
+        assert!(!matches("<KU>digitalSignature,keyEncipherment"));
+        assert!(!matches("<SAN:rfc822Name>.*"));
+    }
+
+    #[test]
+    fn bad_matchrules_are_errors() {
+        for rule in [
+            "",
+            "<ISSUER",
+            "ISSUER>x",
+            "<FOO>x",
+            "<SAN:x400Address>x",
+            "<EKU>nope",
+            "<SUBJECT>(",
+            "<KU>bogus",
+        ] {
+            assert!(MatchRule::parse(rule).is_err(), "{rule}");
+        }
+    }
+
+    #[test]
+    fn both_exact_and_regex_is_an_error() {
+        let error = Conditions::compile(&ConditionConfig {
+            issuer: Some("CN=a"),
+            issuer_regex: Some("CN=a"),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert_eq!(error, ConditionError::Both("issuer"));
+    }
+
+    #[test]
+    fn bare_keys_fail_certificate_conditions_but_not_token_ones() {
+        let conditions = Conditions::compile(&ConditionConfig {
+            token_label: Some("t"),
+            ..Default::default()
+        })
+        .unwrap();
+        let token = TokenInfo {
+            label: "t".into(),
+            serial: String::new(),
+        };
+        assert!(conditions.evaluate(None, &token).iter().all(|c| c.passed));
+        let conditions = Conditions::compile(&ConditionConfig {
+            issuer: Some("CN=CA"),
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(!conditions.evaluate(None, &token).iter().all(|c| c.passed));
+    }
+
+    #[test]
+    fn matchrule_parser_never_panics_on_random_input() {
+        for text in crate::fuzz::strings(
+            11,
+            20_000,
+            &[
+                '<', '>', '&', '|', ':', 'S', 'U', 'B', 'J', 'E', 'C', 'T', 'K', 'A', 'N', 'I',
+                '.', '*', '(', ')', 'x', ',',
+            ],
+        ) {
+            let _ = MatchRule::parse(&text).map(|rule| rule.evaluate(&fields()));
+        }
+        for rule in ["<SUBJECT>x<ISSUER>y<KU>digitalSignature<EKU>clientAuth<SAN>z"] {
+            assert!(MatchRule::parse(rule).is_ok());
+        }
+    }
+}

@@ -1,0 +1,357 @@
+//! LDAP and Active Directory look-ups (ldap3, synchronous, rustls).
+//!
+//! Several URIs are tried in order until one answers; each connection and
+//! each operation has a timeout; replies are bounded in entries and bytes.
+
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ldap3::{LdapConn, LdapConnSettings, Scope, SearchEntry, SearchOptions};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::CertificateDer;
+use serde::Deserialize;
+use zeroize::Zeroizing;
+
+/// The `[ldap]` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LdapConfig {
+    /// Server URIs (`ldap://` or `ldaps://`), tried in order.
+    pub uri: Vec<String>,
+    /// Search base.
+    pub base: String,
+    /// `sub` (default), `one` or `base`.
+    #[serde(default = "default_scope")]
+    pub scope: String,
+    /// Upgrade `ldap://` connections with StartTLS.
+    #[serde(default)]
+    pub starttls: bool,
+    /// CA certificates (PEM) that sign the servers' TLS certificates; needed
+    /// for `ldaps://` and StartTLS.
+    pub tls_ca: Option<PathBuf>,
+    /// DN to bind as; anonymous when absent.
+    pub bind_dn: Option<String>,
+    /// File holding the bind password: root-owned, mode 0600 or stricter.
+    pub bind_password_file: Option<PathBuf>,
+    /// Seconds to wait for a connection (default 3).
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: f64,
+    /// Seconds to wait for the bind and for the search (default 5).
+    #[serde(default = "default_search_timeout")]
+    pub search_timeout: f64,
+    /// Attribute holding the user name (default `uid`; AD: `sAMAccountName`).
+    #[serde(default = "default_user_attribute")]
+    pub user_attribute: String,
+    /// Most entries one search may return (default 16).
+    #[serde(default = "default_max_entries")]
+    pub max_entries: usize,
+    /// Most bytes of attribute values one search may return (default 1 MiB).
+    #[serde(default = "default_max_reply_bytes")]
+    pub max_reply_bytes: usize,
+}
+
+fn default_scope() -> String {
+    "sub".to_owned()
+}
+fn default_connect_timeout() -> f64 {
+    3.0
+}
+fn default_search_timeout() -> f64 {
+    5.0
+}
+fn default_user_attribute() -> String {
+    "uid".to_owned()
+}
+fn default_max_entries() -> usize {
+    16
+}
+fn default_max_reply_bytes() -> usize {
+    1024 * 1024
+}
+
+/// A configured directory.
+#[derive(Debug, Clone)]
+pub struct LdapDirectory {
+    config: LdapConfig,
+    scope: Scope,
+    tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+/// Why the `[ldap]` section is unusable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct LdapConfigError(pub String);
+
+/// One server tried, and what happened.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Attempt {
+    /// The URI.
+    pub uri: String,
+    /// The error, or "answered".
+    pub outcome: String,
+}
+
+/// An entry found: its DN and the user attribute's values.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FoundEntry {
+    /// The entry's DN.
+    pub dn: String,
+    /// Values of the user attribute.
+    pub users: Vec<String>,
+}
+
+/// A search that was answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SearchAnswer {
+    /// Servers tried, the last one answered.
+    pub attempts: Vec<Attempt>,
+    /// Entries found.
+    pub entries: Vec<FoundEntry>,
+}
+
+/// A search that no server answered, or that was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SearchFailure {
+    /// Servers tried.
+    pub attempts: Vec<Attempt>,
+    /// True when no server could be reached or none answered in time (the
+    /// cache may stand in); false when a server refused or the reply broke a bound.
+    pub unreachable: bool,
+    /// A summary.
+    pub message: String,
+}
+
+fn secs(value: f64, key: &str) -> Result<Duration, LdapConfigError> {
+    if !(value > 0.0 && value <= 120.0) {
+        return Err(LdapConfigError(format!(
+            "ldap.{key} must be between 0 and 120 seconds"
+        )));
+    }
+    Ok(Duration::from_secs_f64(value))
+}
+
+impl LdapDirectory {
+    /// Checks the section and loads the TLS anchors.
+    pub fn new(config: LdapConfig) -> Result<Self, LdapConfigError> {
+        if config.uri.is_empty() {
+            return Err(LdapConfigError("ldap.uri names no server".to_owned()));
+        }
+        let mut needs_tls = config.starttls;
+        for uri in &config.uri {
+            if uri.starts_with("ldaps://") {
+                needs_tls = true;
+            } else if !uri.starts_with("ldap://") {
+                return Err(LdapConfigError(format!(
+                    "ldap.uri {uri:?}: only ldap:// and ldaps:// are supported"
+                )));
+            }
+        }
+        let scope = match config.scope.as_str() {
+            "sub" => Scope::Subtree,
+            "one" => Scope::OneLevel,
+            "base" => Scope::Base,
+            other => {
+                return Err(LdapConfigError(format!(
+                    "ldap.scope {other:?}: use sub, one or base"
+                )))
+            }
+        };
+        secs(config.connect_timeout, "connect_timeout")?;
+        secs(config.search_timeout, "search_timeout")?;
+        if config.bind_dn.is_some() != config.bind_password_file.is_some() {
+            return Err(LdapConfigError(
+                "ldap.bind_dn and ldap.bind_password_file go together".to_owned(),
+            ));
+        }
+        if config.max_entries == 0 || config.max_reply_bytes == 0 {
+            return Err(LdapConfigError(
+                "ldap.max_entries and ldap.max_reply_bytes must be positive".to_owned(),
+            ));
+        }
+        let tls = match (&config.tls_ca, needs_tls) {
+            (Some(path), _) => Some(tls_config(path)?),
+            (None, true) => {
+                return Err(LdapConfigError(
+                    "ldaps:// and starttls need ldap.tls_ca, the CA that signs the servers"
+                        .to_owned(),
+                ))
+            }
+            (None, false) => None,
+        };
+        Ok(Self { config, scope, tls })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &LdapConfig {
+        &self.config
+    }
+
+    /// Searches with `filter` on each server in turn until one answers.
+    pub fn search(&self, filter: &str, attribute: &str) -> Result<SearchAnswer, SearchFailure> {
+        let mut attempts = Vec::new();
+        for uri in &self.config.uri {
+            match self.search_one(uri, filter, attribute) {
+                Ok(entries) => {
+                    attempts.push(Attempt {
+                        uri: uri.clone(),
+                        outcome: "answered".to_owned(),
+                    });
+                    return Ok(SearchAnswer { attempts, entries });
+                }
+                Err((message, unreachable)) => {
+                    tracing::info!(%uri, "LDAP server failed: {message}");
+                    attempts.push(Attempt {
+                        uri: uri.clone(),
+                        outcome: message.clone(),
+                    });
+                    if !unreachable {
+                        // A server that answered with an error is not down:
+                        // trying the next one could hide a refusal.
+                        return Err(SearchFailure {
+                            attempts,
+                            unreachable: false,
+                            message,
+                        });
+                    }
+                }
+            }
+        }
+        Err(SearchFailure {
+            message: "no LDAP server answered".to_owned(),
+            attempts,
+            unreachable: true,
+        })
+    }
+
+    fn bind_password(&self) -> Result<Option<Zeroizing<String>>, String> {
+        let Some(path) = &self.config.bind_password_file else {
+            return Ok(None);
+        };
+        read_password(path).map(Some)
+    }
+
+    /// One server. `Err((message, unreachable))`.
+    fn search_one(
+        &self,
+        uri: &str,
+        filter: &str,
+        attribute: &str,
+    ) -> Result<Vec<FoundEntry>, (String, bool)> {
+        let connect_timeout = Duration::from_secs_f64(self.config.connect_timeout);
+        let operation_timeout = Duration::from_secs_f64(self.config.search_timeout);
+        let mut settings = LdapConnSettings::new()
+            .set_conn_timeout(connect_timeout)
+            .set_starttls(self.config.starttls && uri.starts_with("ldap://"));
+        if let Some(tls) = &self.tls {
+            settings = settings.set_config(tls.clone());
+        }
+        let unreachable = |error: ldap3::LdapError| (error.to_string(), true);
+        let refused = |error: ldap3::LdapError| (error.to_string(), false);
+        let mut connection = LdapConn::with_settings(settings, uri).map_err(unreachable)?;
+        if let Some(dn) = &self.config.bind_dn {
+            let password = self.bind_password().map_err(|error| (error, false))?;
+            let password = password.as_ref().map(|p| p.as_str()).unwrap_or_default();
+            connection
+                .with_timeout(operation_timeout)
+                .simple_bind(dn, password)
+                .map_err(unreachable)?
+                .success()
+                .map_err(refused)?;
+        }
+        let limit = i32::try_from(self.config.max_entries + 1).unwrap_or(i32::MAX);
+        let seconds = self.config.search_timeout.ceil() as i32;
+        let mut stream = connection
+            .with_search_options(SearchOptions::new().sizelimit(limit).timelimit(seconds))
+            .with_timeout(operation_timeout)
+            .streaming_search(&self.config.base, self.scope, filter, vec![attribute])
+            .map_err(unreachable)?;
+        let mut entries = Vec::new();
+        let mut bytes = 0usize;
+        loop {
+            let next = match stream.next() {
+                Ok(next) => next,
+                Err(error) => return Err(unreachable(error)),
+            };
+            let Some(entry) = next else { break };
+            if entry.is_ref() || entry.is_intermediate() {
+                continue;
+            }
+            let entry = SearchEntry::construct(entry);
+            bytes += entry.dn.len();
+            let users: Vec<String> = entry
+                .attrs
+                .iter()
+                .filter(|(name, _)| name.eq_ignore_ascii_case(attribute))
+                .flat_map(|(_, values)| values.clone())
+                .collect();
+            bytes += users.iter().map(String::len).sum::<usize>();
+            entries.push(FoundEntry {
+                dn: entry.dn,
+                users,
+            });
+            if entries.len() > self.config.max_entries || bytes > self.config.max_reply_bytes {
+                // Dropping the stream and the connection abandons the search.
+                return Err((
+                    format!(
+                        "reply exceeds ldap.max_entries ({}) or ldap.max_reply_bytes ({})",
+                        self.config.max_entries, self.config.max_reply_bytes
+                    ),
+                    false,
+                ));
+            }
+        }
+        let result = stream.result();
+        result
+            .success()
+            .map_err(|error| (error.to_string(), false))?;
+        let _ = connection.unbind();
+        Ok(entries)
+    }
+}
+
+fn tls_config(path: &Path) -> Result<Arc<rustls::ClientConfig>, LdapConfigError> {
+    let error =
+        |message: String| LdapConfigError(format!("ldap.tls_ca {}: {message}", path.display()));
+    let mut roots = rustls::RootCertStore::empty();
+    let certificates = CertificateDer::pem_file_iter(path)
+        .map_err(|e| error(e.to_string()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| error(e.to_string()))?;
+    for certificate in certificates {
+        roots.add(certificate).map_err(|e| error(e.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(error("no certificate".to_owned()));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| error(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// Reads the bind password: the file must be root-owned and private.
+fn read_password(path: &Path) -> Result<Zeroizing<String>, String> {
+    let file = std::fs::File::open(path).map_err(|error| format!("{}: {error}", path.display()))?;
+    let metadata = file
+        .metadata()
+        .map_err(|error| format!("{}: {error}", path.display()))?;
+    if metadata.uid() != 0 || metadata.mode() & 0o077 != 0 {
+        return Err(format!(
+            "{}: must be owned by root with mode 0600 or stricter",
+            path.display()
+        ));
+    }
+    let mut text = Zeroizing::new(String::new());
+    file.take(4096)
+        .read_to_string(&mut text)
+        .map_err(|error| format!("{}: {error}", path.display()))?;
+    Ok(Zeroizing::new(
+        text.trim_end_matches(['\n', '\r']).to_owned(),
+    ))
+}
