@@ -6,11 +6,12 @@ use std::path::Path;
 use der::Decode;
 use rustls_pki_types::{CertificateDer, UnixTime};
 use serde::Serialize;
+use tessera_core::mapping;
 use tessera_core::pkcs11_uri::TokenFilter;
 use tessera_core::pki::{self, TrustStore};
 use tessera_core::token::{hex_id, Pkcs11Module, TokenCertificate};
 use tessera_core::Config;
-use tessera_mappers::{map_certificate, CertificateFields};
+use tessera_mappers::{CertificateFields, MappingInput, Outcome, TokenInfo};
 use x509_cert::ext::pkix::ExtendedKeyUsage;
 use x509_cert::Certificate;
 
@@ -71,7 +72,7 @@ pub struct CertificateReport {
     pub sha256: String,
     /// "valid", or "rejected: <reason>".
     pub verdict: String,
-    /// The users the mapping rules give (before the NSS check).
+    /// The users the mapping rules give (after the NSS check).
     pub users: Vec<String>,
     /// The rule that mapped it.
     pub rule: Option<String>,
@@ -146,9 +147,24 @@ fn certificate_report(
     };
     match CertificateFields::from_der(&certificate.der) {
         Ok(fields) => {
-            let mapping = map_certificate(&config.rules, &fields);
+            let token = TokenInfo {
+                label: certificate.token.label.clone(),
+                serial: certificate.token.serial.clone(),
+            };
+            let input = MappingInput {
+                certificate: Some(&fields),
+                key: fields.public_key.as_ref(),
+                token: &token,
+                requested_user: None,
+            };
+            let mapping = mapping::with_context(config, Some(now.as_secs()), |context| {
+                mapping::map(config, context, &input)
+            });
             report.users = mapping.users().to_vec();
-            report.rule = mapping.matched.as_ref().map(|(rule, _)| rule.clone());
+            report.rule = match &mapping.outcome {
+                Outcome::Matched { rule, .. } => Some(rule.clone()),
+                _ => None,
+            };
             report.mapping_trace = mapping.trace.iter().map(ToString::to_string).collect();
             report.subject = fields.subject;
             report.issuer = fields.issuer;

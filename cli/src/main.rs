@@ -103,9 +103,9 @@ fn check_config(path: &Path) -> Result<Vec<String>, String> {
     ));
     for rule in &config.rules {
         report.push(format!(
-            "rule \"{}\": user = \"{}\"",
+            "rule \"{}\": {}",
             rule.name(),
-            rule.user_template()
+            rule.describe_source()
         ));
     }
     Ok(report)

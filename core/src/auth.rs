@@ -6,14 +6,19 @@ use std::time::Instant;
 
 use cryptoki::error::RvError;
 use rustls_pki_types::{CertificateDer, UnixTime};
-use tessera_mappers::{map_certificate, CertificateFields};
+use tessera_mappers::{
+    CertificateFields, MappingContext, MappingInput, Outcome, PublicKey, TokenInfo,
+};
 use zeroize::Zeroizing;
 
 use crate::challenge::{Challenge, KeyAlgorithm};
 use crate::config::Config;
+use crate::mapping;
 use crate::pki::{self, Rejection, TrustStore, ValidatedCertificate};
 use crate::policy::{AuthPolicy, PinSource};
-use crate::token::{Pkcs11Module, TokenCertificate, TokenError, TokenIdentity, TokenSession};
+use crate::token::{
+    Pkcs11Module, TokenCertificate, TokenError, TokenIdentity, TokenPublicKey, TokenSession,
+};
 use crate::wait::CardWatcher;
 
 /// A failed conversation with the user (the application hung up, or refused).
@@ -98,6 +103,8 @@ pub enum FailureKind {
     NoToken,
     /// Tokens are present, but no valid certificate on them maps to the user.
     NoMatchingCertificate,
+    /// A mapping source (the directory) is unreachable and nothing is cached.
+    MappingUnavailable,
     /// The user's certificate is expired, untrusted or otherwise rejected.
     CertificateRejected,
     /// The PIN was empty or wrong.
@@ -149,51 +156,94 @@ impl From<ConversationError> for AuthFailure {
     }
 }
 
-/// A certificate that passed validation and maps to at least one user.
+/// How possession of the key is proven and checked.
+enum Proof<'a> {
+    /// A certificate that passed path validation; the signature is checked
+    /// with it.
+    Certificate {
+        der: &'a [u8],
+        // Boxed: the webpki view is large next to a key.
+        validated: Box<ValidatedCertificate<'a>>,
+    },
+    /// A key listed in the user's authorized files (no chain validation
+    /// applies); the signature is checked with the listed key.
+    Key(PublicKey),
+}
+
+/// A certificate or key that may log in, with the users it maps to.
 struct Candidate<'a> {
-    certificate: &'a TokenCertificate,
-    validated: ValidatedCertificate<'a>,
+    token: &'a TokenIdentity,
+    /// CKA_ID of the key pair.
+    id: &'a [u8],
+    /// The certificate's subject, or the key's fingerprint.
     subject: String,
+    /// The certificate's SHA-256, or empty for a bare key.
     sha256: String,
     validity: (u64, u64),
     users: Vec<String>,
     rule: String,
+    proof: Proof<'a>,
 }
 
-/// Does `name` exist in NSS? Look-up errors count as "no", and are logged.
-fn user_exists(name: &str) -> bool {
-    match nix::unistd::User::from_name(name) {
-        Ok(found) => found.is_some(),
-        Err(error) => {
-            tracing::warn!(user = name, %error, "user look-up failed");
-            false
-        }
-    }
+/// A mapping decision for one certificate or key.
+pub(crate) struct Mapped {
+    /// The rule that decided.
+    pub(crate) rule: String,
+    /// The users, in order.
+    pub(crate) users: Vec<String>,
+    /// Matched on the public key alone (authorized files).
+    pub(crate) key_only: bool,
 }
 
-/// The mapping step: the users `fields` map to under the configured rules,
-/// restricted to the requested user and to users that exist, with the name
-/// of the rule that matched. `None` when the certificate is not for this login.
+/// The mapping step: the users a certificate (or bare key) maps to under the
+/// configured rules, restricted to the wanted user and to users that exist
+/// in NSS. `Ok(None)` when it is not for this login; `Err` when a mapping
+/// source failed (fail closed: no later rule or certificate is tried).
 pub(crate) fn map_to_users(
     config: &Config,
-    fields: &CertificateFields,
+    context: &MappingContext<'_>,
+    fields: Option<&CertificateFields>,
+    key: Option<&PublicKey>,
+    token: &TokenIdentity,
     wanted: Option<&str>,
-) -> Option<(String, Vec<String>)> {
-    let mapping = map_certificate(&config.rules, fields);
-    for step in &mapping.trace {
-        tracing::debug!(subject = %fields.subject, "mapping: {step}");
+) -> Result<Option<Mapped>, AuthFailure> {
+    let token_info = TokenInfo {
+        label: token.label.clone(),
+        serial: token.serial.clone(),
+    };
+    let input = MappingInput {
+        certificate: fields,
+        key,
+        token: &token_info,
+        requested_user: wanted,
+    };
+    match mapping::map(config, context, &input).outcome {
+        Outcome::Matched {
+            rule,
+            users,
+            key_only,
+        } => Ok(Some(Mapped {
+            rule,
+            users,
+            key_only,
+        })),
+        Outcome::NoMatch => Ok(None),
+        Outcome::Error {
+            rule,
+            message,
+            unavailable,
+        } => {
+            let kind = if unavailable {
+                FailureKind::MappingUnavailable
+            } else {
+                FailureKind::Config
+            };
+            Err(AuthFailure::new(
+                kind,
+                format!("mapping rule \"{rule}\": {message}"),
+            ))
+        }
     }
-    let (rule, users) = mapping.matched?;
-    let users: Vec<String> = users
-        .into_iter()
-        .filter(|user| wanted.is_none_or(|wanted| user == wanted))
-        .filter(|user| user_exists(user))
-        .collect();
-    if users.is_empty() {
-        tracing::debug!(subject = %fields.subject, "certificate does not map to the user");
-        return None;
-    }
-    Some((rule, users))
 }
 
 /// Loads the configured PKCS#11 module.
@@ -270,6 +320,29 @@ fn find_tokens(
     }
 }
 
+/// The public-key objects on `tokens` that have no certificate next to them
+/// (same token, same CKA_ID): the keys of OpenPGP cards and bare PIV keys.
+fn read_bare_keys(
+    module: &Pkcs11Module,
+    tokens: &[TokenIdentity],
+    certificates: &[TokenCertificate],
+) -> Vec<TokenPublicKey> {
+    let mut keys = Vec::new();
+    for token in tokens {
+        match module.public_keys(token) {
+            Ok(found) => keys.extend(found.into_iter().filter(|key| {
+                !certificates
+                    .iter()
+                    .any(|c| c.token == key.token && c.id == key.id)
+            })),
+            Err(error) => {
+                tracing::warn!(token = %token.describe(), %error, "cannot read public keys; token skipped")
+            }
+        }
+    }
+    keys
+}
+
 /// Every X.509 certificate on `tokens`; a token whose objects cannot be read
 /// is skipped with a warning.
 pub(crate) fn read_certificates(
@@ -322,54 +395,113 @@ pub fn authenticate(
 
     // One revocation budget for the whole login, however many certificates.
     let deadline = pki::Deadline::after(config.pki.revocation_timeout);
+    let bare_keys = if config.rules.iter().any(|rule| rule.uses_authorized_files()) {
+        read_bare_keys(&module, &tokens, &token_certificates)
+    } else {
+        Vec::new()
+    };
     let mut candidates: Vec<Candidate<'_>> = Vec::new();
     let mut rejections: Vec<(String, Rejection)> = Vec::new();
-    for (index, certificate) in token_certificates.iter().enumerate() {
-        let fields = match CertificateFields::from_der(&certificate.der) {
-            Ok(fields) => fields,
-            Err(error) => {
-                tracing::info!(token = %certificate.token.describe(), label = %certificate.label, %error, "certificate skipped");
+    let now = Some(request.now.as_secs());
+    mapping::with_context(config, now, |context| -> Result<(), AuthFailure> {
+        for (index, certificate) in token_certificates.iter().enumerate() {
+            let fields = match CertificateFields::from_der(&certificate.der) {
+                Ok(fields) => fields,
+                Err(error) => {
+                    tracing::info!(token = %certificate.token.describe(), label = %certificate.label, %error, "certificate skipped");
+                    continue;
+                }
+            };
+            let Some(mapped) = map_to_users(
+                config,
+                context,
+                Some(&fields),
+                fields.public_key.as_ref(),
+                &certificate.token,
+                request.user,
+            )?
+            else {
                 continue;
-            }
-        };
-        let Some((rule, users)) = map_to_users(config, &fields, request.user) else {
-            continue;
-        };
-        // Intermediates may sit on the same token, next to the user's certificate.
-        let intermediates: Vec<CertificateDer<'_>> = ders
-            .iter()
-            .enumerate()
-            .filter(|(other, _)| {
-                *other != index && token_certificates[*other].token == certificate.token
-            })
-            .map(|(_, der)| der.clone())
-            .collect();
-        match pki::validate(
-            &store,
-            &config.pki,
-            &ders[index],
-            &intermediates,
-            request.now,
-            &deadline,
-        ) {
-            Ok(validated) => {
-                tracing::debug!(subject = %fields.subject, "certificate valid");
-                candidates.push(Candidate {
-                    certificate,
-                    validated,
-                    subject: fields.subject.clone(),
-                    sha256: fields.sha256_hex.clone(),
-                    validity: pki::validity_window(&certificate.der),
-                    users,
-                    rule,
-                })
-            }
-            Err(rejection) => {
-                tracing::warn!(subject = %fields.subject, token = %certificate.token.describe(), reason = %rejection, "certificate rejected");
-                rejections.push((fields.subject.clone(), rejection));
-            }
+            };
+            let (proof, validity) = if mapped.key_only {
+                let Some(key) = fields.public_key.clone() else {
+                    continue;
+                };
+                tracing::info!(subject = %fields.subject, rule = %mapped.rule, "certificate key is in the user's authorized files; no chain validation");
+                (Proof::Key(key), (0, u64::MAX))
+            } else {
+                // Intermediates may sit on the same token, next to the user's certificate.
+                let intermediates: Vec<CertificateDer<'_>> = ders
+                    .iter()
+                    .enumerate()
+                    .filter(|(other, _)| {
+                        *other != index && token_certificates[*other].token == certificate.token
+                    })
+                    .map(|(_, der)| der.clone())
+                    .collect();
+                match pki::validate(
+                    &store,
+                    &config.pki,
+                    &ders[index],
+                    &intermediates,
+                    request.now,
+                    &deadline,
+                ) {
+                    Ok(validated) => {
+                        tracing::debug!(subject = %fields.subject, "certificate valid");
+                        (
+                            Proof::Certificate {
+                                der: &certificate.der,
+                                validated: Box::new(validated),
+                            },
+                            pki::validity_window(&certificate.der),
+                        )
+                    }
+                    Err(rejection) => {
+                        tracing::warn!(subject = %fields.subject, token = %certificate.token.describe(), reason = %rejection, "certificate rejected");
+                        rejections.push((fields.subject.clone(), rejection));
+                        continue;
+                    }
+                }
+            };
+            candidates.push(Candidate {
+                token: &certificate.token,
+                id: &certificate.id,
+                subject: fields.subject.clone(),
+                sha256: fields.sha256_hex.clone(),
+                validity,
+                users: mapped.users,
+                rule: mapped.rule,
+                proof,
+            });
         }
-    }
+        for bare in &bare_keys {
+            let key = match &bare.key {
+                Ok(key) => key,
+                Err(error) => {
+                    tracing::debug!(token = %bare.token.describe(), label = %bare.label, %error, "public key skipped");
+                    continue;
+                }
+            };
+            let Some(mapped) =
+                map_to_users(config, context, None, Some(key), &bare.token, request.user)?
+            else {
+                continue;
+            };
+            candidates.push(Candidate {
+                token: &bare.token,
+                id: &bare.id,
+                subject: format!("{} key {}", key.kind(), key.fingerprint()),
+                sha256: String::new(),
+                // No certificate, so no validity period: the authorized file decides.
+                validity: (0, u64::MAX),
+                users: mapped.users,
+                rule: mapped.rule,
+                proof: Proof::Key(key.clone()),
+            });
+        }
+        Ok(())
+    })?;
 
     if candidates.is_empty() {
         if let Some((subject, rejection)) = rejections.into_iter().next() {
@@ -404,7 +536,7 @@ pub fn authenticate(
 
     Ok(AuthSuccess {
         user,
-        token: candidate.certificate.token.clone(),
+        token: candidate.token.clone(),
         subject: candidate.subject,
         certificate_sha256: candidate.sha256,
         rule: candidate.rule,
@@ -438,7 +570,7 @@ fn choose<'a>(
                 "\n  {}. {user}: {} on {}",
                 number + 1,
                 candidate.subject,
-                candidate.certificate.token.describe()
+                candidate.token.describe()
             ));
         }
         conversation.info(&listing)?;
@@ -471,10 +603,13 @@ fn prove_possession(
     request: &AuthRequest<'_>,
     conversation: &mut dyn Conversation,
 ) -> Result<Option<Secret>, AuthFailure> {
-    let certificate = candidate.certificate;
-    let token = &certificate.token;
-    let algorithm = KeyAlgorithm::of_certificate(&certificate.der)
-        .map_err(|error| AuthFailure::new(FailureKind::CertificateRejected, error.to_string()))?;
+    let token = candidate.token;
+    let algorithm = match &candidate.proof {
+        Proof::Certificate { der, .. } => KeyAlgorithm::of_certificate(der).map_err(|error| {
+            AuthFailure::new(FailureKind::CertificateRejected, error.to_string())
+        })?,
+        Proof::Key(key) => KeyAlgorithm::of_public_key(key),
+    };
 
     if token.pin_locked {
         conversation.error(&format!("The PIN of {} is locked", token.label))?;
@@ -512,7 +647,7 @@ fn prove_possession(
         )
     };
     let key = session
-        .private_key(&certificate.id)
+        .private_key(candidate.id)
         .map_err(|error| proof_failed(&error))?;
     let challenge = Challenge::generate().map_err(|error| {
         AuthFailure::new(
@@ -525,9 +660,13 @@ fn prove_possession(
         .sign(&mechanism, key, &input)
         .map_err(|error| proof_failed(&error))?;
     tracing::debug!(bytes = signature.len(), "token signed the challenge");
-    algorithm
-        .verify(candidate.validated.end_entity(), &challenge, &signature)
-        .map_err(|error| proof_failed(&error))?;
+    match &candidate.proof {
+        Proof::Certificate { validated, .. } => {
+            algorithm.verify(validated.end_entity(), &challenge, &signature)
+        }
+        Proof::Key(key) => algorithm.verify_with_key(key, &challenge, &signature),
+    }
+    .map_err(|error| proof_failed(&error))?;
     tracing::debug!(token = %token.describe(), ?algorithm, "challenge signature verified");
     Ok(pin)
 }

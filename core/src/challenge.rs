@@ -8,6 +8,7 @@ use cryptoki::mechanism::Mechanism;
 use der::asn1::UintRef;
 use der::{Decode, Encode, Sequence};
 use rustls_pki_types::SignatureVerificationAlgorithm;
+use tessera_mappers::PublicKey;
 use x509_cert::Certificate;
 
 /// Challenge length in bytes; never less than 32.
@@ -99,6 +100,57 @@ impl KeyAlgorithm {
             };
         }
         Err(ChallengeError::UnsupportedKey(algorithm.oid.to_string()))
+    }
+
+    /// The algorithm of a bare public key (a token key without a certificate).
+    pub fn of_public_key(key: &PublicKey) -> Self {
+        match key {
+            PublicKey::Rsa { .. } => KeyAlgorithm::Rsa,
+            PublicKey::P256(_) => KeyAlgorithm::EcdsaP256,
+            PublicKey::P384(_) => KeyAlgorithm::EcdsaP384,
+            PublicKey::Ed25519(_) => KeyAlgorithm::Ed25519,
+        }
+    }
+
+    /// Verifies the token's `signature` over `challenge` with a bare public
+    /// key (one listed in the user's authorized files), with ring's
+    /// verifiers. ECDSA signatures are taken as PKCS#11's raw r‖s.
+    pub fn verify_with_key(
+        self,
+        key: &PublicKey,
+        challenge: &Challenge,
+        signature: &[u8],
+    ) -> Result<(), ChallengeError> {
+        use ring::signature;
+        let message = challenge.as_bytes();
+        let verified = match (self, key) {
+            (KeyAlgorithm::Rsa, PublicKey::Rsa { modulus, exponent }) => {
+                signature::RsaPublicKeyComponents {
+                    n: modulus,
+                    e: exponent,
+                }
+                .verify(&signature::RSA_PKCS1_2048_8192_SHA256, message, signature)
+            }
+            (KeyAlgorithm::EcdsaP256, PublicKey::P256(point)) => {
+                signature::UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, point)
+                    .verify(message, signature)
+            }
+            (KeyAlgorithm::EcdsaP384, PublicKey::P384(point)) => {
+                signature::UnparsedPublicKey::new(&signature::ECDSA_P384_SHA384_FIXED, point)
+                    .verify(message, signature)
+            }
+            (KeyAlgorithm::Ed25519, PublicKey::Ed25519(raw)) => {
+                signature::UnparsedPublicKey::new(&signature::ED25519, raw)
+                    .verify(message, signature)
+            }
+            _ => {
+                return Err(ChallengeError::UnsupportedKey(format!(
+                    "{} key with {self:?}",
+                    key.kind()
+                )))
+            }
+        };
+        verified.map_err(|_| ChallengeError::Mismatch)
     }
 
     /// The PKCS#11 mechanism and the bytes to hand to C_Sign for `challenge`.
@@ -209,6 +261,26 @@ mod tests {
         assert_eq!(&der[..4], &[0x30, 0x26, 0x02, 0x21]);
         assert_eq!(der[4], 0x00);
         assert_eq!(&der[der.len() - 3..], &[0x02, 0x01, 0x01]);
+    }
+
+    #[test]
+    fn raw_key_verification_accepts_the_right_key_only() {
+        use ring::signature::{Ed25519KeyPair, KeyPair};
+        let rng = ring::rand::SystemRandom::new();
+        let document = Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+        let pair = Ed25519KeyPair::from_pkcs8(document.as_ref()).unwrap();
+        let key = PublicKey::ed25519(pair.public_key().as_ref()).unwrap();
+        let challenge = Challenge::generate().unwrap();
+        let signature = pair.sign(challenge.as_bytes());
+        let algorithm = KeyAlgorithm::of_public_key(&key);
+        assert!(algorithm
+            .verify_with_key(&key, &challenge, signature.as_ref())
+            .is_ok());
+        let other = Challenge::generate().unwrap();
+        assert!(matches!(
+            algorithm.verify_with_key(&key, &other, signature.as_ref()),
+            Err(ChallengeError::Mismatch)
+        ));
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use tessera_mappers::{Rule, RuleConfig};
+use tessera_mappers::{LdapConfig, LdapDirectory, MappingCache, Rule, RuleConfig};
 use toml::Spanned;
 
 use crate::eventd_config::{EventdConfig, RawEventd};
@@ -97,7 +97,19 @@ struct RawConfig {
     session: Option<Spanned<SessionSection>>,
     #[serde(default)]
     eventd: RawEventd,
+    ldap: Option<Spanned<LdapConfig>>,
+    mapping: Option<Spanned<MappingSection>>,
 }
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MappingSection {
+    cache: Option<PathBuf>,
+    cache_ttl: Option<u64>,
+}
+
+/// Default lifetime of a cached directory mapping: one week.
+pub const DEFAULT_CACHE_TTL: u64 = 7 * 24 * 3600;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -167,6 +179,10 @@ pub struct Config {
     pub session: SessionPolicy,
     /// tessera-eventd's `[eventd]` section.
     pub eventd: EventdConfig,
+    /// The directory, when `[ldap]` is configured.
+    pub ldap: Option<LdapDirectory>,
+    /// The cache of directory mappings, when `[mapping] cache` is set.
+    pub mapping_cache: Option<MappingCache>,
 }
 
 impl Config {
@@ -300,6 +316,54 @@ impl Config {
         };
         let eventd = EventdConfig::from_raw(raw.eventd, &at)?;
 
+        let ldap = match &raw.ldap {
+            None => None,
+            Some(section) => {
+                if let Some(ca) = &section.get_ref().tls_ca {
+                    filetrust::check_trusted_path(ca).map_err(|error| {
+                        at(Some(section.span()), format!("ldap.tls_ca: {error}"))
+                    })?;
+                }
+                Some(
+                    LdapDirectory::new(section.get_ref().clone())
+                        .map_err(|error| at(Some(section.span()), error.to_string()))?,
+                )
+            }
+        };
+        if ldap.is_none() {
+            if let Some(index) = rules.iter().position(Rule::uses_ldap) {
+                return Err(at(
+                    Some(raw.rules[index].span()),
+                    format!("rule {}: `ldap_filter` needs an [ldap] section", index + 1),
+                ));
+            }
+        }
+        let mapping_span = raw.mapping.as_ref().map(Spanned::span);
+        let default_mapping = MappingSection::default();
+        let mapping = raw
+            .mapping
+            .as_ref()
+            .map_or(&default_mapping, Spanned::get_ref);
+        let mapping_cache = match (&mapping.cache, mapping.cache_ttl) {
+            (Some(cache), ttl) if cache.is_absolute() => Some(MappingCache::new(
+                cache.clone(),
+                ttl.unwrap_or(DEFAULT_CACHE_TTL),
+            )),
+            (Some(cache), _) => {
+                return Err(at(
+                    mapping_span.clone(),
+                    format!("mapping.cache: path {cache:?} must be absolute"),
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(at(
+                    mapping_span.clone(),
+                    "mapping.cache_ttl without mapping.cache".to_owned(),
+                ))
+            }
+            (None, None) => None,
+        };
+
         Ok(Self {
             path: path.to_owned(),
             pkcs11_module,
@@ -313,6 +377,8 @@ impl Config {
             },
             session,
             eventd,
+            ldap,
+            mapping_cache,
         })
     }
 }
@@ -534,7 +600,7 @@ user = "{cn}"                                 # template over certificate fields
         );
         assert_eq!(config.ca_paths, vec![PathBuf::from("/etc/tessera/ca")]);
         assert_eq!(config.rules.len(), 1);
-        assert_eq!(config.rules[0].user_template().source(), "{cn}");
+        assert_eq!(config.rules[0].describe_source(), "user = \"{cn}\"");
     }
 
     #[test]
@@ -771,6 +837,32 @@ max_bytes = 8192
         );
         let (_, _, message) = pki_error("cache_dir = \"cache\"");
         assert!(message.contains("must be absolute"), "{message}");
+    }
+
+    #[test]
+    fn ldap_rule_without_ldap_section_points_at_the_rule() {
+        let text = CONTRACT.replace("user = \"{cn}\"", "ldap_filter = \"(mail={email})\"");
+        let (line, _, message) = position(parse(&text).unwrap_err());
+        assert_eq!(line, 7);
+        assert!(message.contains("needs an [ldap] section"), "{message}");
+    }
+
+    #[test]
+    fn ldap_and_mapping_sections_parse() {
+        let text = format!(
+            "{CONTRACT}[ldap]\nuri = [\"ldap://127.0.0.1:1\", \"ldap://127.0.0.1:2\"]\nbase = \"dc=example,dc=test\"\nsearch_timeout = 1.5\n[mapping]\ncache = \"/var/cache/tessera/mapping\"\ncache_ttl = 60\n"
+        );
+        let config = parse(&text).unwrap();
+        assert!(config.ldap.is_some());
+        assert!(config.mapping_cache.is_some());
+        let bad = text.replace("search_timeout = 1.5", "search_timeout = 0");
+        assert!(position(parse(&bad).unwrap_err())
+            .2
+            .contains("search_timeout"));
+        let unknown = text.replace("base =", "bsae =");
+        assert!(position(parse(&unknown).unwrap_err())
+            .2
+            .contains("unknown field `bsae`"));
     }
 
     #[test]

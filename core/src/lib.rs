@@ -8,6 +8,7 @@ pub mod challenge;
 pub mod config;
 pub mod eventd_config;
 pub mod filetrust;
+pub mod mapping;
 pub mod pin_change;
 pub mod pkcs11_uri;
 pub mod pki;

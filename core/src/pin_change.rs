@@ -7,6 +7,7 @@ use crate::auth::{
     Conversation, FailureKind,
 };
 use crate::config::Config;
+use crate::mapping;
 use crate::token::{Pkcs11Module, TokenIdentity};
 use tessera_mappers::CertificateFields;
 
@@ -19,16 +20,26 @@ fn tokens_of_user(
 ) -> Result<Vec<TokenIdentity>, AuthFailure> {
     let tokens = matching_tokens(module, config)?;
     let mut owned: Vec<TokenIdentity> = Vec::new();
-    for certificate in read_certificates(module, &tokens) {
-        let Ok(fields) = CertificateFields::from_der(&certificate.der) else {
-            continue;
-        };
-        if map_to_users(config, &fields, Some(user)).is_some()
-            && !owned.contains(&certificate.token)
-        {
-            owned.push(certificate.token);
+    // No clock here: the mapping cache is not consulted for a PIN change.
+    mapping::with_context(config, None, |context| -> Result<(), AuthFailure> {
+        for certificate in read_certificates(module, &tokens) {
+            let Ok(fields) = CertificateFields::from_der(&certificate.der) else {
+                continue;
+            };
+            let mapped = map_to_users(
+                config,
+                context,
+                Some(&fields),
+                fields.public_key.as_ref(),
+                &certificate.token,
+                Some(user),
+            )?;
+            if mapped.is_some() && !owned.contains(&certificate.token) {
+                owned.push(certificate.token);
+            }
         }
-    }
+        Ok(())
+    })?;
     Ok(owned)
 }
 

@@ -8,12 +8,16 @@ use cryptoki::context::{CInitializeArgs, CInitializeFlags, Function, Pkcs11};
 use cryptoki::error::{Error as CryptokiError, RvError};
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{
-    Attribute, AttributeInfo, AttributeType, CertificateType, ObjectClass, ObjectHandle,
+    Attribute, AttributeInfo, AttributeType, CertificateType, KeyType, ObjectClass, ObjectHandle,
 };
 use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
+use tessera_mappers::PublicKey;
 use zeroize::Zeroizing;
+
+use const_oid::ObjectIdentifier;
+use der::Decode;
 
 use crate::filetrust::{self, TrustError};
 use tessera_mappers::MAX_CERTIFICATE_SIZE;
@@ -126,6 +130,70 @@ pub struct TokenCertificate {
     pub label: String,
     /// CKA_VALUE: the DER certificate.
     pub der: Vec<u8>,
+}
+
+/// Largest attribute of a public-key object read (an RSA-16384 modulus is 2 KiB).
+pub const MAX_PUBLIC_KEY_ATTRIBUTE: usize = 4096;
+
+/// A public-key object found on a token.
+#[derive(Debug, Clone)]
+pub struct TokenPublicKey {
+    /// The token it was found on.
+    pub token: TokenIdentity,
+    /// CKA_ID, which links it to its private key.
+    pub id: Vec<u8>,
+    /// CKA_LABEL.
+    pub label: String,
+    /// The key, or why it cannot be used.
+    pub key: Result<PublicKey, String>,
+}
+
+/// Builds a key from a public-key object's attributes.
+fn public_key_from_attributes(attributes: Vec<Attribute>) -> Result<PublicKey, String> {
+    let mut key_type = None;
+    let (mut modulus, mut exponent, mut params, mut point) = (None, None, None, None);
+    for attribute in attributes {
+        match attribute {
+            Attribute::KeyType(kind) => key_type = Some(kind),
+            Attribute::Modulus(value) => modulus = Some(value),
+            Attribute::PublicExponent(value) => exponent = Some(value),
+            Attribute::EcParams(value) => params = Some(value),
+            Attribute::EcPoint(value) => point = Some(value),
+            _ => {}
+        }
+    }
+    // CKA_EC_POINT is a DER OCTET STRING; some modules return the bare point.
+    let unwrap_point = |point: Vec<u8>| {
+        der::asn1::OctetString::from_der(&point)
+            .map(|octets| octets.as_bytes().to_vec())
+            .unwrap_or(point)
+    };
+    match key_type {
+        Some(KeyType::RSA) => match (modulus, exponent) {
+            (Some(modulus), Some(exponent)) => {
+                PublicKey::rsa(&modulus, &exponent).map_err(|e| e.to_string())
+            }
+            _ => Err("RSA public key without modulus or exponent".to_owned()),
+        },
+        Some(KeyType::EC) => {
+            let curve = params
+                .as_deref()
+                .and_then(|params| ObjectIdentifier::from_der(params).ok())
+                .ok_or("EC public key without a named curve")?;
+            let point = point
+                .map(unwrap_point)
+                .ok_or("EC public key without a point")?;
+            PublicKey::ec(curve, &point).map_err(|e| e.to_string())
+        }
+        Some(KeyType::EC_EDWARDS) => {
+            let point = point
+                .map(unwrap_point)
+                .ok_or("EdDSA public key without a point")?;
+            PublicKey::ed25519(&point).map_err(|e| e.to_string())
+        }
+        Some(other) => Err(format!("unsupported key type {other}")),
+        None => Err("public key without CKA_KEY_TYPE".to_owned()),
+    }
 }
 
 /// A loaded and initialised PKCS#11 module.
@@ -322,6 +390,62 @@ impl Pkcs11Module {
             &AuthPin::new(new.as_str().into()),
         )?;
         Ok(())
+    }
+
+    /// The public-key objects on `token`, at most [`MAX_CERTIFICATES_PER_TOKEN`].
+    pub fn public_keys(&self, token: &TokenIdentity) -> Result<Vec<TokenPublicKey>, TokenError> {
+        let session = self.context()?.open_ro_session(self.slot(token)?)?;
+        let template = [Attribute::Class(ObjectClass::PUBLIC_KEY)];
+        let cache = NonZeroUsize::new(MAX_CERTIFICATES_PER_TOKEN).unwrap_or(NonZeroUsize::MIN);
+        let mut handles = Vec::new();
+        for handle in session.iter_objects_with_cache_size(&template, cache)? {
+            if handles.len() == MAX_CERTIFICATES_PER_TOKEN {
+                break;
+            }
+            handles.push(handle?);
+        }
+        let wanted = [
+            AttributeType::Id,
+            AttributeType::Label,
+            AttributeType::KeyType,
+            AttributeType::Modulus,
+            AttributeType::PublicExponent,
+            AttributeType::EcParams,
+            AttributeType::EcPoint,
+        ];
+        let mut keys = Vec::with_capacity(handles.len());
+        for handle in handles {
+            // Sizes first, as for certificates: cryptoki allocates whatever
+            // the module reports.
+            let sizes = session.get_attribute_info(handle, &wanted)?;
+            let oversized = sizes.iter().any(|info| {
+                matches!(info, AttributeInfo::Available(size) if *size > MAX_PUBLIC_KEY_ATTRIBUTE)
+            });
+            if oversized {
+                tracing::warn!(
+                    token = %token.describe(),
+                    "public-key attribute larger than {MAX_PUBLIC_KEY_ATTRIBUTE} bytes; key skipped"
+                );
+                continue;
+            }
+            let attributes = session.get_attributes(handle, &wanted)?;
+            let mut id = Vec::new();
+            let mut label = String::new();
+            for attribute in &attributes {
+                match attribute {
+                    Attribute::Id(value) => id = value.clone(),
+                    Attribute::Label(value) => label = String::from_utf8_lossy(value).into_owned(),
+                    _ => {}
+                }
+            }
+            keys.push(TokenPublicKey {
+                token: token.clone(),
+                id,
+                label,
+                key: public_key_from_attributes(attributes),
+            });
+        }
+        Ok(keys)
     }
 
     /// Opens a session on `token` for logging in and signing.

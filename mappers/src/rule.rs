@@ -694,7 +694,7 @@ impl Rule {
                                 });
                             }
                             if failure.unreachable {
-                                return self.from_cache(fields, context, lookups, &failure.message);
+                                return self.cached(fields, context, lookups, &failure.message);
                             }
                             return Err(Verdict::Error {
                                 message: failure.message,
@@ -766,7 +766,7 @@ impl Rule {
         }
     }
 
-    fn from_cache(
+    fn cached(
         &self,
         fields: &CertificateFields,
         context: &MappingContext<'_>,

@@ -37,6 +37,7 @@ fn failure_code(kind: FailureKind, card: CardRequirement) -> PamError {
         FailureKind::NoModule
         | FailureKind::NoToken
         | FailureKind::NoMatchingCertificate
+        | FailureKind::MappingUnavailable
         | FailureKind::TokenUnavailable => match card {
             // No fallback to a password where the card is required.
             CardRequirement::Required => PamError::AUTH_ERR,
@@ -59,6 +60,7 @@ fn chauthtok_failure_code(kind: FailureKind) -> PamError {
         FailureKind::NoModule
         | FailureKind::NoToken
         | FailureKind::NoMatchingCertificate
+        | FailureKind::MappingUnavailable
         | FailureKind::TokenUnavailable => PamError::AUTHINFO_UNAVAIL,
         FailureKind::WrongPin => PamError::AUTH_ERR,
         FailureKind::PinLocked => PamError::MAXTRIES,
@@ -372,6 +374,7 @@ mod tests {
             FailureKind::NoModule,
             FailureKind::NoToken,
             FailureKind::NoMatchingCertificate,
+            FailureKind::MappingUnavailable,
             FailureKind::CertificateRejected,
             FailureKind::WrongPin,
             FailureKind::PinLocked,
@@ -410,6 +413,7 @@ mod tests {
             FailureKind::NoModule,
             FailureKind::NoToken,
             FailureKind::NoMatchingCertificate,
+            FailureKind::MappingUnavailable,
             FailureKind::TokenUnavailable,
         ] {
             assert_eq!(
