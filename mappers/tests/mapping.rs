@@ -1,5 +1,8 @@
 //! Fields, templates and rules over certificates made by the tests.
 
+// Test helpers outside #[test] functions panic on purpose when the fixture is wrong.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
