@@ -845,8 +845,9 @@ mod tests {
         ) {
             let _ = MatchRule::parse(&text).map(|rule| rule.evaluate(&fields()));
         }
-        for rule in ["<SUBJECT>x<ISSUER>y<KU>digitalSignature<EKU>clientAuth<SAN>z"] {
-            assert!(MatchRule::parse(rule).is_ok());
-        }
+        assert!(
+            MatchRule::parse("<SUBJECT>x<ISSUER>y<KU>digitalSignature<EKU>clientAuth<SAN>z")
+                .is_ok()
+        );
     }
 }
