@@ -2,6 +2,8 @@
 
 mod inspect;
 mod login;
+mod map;
+mod migrate;
 mod status;
 mod terminal;
 
@@ -63,6 +65,50 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Explain how a certificate, or what the present tokens hold, maps to
+    /// users: every rule tried, what each condition saw, every look-up.
+    /// Exit status 0 when something maps, 1 otherwise.
+    Map {
+        /// A certificate file, PEM or DER.
+        #[arg(required_unless_present = "token", conflicts_with = "token")]
+        certificate: Option<PathBuf>,
+        /// Map the certificates and keys on the present tokens instead.
+        #[arg(long)]
+        token: bool,
+        /// The configuration file.
+        #[arg(long, default_value = DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+        /// The user name the login would ask for (needed by authorized-files rules).
+        #[arg(long)]
+        user: Option<String>,
+        /// The token label to assume for a certificate file.
+        #[arg(long, default_value = "", conflicts_with = "token")]
+        token_label: String,
+        /// The token serial to assume for a certificate file.
+        #[arg(long, default_value = "", conflicts_with = "token")]
+        token_serial: String,
+        /// Print the explanation as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a tessera.toml equivalent to a pam_pkcs11 or SSSD configuration.
+    Migrate {
+        /// What to migrate from.
+        #[arg(value_enum)]
+        from: MigrateFrom,
+        /// pam_pkcs11.conf or sssd.conf.
+        file: PathBuf,
+    },
+}
+
+/// The configurations `tessera migrate` reads.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum MigrateFrom {
+    /// pam_pkcs11.conf (OpenSC's pam_pkcs11).
+    #[value(name = "pam_pkcs11")]
+    PamPkcs11,
+    /// sssd.conf (certmap sections and the LDAP/AD domain).
+    Sssd,
 }
 
 /// One line on how revocation will be checked, so an admin sees the default.
@@ -181,5 +227,53 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Map {
+            certificate,
+            token,
+            config,
+            user,
+            token_label,
+            token_serial,
+            json,
+        } => {
+            let request = map::MapRequest {
+                config: config.clone(),
+                certificate: certificate.clone(),
+                token: *token,
+                user: user.clone(),
+                token_label: token_label.clone(),
+                token_serial: token_serial.clone(),
+                json: *json,
+            };
+            match map::run(&request) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::FAILURE,
+                Err(error) => {
+                    eprintln!("tessera map: {error}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Migrate { from, file } => {
+            let converted = std::fs::read_to_string(file)
+                .map_err(|error| format!("{}: {error}", file.display()))
+                .and_then(|text| match from {
+                    MigrateFrom::PamPkcs11 => migrate::pam_pkcs11(&text),
+                    MigrateFrom::Sssd => migrate::sssd(&text),
+                });
+            match converted {
+                Ok(toml) => {
+                    #[allow(clippy::print_stdout)]
+                    {
+                        print!("{toml}");
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("tessera migrate: {}: {error}", file.display());
+                    ExitCode::FAILURE
+                }
+            }
+        }
     }
 }

@@ -124,6 +124,22 @@ pub struct CertificateFields {
     pub der: Vec<u8>,
 }
 
+/// The DER bytes of a certificate file, PEM (the first CERTIFICATE block)
+/// or DER.
+pub fn certificate_der(bytes: &[u8]) -> Result<Vec<u8>, CertificateError> {
+    if bytes.len() > 4 * MAX_CERTIFICATE_SIZE {
+        return Err(CertificateError::TooLarge { size: bytes.len() });
+    }
+    if bytes.trim_ascii_start().starts_with(b"-----BEGIN") {
+        let chain = Certificate::load_pem_chain(bytes)?;
+        let first = chain
+            .first()
+            .ok_or(der::Error::from(der::ErrorKind::Failed))?;
+        return Ok(first.to_der()?);
+    }
+    Ok(bytes.to_vec())
+}
+
 impl CertificateFields {
     /// Parses a DER certificate and extracts the mapping fields.
     pub fn from_der(der_bytes: &[u8]) -> Result<Self, CertificateError> {

@@ -25,7 +25,8 @@ pub use authorized::{
 };
 pub use cache::{CacheLookup, MappingCache};
 pub use certificate::{
-    CertificateError, CertificateFields, KEY_USAGE_NAMES, MAX_CERTIFICATE_SIZE, SAN_KINDS,
+    certificate_der, CertificateError, CertificateFields, KEY_USAGE_NAMES, MAX_CERTIFICATE_SIZE,
+    SAN_KINDS,
 };
 pub use conditions::{Check, ConditionError, MatchRule, TokenInfo};
 pub use dn::{Dn, DnError, DnStyle};
