@@ -15,6 +15,7 @@ pub mod p11fault;
 pub mod pcscd;
 pub mod pki;
 pub mod references;
+pub mod slapd;
 pub mod softhsm;
 pub mod system;
 pub mod systemd;

@@ -46,7 +46,7 @@ pub struct LoginRig {
     pub hsm: SoftHsm,
     /// The trusted CA.
     pub ca: TestCa,
-    users: Vec<String>,
+    users: Vec<(String, String)>,
     extra_env: Vec<(String, std::ffi::OsString)>,
     run_as: Option<u32>,
 }
@@ -167,7 +167,7 @@ impl LoginRig {
         let index = self
             .users
             .iter()
-            .position(|user| user == name)
+            .position(|(user, _)| user == name)
             .expect("user was added");
         20001 + index as u32
     }
@@ -177,21 +177,32 @@ impl LoginRig {
         self.write_config(&self.default_config().replace(SOFTHSM_MODULE, module));
     }
 
-    /// Adds a user to the fake passwd database.
+    /// Adds a user to the fake passwd database (GECOS = the name).
     pub fn add_user(&mut self, name: &str) {
-        self.users.push(name.to_owned());
+        self.add_user_with_gecos(name, name);
+    }
+
+    /// Adds a user whose GECOS field is `gecos`.
+    pub fn add_user_with_gecos(&mut self, name: &str, gecos: &str) {
+        self.users.push((name.to_owned(), gecos.to_owned()));
+        std::fs::create_dir_all(self.home(name)).expect("home dir");
         self.write_nss();
+    }
+
+    /// A user's home directory (in the scratch directory, root-owned).
+    pub fn home(&self, name: &str) -> PathBuf {
+        self.path().join("home").join(name)
     }
 
     fn write_nss(&self) {
         let mut passwd = String::from("root:x:0:0:root:/root:/bin/sh\n");
         let mut group = String::from("root:x:0:\n");
-        for (index, user) in self.users.iter().enumerate() {
+        for (index, (user, gecos)) in self.users.iter().enumerate() {
             let uid = 20001 + index;
             // Keep uid_of() in step with this numbering.
-            let home = self.path().join("home").join(user);
+            let home = self.home(user);
             passwd.push_str(&format!(
-                "{user}:x:{uid}:{uid}:{user}:{}:/bin/sh\n",
+                "{user}:x:{uid}:{uid}:{gecos}:{}:/bin/sh\n",
                 home.display()
             ));
             group.push_str(&format!("{user}:x:{uid}:\n"));
@@ -231,6 +242,17 @@ impl LoginRig {
             &UserCert::valid(user),
             &self.ca,
         )
+    }
+
+    /// Environment for processes that must see the rig's users and tokens.
+    pub fn env(&self) -> Vec<(&'static str, PathBuf)> {
+        let (key, value) = self.hsm.env();
+        vec![
+            (key, value),
+            ("LD_PRELOAD", PathBuf::from(NSS_WRAPPER)),
+            ("NSS_WRAPPER_PASSWD", self.path().join("passwd")),
+            ("NSS_WRAPPER_GROUP", self.path().join("group")),
+        ]
     }
 
     /// Runs `ops` through real libpam as `user` (None: no PAM_USER), answering
