@@ -2,6 +2,9 @@
 //! and whole logins through real libpam with mapfile, directory and
 //! authorized-keys rules.
 
+// Fixture helpers outside #[test] functions panic on purpose when the rig is broken.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
