@@ -271,19 +271,25 @@ pub fn pam_pkcs11(text: &str) -> Result<String, String> {
         .ok_or("no `pam_pkcs11 { … }` block")?;
     let mut out = Output::default();
 
-    if let Some(module_name) = value(items, "use_pkcs11_module") {
-        out.module = block(items, "pkcs11_module", module_name)
-            .and_then(|module| value(module, "module"))
-            .map(str::to_owned);
-    }
-    if let Some(ca) = value(items, "ca_dir") {
+    // ca_dir, crl_dir and cert_policy sit in the module's block in Debian's
+    // example, at the top level in older files.
+    let empty: &[Item] = &[];
+    let module_block = value(items, "use_pkcs11_module")
+        .and_then(|name| block(items, "pkcs11_module", name))
+        .unwrap_or(empty);
+    out.module = value(module_block, "module").map(str::to_owned);
+    let setting = |key: &str| value(module_block, key).or_else(|| value(items, key));
+    if let Some(ca) = setting("ca_dir") {
         out.ca.push(ca.to_owned());
         out.note("pki.ca: tessera reads *.pem, *.crt, *.cer and *.der files from ca_dir (not c_rehash links).");
     }
-    if value(items, "crl_dir").is_some() {
+    if setting("crl_dir").is_some() {
         out.note("crl_dir: revocation is configured in [pki]; see tessera.toml(5).");
     }
-    let policy = values(items, "cert_policy");
+    let mut policy = values(module_block, "cert_policy");
+    if policy.is_empty() {
+        policy = values(items, "cert_policy");
+    }
     if policy.contains(&"none") || (!policy.is_empty() && !policy.contains(&"ca")) {
         out.note(format!(
             "UNSAFE in pam_pkcs11: cert_policy = {} skipped CA checks. tessera always validates the chain and validity, and always proves possession with a signature.",
@@ -351,6 +357,7 @@ pub fn pam_pkcs11(text: &str) -> Result<String, String> {
                 match (field, &mapfile) {
                     (Some(field), Some(path)) => {
                         comments.push(format!("pam_pkcs11's digest mapper: {algorithm} of the certificate as XX:XX:… keys."));
+                        comments.push("A key missing from the mapfile is a miss in tessera; pam_pkcs11 fell back to the key itself as the user name.".to_owned());
                         out.rules.push(rule(
                             "digest",
                             &comments,
@@ -529,8 +536,9 @@ pub fn sssd(text: &str) -> Result<String, String> {
         if let Some(db) = pam.get("pam_cert_db_path") {
             out.ca.push(db.clone());
         }
-        if pam.get("pam_cert_auth").map(String::as_str) != Some("True")
-            && pam.get("pam_cert_auth").map(|v| v.to_ascii_lowercase()) != Some("true".into())
+        if !pam
+            .get("pam_cert_auth")
+            .is_some_and(|value| value.eq_ignore_ascii_case("true"))
         {
             out.note("pam_cert_auth was not enabled in sssd.conf.");
         }
