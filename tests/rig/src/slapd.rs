@@ -57,6 +57,16 @@ pub struct Slapd {
     dir: PathBuf,
     child: Option<Child>,
     port: u16,
+    tls_port: Option<u16>,
+}
+
+/// PEM files for slapd's TLS (StartTLS on the ldap:// port, and ldaps://).
+#[derive(Debug, Clone)]
+pub struct SlapdTls {
+    /// Server certificate.
+    pub certificate: PathBuf,
+    /// Its private key.
+    pub key: PathBuf,
 }
 
 /// A port nobody listens on right now.
@@ -68,6 +78,11 @@ pub fn free_port() -> u16 {
 impl Slapd {
     /// Creates the database in `dir` with `users`, and starts slapd.
     pub fn start(dir: &Path, users: &[LdapUser]) -> Self {
+        Self::start_with(dir, users, None)
+    }
+
+    /// As [`Slapd::start`], with TLS when `tls` is given.
+    pub fn start_with(dir: &Path, users: &[LdapUser], tls: Option<&SlapdTls>) -> Self {
         std::fs::create_dir_all(dir.join("db")).expect("slapd db dir");
         std::fs::write(dir.join("ad.schema"), AD_SCHEMA).expect("schema");
         let conf = dir.join("slapd.conf");
@@ -80,6 +95,7 @@ impl Slapd {
                  include /etc/ldap/schema/inetorgperson.schema\n\
                  include {schema}\n\
                  pidfile {dir}/slapd.pid\n\
+                 {tls}\
                  modulepath /usr/lib/ldap\n\
                  moduleload back_mdb\n\
                  sizelimit unlimited\n\
@@ -93,7 +109,14 @@ impl Slapd {
                  index userCertificate eq\n\
                  access to * by * read\n",
                 schema = dir.join("ad.schema").display(),
-                dir = dir.display()
+                dir = dir.display(),
+                tls = tls
+                    .map(|tls| format!(
+                        "TLSCertificateFile {}\nTLSCertificateKeyFile {}\n",
+                        tls.certificate.display(),
+                        tls.key.display()
+                    ))
+                    .unwrap_or_default()
             ),
         )
         .expect("slapd.conf");
@@ -110,6 +133,7 @@ impl Slapd {
             dir: dir.to_owned(),
             child: None,
             port: free_port(),
+            tls_port: tls.map(|_| free_port()),
         };
         slapd.spawn();
         slapd
@@ -121,7 +145,10 @@ impl Slapd {
             .arg("-f")
             .arg(self.dir.join("slapd.conf"))
             .arg("-h")
-            .arg(format!("ldap://127.0.0.1:{}/", self.port))
+            .arg(match self.tls_port {
+                Some(tls) => format!("ldap://127.0.0.1:{}/ ldaps://127.0.0.1:{tls}/", self.port),
+                None => format!("ldap://127.0.0.1:{}/", self.port),
+            })
             .args(["-d", "0"])
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
@@ -179,6 +206,12 @@ impl Slapd {
     /// The server's URI.
     pub fn uri(&self) -> String {
         format!("ldap://127.0.0.1:{}", self.port)
+    }
+
+    /// The ldaps:// URI, when started with TLS.
+    pub fn ldaps_uri(&self) -> Option<String> {
+        self.tls_port
+            .map(|port| format!("ldaps://127.0.0.1:{port}"))
     }
 
     /// Stops slapd (by PID) and waits for it.

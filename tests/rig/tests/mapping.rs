@@ -18,7 +18,7 @@ use tessera_mappers::{
 use tessera_testrig::bins::artefact;
 use tessera_testrig::login::{LoginRig, PIN};
 use tessera_testrig::pki::{TestCa, UserCert};
-use tessera_testrig::slapd::{free_port, LdapUser, SilentServer, Slapd, BASE};
+use tessera_testrig::slapd::{free_port, LdapUser, SilentServer, Slapd, SlapdTls, BASE};
 use tessera_testrig::softhsm::KeyType;
 
 /// Every name exists: the directory tests are about the directory.
@@ -286,6 +286,120 @@ fn the_cache_stands_in_while_the_directory_is_down_until_it_expires() {
         } => assert!(message.contains("expired"), "{message}"),
         other => panic!("{other:?}"),
     }
+}
+
+/// A CA and a server certificate for 127.0.0.1, as PEM files in `dir`;
+/// returns the slapd TLS files and the CA file.
+fn server_tls(dir: &Path) -> (SlapdTls, PathBuf) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, SanType,
+    };
+    let ca_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "Directory CA");
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.subject_alt_names = vec![SanType::IpAddress("127.0.0.1".parse().unwrap())];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let certificate = params.signed_by(&key, &issuer).unwrap();
+    std::fs::create_dir_all(dir).unwrap();
+    let tls = SlapdTls {
+        certificate: dir.join("server.pem"),
+        key: dir.join("server.key"),
+    };
+    std::fs::write(&tls.certificate, certificate.pem()).unwrap();
+    std::fs::write(&tls.key, key.serialize_pem()).unwrap();
+    let ca = dir.join("ca.pem");
+    std::fs::write(&ca, ca_cert.pem()).unwrap();
+    (tls, ca)
+}
+
+#[test]
+fn tls_starttls_and_an_authenticated_bind_work_and_a_wrong_password_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("Tessera Test Root CA");
+    let (alice_der, alice) = issue(&ca, "alice");
+    let (tls, tls_ca) = server_tls(&dir.path().join("tls"));
+    let slapd = Slapd::start_with(
+        &dir.path().join("slapd"),
+        &[LdapUser {
+            certificates: vec![alice_der],
+            ..LdapUser::new("alice")
+        }],
+        Some(&tls),
+    );
+    let password = dir.path().join("password");
+    std::fs::write(&password, "secret\n").unwrap();
+    std::fs::set_permissions(&password, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let config = |uri: String, starttls: bool| LdapConfig {
+        uri: vec![uri],
+        base: BASE.to_owned(),
+        scope: "sub".to_owned(),
+        starttls,
+        tls_ca: Some(tls_ca.clone()),
+        bind_dn: Some(format!("cn=admin,{BASE}")),
+        bind_password_file: Some(password.clone()),
+        connect_timeout: 2.0,
+        search_timeout: 5.0,
+        user_attribute: "uid".to_owned(),
+        max_entries: 16,
+        max_reply_bytes: 1 << 20,
+    };
+    let ldaps = LdapDirectory::new(config(slapd.ldaps_uri().unwrap(), false)).unwrap();
+    assert_eq!(
+        map(&rule(EXACT), &alice, &ldaps, None, 0).users(),
+        ["alice"]
+    );
+    let starttls = LdapDirectory::new(config(slapd.uri(), true)).unwrap();
+    assert_eq!(
+        map(&rule(EXACT), &alice, &starttls, None, 0).users(),
+        ["alice"]
+    );
+
+    // A server whose certificate is not signed by tls_ca is not talked to.
+    let (_, other_ca) = server_tls(&dir.path().join("other"));
+    let mut untrusted = config(slapd.ldaps_uri().unwrap(), false);
+    untrusted.tls_ca = Some(other_ca);
+    let mapping = map(
+        &rule(EXACT),
+        &alice,
+        &LdapDirectory::new(untrusted).unwrap(),
+        None,
+        0,
+    );
+    assert!(
+        matches!(mapping.outcome, Outcome::Error { .. }),
+        "{mapping:#?}"
+    );
+
+    std::fs::write(&password, "wrong\n").unwrap();
+    let mapping = map(&rule(EXACT), &alice, &ldaps, None, 0);
+    match &mapping.outcome {
+        Outcome::Error {
+            unavailable: false,
+            message,
+            ..
+        } => {
+            assert!(
+                message.contains("49") || message.contains("nvalid"),
+                "{message}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    // A password file others can read is refused before any bind.
+    std::fs::write(&password, "secret\n").unwrap();
+    std::fs::set_permissions(&password, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mapping = map(&rule(EXACT), &alice, &ldaps, None, 0);
+    assert!(
+        matches!(&mapping.outcome, Outcome::Error { message, .. } if message.contains("mode 0600")),
+        "{mapping:#?}"
+    );
 }
 
 /// A config for `rig` with `rules` (TOML text) instead of `{cn}`.
