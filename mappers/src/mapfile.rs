@@ -1,13 +1,21 @@
-//! Mapfiles: `<key> <user>` lines, loaded once into a hash index.
+//! Mapfiles: `<key> <user>` lines, loaded once into a sorted index.
 //!
 //! The user is the last whitespace-separated word, so keys may contain
 //! spaces (DNs do); pam_pkcs11's `<key> -> <user>` form is read too. A key
 //! that is not in the file is a miss: unlike pam_pkcs11, the key itself is
 //! never used as a user name.
+//!
+//! The file is kept as one string, with (key, user, line) ranges into it and
+//! a hash table of indices: loading does not allocate per line (freeing
+//! 100,000 small strings cost more than reading them), and a look-up is one
+//! hash probe.
 
-use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read};
+use std::hash::BuildHasher;
+use std::io::Read;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
+
+use hashbrown::HashTable;
 
 /// Longest line accepted.
 pub const MAX_LINE_LEN: usize = 8192;
@@ -37,76 +45,109 @@ pub enum MapFileError {
     },
 }
 
+#[derive(Debug, Clone)]
+struct Entry {
+    key: Range<usize>,
+    user: Range<usize>,
+    line: usize,
+    /// The next entry with the same key, in file order.
+    next: Option<usize>,
+}
+
 /// A loaded mapfile.
 #[derive(Debug, Default)]
 pub struct MapFile {
     path: PathBuf,
-    index: HashMap<String, Vec<(String, usize)>>,
-    lines: usize,
+    text: String,
+    entries: Vec<Entry>,
+    /// (first, last) entry of each distinct key.
+    index: HashTable<(usize, usize)>,
+    hasher: std::hash::RandomState,
 }
 
 impl MapFile {
     /// Reads a mapfile from `reader`; `path` names it in errors.
     pub fn read(path: &Path, reader: impl Read) -> Result<Self, MapFileError> {
-        let mut reader = BufReader::new(reader.take(MAX_MAPFILE_SIZE + 1));
-        let mut map = MapFile {
+        let io_error = |message: String| MapFileError::Io {
             path: path.to_owned(),
-            ..MapFile::default()
+            message,
         };
-        let mut buffer = Vec::new();
-        let mut number = 0usize;
-        let mut total = 0u64;
-        loop {
-            buffer.clear();
-            let read = (&mut reader)
-                .take(MAX_LINE_LEN as u64 + 2)
-                .read_until(b'\n', &mut buffer)
-                .map_err(|error| MapFileError::Io {
-                    path: path.to_owned(),
-                    message: error.to_string(),
-                })?;
-            if read == 0 {
-                break;
+        let mut bytes = Vec::new();
+        reader
+            .take(MAX_MAPFILE_SIZE + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|error| io_error(error.to_string()))?;
+        if bytes.len() as u64 > MAX_MAPFILE_SIZE {
+            return Err(io_error(format!("larger than {MAX_MAPFILE_SIZE} bytes")));
+        }
+        let line_error = |line: usize, message: &str| MapFileError::Line {
+            path: path.to_owned(),
+            line,
+            message: message.to_owned(),
+        };
+        let text = String::from_utf8(bytes).map_err(|error| {
+            let valid = error.utf8_error().valid_up_to();
+            let line = error.as_bytes()[..valid]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count()
+                + 1;
+            line_error(line, "not UTF-8")
+        })?;
+        let mut entries = Vec::new();
+        for (index, raw) in text.split_inclusive('\n').enumerate() {
+            let number = index + 1;
+            let content = raw.strip_suffix('\n').unwrap_or(raw);
+            let content = content.strip_suffix('\r').unwrap_or(content);
+            if content.len() > MAX_LINE_LEN {
+                return Err(line_error(
+                    number,
+                    &format!("line longer than {MAX_LINE_LEN} bytes"),
+                ));
             }
-            number += 1;
-            total += read as u64;
-            if total > MAX_MAPFILE_SIZE {
-                return Err(MapFileError::Io {
-                    path: path.to_owned(),
-                    message: format!("larger than {MAX_MAPFILE_SIZE} bytes"),
-                });
-            }
-            let line_error = |message: String| MapFileError::Line {
-                path: path.to_owned(),
-                line: number,
-                message,
-            };
-            if buffer.last() == Some(&b'\n') {
-                buffer.pop();
-            } else if buffer.len() > MAX_LINE_LEN {
-                return Err(line_error(format!("line longer than {MAX_LINE_LEN} bytes")));
-            }
-            if buffer.last() == Some(&b'\r') {
-                buffer.pop();
-            }
-            if buffer.len() > MAX_LINE_LEN {
-                return Err(line_error(format!("line longer than {MAX_LINE_LEN} bytes")));
-            }
-            let line = std::str::from_utf8(&buffer)
-                .map_err(|_| line_error("not UTF-8".to_owned()))?
-                .trim();
+            let line = content.trim();
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
             let (key, user) =
-                split_line(line).ok_or_else(|| line_error("expected `<key> <user>`".to_owned()))?;
-            map.index
-                .entry(key.to_owned())
-                .or_default()
-                .push((user.to_owned(), number));
-            map.lines += 1;
+                split_line(line).ok_or_else(|| line_error(number, "expected `<key> <user>`"))?;
+            // Byte range of a subslice of `text` (str::substr_range is unstable).
+            let range = |part: &str| {
+                let begin = part.as_ptr() as usize - text.as_ptr() as usize;
+                begin..begin + part.len()
+            };
+            entries.push(Entry {
+                key: range(key),
+                user: range(user),
+                line: number,
+                next: None,
+            });
         }
-        Ok(map)
+        let hasher = std::hash::RandomState::new();
+        let mut index: HashTable<(usize, usize)> = HashTable::with_capacity(entries.len());
+        for position in 0..entries.len() {
+            let key = &text[entries[position].key.clone()];
+            let hash = hasher.hash_one(key);
+            let same_key = |&(first, _): &(usize, usize)| text[entries[first].key.clone()] == *key;
+            match index.find_mut(hash, same_key) {
+                Some((_, last)) => {
+                    entries[*last].next = Some(position);
+                    *last = position;
+                }
+                None => {
+                    index.insert_unique(hash, (position, position), |&(first, _)| {
+                        hasher.hash_one(&text[entries[first].key.clone()])
+                    });
+                }
+            }
+        }
+        Ok(MapFile {
+            path: path.to_owned(),
+            text,
+            entries,
+            index,
+            hasher,
+        })
     }
 
     /// The file's path.
@@ -116,17 +157,31 @@ impl MapFile {
 
     /// Number of mapping lines.
     pub fn len(&self) -> usize {
-        self.lines
+        self.entries.len()
     }
 
     /// Whether the file maps nothing.
     pub fn is_empty(&self) -> bool {
-        self.lines == 0
+        self.entries.is_empty()
     }
 
-    /// The users `key` maps to, with their line numbers; empty on a miss.
-    pub fn get(&self, key: &str) -> &[(String, usize)] {
-        self.index.get(key).map(Vec::as_slice).unwrap_or_default()
+    /// The users `key` maps to, with their line numbers, in file order;
+    /// empty on a miss.
+    pub fn get(&self, key: &str) -> Vec<(&str, usize)> {
+        let hash = self.hasher.hash_one(key);
+        let Some(&(first, _)) = self.index.find(hash, |&(first, _)| {
+            self.text[self.entries[first].key.clone()] == *key
+        }) else {
+            return Vec::new();
+        };
+        let mut found = Vec::new();
+        let mut next = Some(first);
+        while let Some(position) = next {
+            let entry = &self.entries[position];
+            found.push((&self.text[entry.user.clone()], entry.line));
+            next = entry.next;
+        }
+        found
     }
 }
 
@@ -156,9 +211,9 @@ mod tests {
         )
         .unwrap();
         assert_eq!(map.len(), 4);
-        assert_eq!(map.get("CN=Alice Smith,O=Example"), [("alice".into(), 3)]);
-        assert_eq!(map.get("key"), [("carol".into(), 5)]);
-        assert_eq!(map.get("ab12"), [("bob".into(), 4), ("bob2".into(), 6)]);
+        assert_eq!(map.get("CN=Alice Smith,O=Example"), [("alice", 3)]);
+        assert_eq!(map.get("key"), [("carol", 5)]);
+        assert_eq!(map.get("ab12"), [("bob", 4), ("bob2", 6)]);
     }
 
     #[test]
@@ -180,6 +235,7 @@ mod tests {
             error.to_string(),
             format!("/etc/tessera/map:2: line longer than {MAX_LINE_LEN} bytes")
         );
-        assert!(MapFile::read(Path::new("/m"), &b"k \xff\n"[..]).is_err());
+        let error = MapFile::read(Path::new("/m"), &b"a b\nk \xff\n"[..]).unwrap_err();
+        assert_eq!(error.to_string(), "/m:2: not UTF-8");
     }
 }

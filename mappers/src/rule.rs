@@ -634,7 +634,7 @@ impl Rule {
                                 .join(", ")
                         },
                     });
-                    users.extend(found.iter().map(|(user, _)| user.clone()));
+                    users.extend(found.iter().map(|(user, _)| (*user).to_owned()));
                 }
                 if users.is_empty() {
                     return Err(Verdict::NoMatch {

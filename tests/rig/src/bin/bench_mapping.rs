@@ -191,7 +191,7 @@ fn main() {
     );
 
     pam_pkcs11_comparison(dir.path(), &ca, &mapfile);
-    ldap(dir.path(), &ca, &spki, &fields);
+    ldap(dir.path(), &ca, &fields);
 }
 
 /// The same token and the same mapfile through `pklogin_finder` (pam_pkcs11's
@@ -216,6 +216,20 @@ fn pam_pkcs11_comparison(dir: &Path, ca: &TestCa, mapfile: &Path) {
     std::fs::create_dir_all(&ca_dir).unwrap();
     std::fs::write(ca_dir.join("ca.pem"), ca.pem()).unwrap();
     let (env_key, env_value) = hsm.env();
+    // Both tools see the user through nss_wrapper, as in the login tests.
+    let passwd = dir.join("passwd");
+    let group = dir.join("group");
+    std::fs::write(
+        &passwd,
+        "root:x:0:0:root:/root:/bin/sh\nalice:x:20001:20001:alice:/nonexistent:/bin/sh\n",
+    )
+    .unwrap();
+    std::fs::write(&group, "root:x:0:\nalice:x:20001:\n").unwrap();
+    let nss = [
+        ("LD_PRELOAD", PathBuf::from("libnss_wrapper.so")),
+        ("NSS_WRAPPER_PASSWD", passwd),
+        ("NSS_WRAPPER_GROUP", group),
+    ];
 
     let finder = Path::new("/usr/bin/pklogin_finder");
     let mut rows = Vec::new();
@@ -234,7 +248,8 @@ fn pam_pkcs11_comparison(dir: &Path, ca: &TestCa, mapfile: &Path) {
             Command::new(artefact("tessera"))
                 .args(["map", "--token", "--config"])
                 .arg(&tessera_conf)
-                .env(env_key, &env_value),
+                .env(env_key, &env_value)
+                .envs(nss.clone()),
             11,
         );
         assert!(tessera_out.contains("maps to alice"), "{tessera_out}");
@@ -255,7 +270,8 @@ fn pam_pkcs11_comparison(dir: &Path, ca: &TestCa, mapfile: &Path) {
             let (time, out) = wall(
                 Command::new(finder)
                     .arg(format!("config_file={}", conf.display()))
-                    .env(env_key, &env_value),
+                    .env(env_key, &env_value)
+                    .envs(nss.clone()),
                 11,
             );
             if out.contains("alice") {
@@ -276,15 +292,21 @@ fn pam_pkcs11_comparison(dir: &Path, ca: &TestCa, mapfile: &Path) {
     }
 }
 
-/// 10,000 directory users with a certificate and a mail address each.
-fn ldap(dir: &Path, ca: &TestCa, spki: &[u8], target: &CertificateFields) {
+/// 10,000 directory users with a certificate and a mail address each. Each
+/// certificate gets its own key: rcgen derives the serial from the key.
+fn ldap(dir: &Path, ca: &TestCa, target: &CertificateFields) {
     let started = Instant::now();
     let mut users: Vec<LdapUser> = (0..LDAP_USERS - 1)
         .map(|index| {
             let name = format!("user{index}");
             LdapUser {
                 mail: vec![format!("{name}@example.test")],
-                certificates: vec![ca.issue(&UserCert::valid(&name), spki)],
+                certificates: vec![ca.issue(
+                    &UserCert::valid(&name),
+                    &KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+                        .unwrap()
+                        .subject_public_key_info(),
+                )],
                 ..LdapUser::new(&name)
             }
         })
@@ -330,8 +352,10 @@ fn ldap(dir: &Path, ca: &TestCa, spki: &[u8], target: &CertificateFields) {
         let samples: Vec<Duration> = (0..200)
             .map(|_| {
                 let started = Instant::now();
-                assert_eq!(map_certificate(&rules, &input, &context).users(), ["alice"]);
-                started.elapsed()
+                let mapping = map_certificate(&rules, &input, &context);
+                let elapsed = started.elapsed();
+                assert_eq!(mapping.users(), ["alice"], "{:#?}", mapping.trace);
+                elapsed
             })
             .collect();
         println!(
