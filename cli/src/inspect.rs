@@ -271,7 +271,10 @@ pub fn render(report: &Report) -> String {
                 None => text.push_str("    maps to  nobody\n"),
             }
             for step in &certificate.mapping_trace {
-                text.push_str(&format!("      {step}\n"));
+                // A step is several lines (rule, conditions, look-ups, verdict).
+                for line in step.lines() {
+                    text.push_str(&format!("      {line}\n"));
+                }
             }
         }
     }
