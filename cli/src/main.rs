@@ -2,8 +2,11 @@
 
 mod inspect;
 mod login;
+#[cfg(test)]
+mod man_coverage;
 mod map;
 mod migrate;
+mod setup;
 mod status;
 mod terminal;
 
@@ -31,6 +34,9 @@ enum Command {
         /// The configuration file.
         #[arg(default_value = DEFAULT_CONFIG_PATH)]
         path: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// List tokens and their certificates: validation verdict and mapped user.
     /// Exit status 0 when the tokens could be read.
@@ -57,6 +63,30 @@ enum Command {
         /// The PAM service whose policy applies.
         #[arg(long, default_value = "login")]
         service: String,
+    },
+    /// Write a starting configuration (mode 0644) and copy the CA next to
+    /// it, check it like check-config, and print the next step. Exit status
+    /// 0 when written and usable, 1 when nothing was written, 3 when written
+    /// but the checks fail.
+    Setup {
+        /// The trusted CA certificate, PEM or DER.
+        #[arg(long)]
+        ca: PathBuf,
+        /// The user template of the first rule, e.g. '{cn}' or '{uid}'.
+        #[arg(long)]
+        rule: String,
+        /// The PKCS#11 module (default: p11-kit's proxy).
+        #[arg(long)]
+        module: Option<PathBuf>,
+        /// pki.revocation: none, crl, ocsp, ocsp-then-crl or crl-then-ocsp.
+        #[arg(long)]
+        revocation: Option<String>,
+        /// Where to write the configuration.
+        #[arg(long, default_value = DEFAULT_CONFIG_PATH)]
+        output: PathBuf,
+        /// Overwrite an existing configuration and CA copy.
+        #[arg(long)]
+        force: bool,
     },
     /// Show what tessera-eventd sees: readers, inserted tokens and the
     /// sessions bound to tokens. Exit status 1 when eventd does not answer.
@@ -157,24 +187,80 @@ fn check_config(path: &Path) -> Result<Vec<String>, String> {
     Ok(report)
 }
 
+/// Writes a report to standard output, the one place the tool prints it.
+#[allow(clippy::print_stdout)]
+fn print_lines(text: &str) {
+    println!("{}", text.trim_end());
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match &cli.command {
-        Command::CheckConfig { path } => match check_config(path) {
-            Ok(report) => {
-                for line in report {
-                    #[allow(clippy::print_stdout)]
-                    {
-                        println!("{line}");
+        Command::CheckConfig { path, json } => {
+            let result = check_config(path);
+            if *json {
+                let report = match &result {
+                    Ok(checks) => serde_json::json!({
+                        "ok": true, "config": path, "checks": checks,
+                    }),
+                    Err(error) => serde_json::json!({
+                        "ok": false, "config": path, "error": error,
+                    }),
+                };
+                print_lines(&serde_json::to_string_pretty(&report).unwrap_or_default());
+            }
+            match result {
+                Ok(report) => {
+                    if !*json {
+                        print_lines(&report.join("\n"));
                     }
+                    ExitCode::SUCCESS
                 }
-                ExitCode::SUCCESS
+                Err(error) => {
+                    if !*json {
+                        eprintln!("tessera check-config: {error}");
+                    }
+                    ExitCode::FAILURE
+                }
             }
-            Err(error) => {
-                eprintln!("tessera check-config: {error}");
-                ExitCode::FAILURE
+        }
+        Command::Setup {
+            ca,
+            rule,
+            module,
+            revocation,
+            output,
+            force,
+        } => {
+            let request = setup::SetupRequest {
+                ca: ca.clone(),
+                rule: rule.clone(),
+                module: module.clone(),
+                revocation: revocation.clone(),
+                output: output.clone(),
+                force: *force,
+            };
+            if let Err(error) = setup::write(&request) {
+                eprintln!("tessera setup: {error}");
+                return ExitCode::FAILURE;
             }
-        },
+            print_lines(&format!("{}: written", output.display()));
+            match check_config(output) {
+                Ok(report) => {
+                    print_lines(&report.join("\n"));
+                    print_lines(&setup::next_step());
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!(
+                        "tessera setup: written, but the check failed: {error}\n\
+                         Fix it, then run: tessera check-config {}",
+                        output.display()
+                    );
+                    ExitCode::from(3)
+                }
+            }
+        }
         Command::Inspect {
             config,
             token,

@@ -168,3 +168,110 @@ fn login_runs_the_flow_without_pam_and_prints_each_step() {
     assert_eq!(bad.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("login FAILED (WrongPin)"));
 }
+
+fn run_tessera(rig: &LoginRig, args: &[&std::ffi::OsStr]) -> std::process::Output {
+    tessera(rig).args(args).output().unwrap()
+}
+
+#[test]
+fn setup_writes_a_usable_config_refuses_to_overwrite_it_and_tells_a_bad_one_apart() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut rig = LoginRig::new();
+    rig.enroll("alice", KeyType::P256);
+    let output = rig.path().join("etc/tessera.toml");
+    let ca = rig.ca_dir().join("root.pem");
+    let setup = |module: &str, force: bool| {
+        let mut args: Vec<&std::ffi::OsStr> = vec![
+            "setup".as_ref(),
+            "--ca".as_ref(),
+            ca.as_os_str(),
+            "--rule".as_ref(),
+            "{cn}".as_ref(),
+            "--module".as_ref(),
+            module.as_ref(),
+            "--revocation".as_ref(),
+            "none".as_ref(),
+            "--output".as_ref(),
+            output.as_os_str(),
+        ];
+        if force {
+            args.push("--force".as_ref());
+        }
+        run_tessera(&rig, &args)
+    };
+
+    let first = setup("/usr/lib/softhsm/libsofthsm2.so", false);
+    let stdout = String::from_utf8_lossy(&first.stdout);
+    assert_eq!(
+        first.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert!(stdout.contains("1 token(s) present"), "{stdout}");
+    assert!(
+        stdout.contains("pam-auth-update --enable tessera"),
+        "{stdout}"
+    );
+    let mode = std::fs::metadata(&output).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o644);
+    assert_eq!(
+        std::fs::read(rig.path().join("etc/ca/root.pem")).unwrap(),
+        std::fs::read(&ca).unwrap()
+    );
+    let written = std::fs::read_to_string(&output).unwrap();
+
+    // Without --force an existing config stays as it was.
+    let again = setup("/nonexistent/module.so", false);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
+    assert_eq!(std::fs::read_to_string(&output).unwrap(), written);
+
+    // Written, but the module cannot be loaded: exit status 3.
+    let broken = setup("/nonexistent/module.so", true);
+    assert_eq!(
+        broken.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&broken.stderr)
+    );
+    assert!(std::fs::read_to_string(&output)
+        .unwrap()
+        .contains("/nonexistent/module.so"));
+}
+
+#[test]
+fn check_config_json_reports_success_and_failure() {
+    let mut rig = LoginRig::new();
+    rig.enroll("alice", KeyType::P256);
+    let config = rig.config_path();
+    let good = run_tessera(
+        &rig,
+        &[
+            "check-config".as_ref(),
+            "--json".as_ref(),
+            config.as_os_str(),
+        ],
+    );
+    assert!(good.status.success());
+    let report: serde_json::Value = serde_json::from_slice(&good.stdout).unwrap();
+    assert_eq!(report["ok"], true);
+    assert!(report["checks"].as_array().unwrap().len() >= 4, "{report}");
+
+    rig.write_config("version = 1\n[pki]\nca = []\nbogus = 1\n");
+    let bad = run_tessera(
+        &rig,
+        &[
+            "check-config".as_ref(),
+            "--json".as_ref(),
+            config.as_os_str(),
+        ],
+    );
+    assert_eq!(bad.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&bad.stdout).unwrap();
+    assert_eq!(report["ok"], false);
+    assert!(
+        report["error"].as_str().unwrap().contains("bogus"),
+        "{report}"
+    );
+}
