@@ -63,6 +63,9 @@ pub struct EventdUnit {
     since: String,
 }
 
+/// Where the unit runs the daemon from inside the namespace.
+const INSTALLED_BINARY: &str = "/usr/local/sbin/tessera-eventd";
+
 impl EventdUnit {
     /// Installs the unit from `etc/` with a drop-in pointing at the built
     /// binary, the bus policy, `/etc/tessera/tessera.toml` (with `eventd`
@@ -77,13 +80,16 @@ impl EventdUnit {
             "/etc/systemd/system/tessera-eventd.service",
         )
         .unwrap();
+        // The unit's PrivateTmp hides /tmp, where a checkout may live: run a
+        // copy from /usr/local/sbin (the namespace's overlay, not the host).
+        std::fs::create_dir_all("/usr/local/sbin").unwrap();
+        std::fs::copy(artefact("tessera-eventd"), INSTALLED_BINARY).unwrap();
         let dropin = "/etc/systemd/system/tessera-eventd.service.d";
         std::fs::create_dir_all(dropin).unwrap();
         std::fs::write(
             format!("{dropin}/test.conf"),
             format!(
-                "[Service]\nExecStart=\nExecStart={} --debug\nEnvironment=OPENSC_CONF=/etc/tessera/opensc.conf\n",
-                artefact("tessera-eventd").display()
+                "[Service]\nExecStart=\nExecStart={INSTALLED_BINARY} --debug\nEnvironment=OPENSC_CONF=/etc/tessera/opensc.conf\n"
             ),
         )
         .unwrap();

@@ -29,6 +29,7 @@ const POWEROFF_TIMEOUT: Duration = Duration::from_secs(10);
 const INIT_SCRIPT: &str = r#"
 set -eu
 R=$1
+shift
 mount -t tmpfs -o mode=0755 tmpfs "$R"
 mkdir -p "$R/lower" "$R/upper" "$R/work" "$R/merged"
 # Non-recursive: host mounts under / (other tmpfs, /proc) stay out.
@@ -50,6 +51,12 @@ ln -s pts/ptmx "$M/dev/ptmx"
 mount -t tmpfs tmpfs "$M/dev/shm"
 mount -t tmpfs -o mode=0755 tmpfs "$M/run"
 mount -t tmpfs -o mode=1777 tmpfs "$M/tmp"
+# The checkout and its build output stay visible at their own paths, even
+# under /tmp or /run, so the tests can run their binaries inside.
+for keep in "$@"; do
+    mkdir -p "$M$keep"
+    mount --bind "$keep" "$M$keep"
+done
 mkdir -p "$M/run/systemd"
 echo tessera > "$M/run/systemd/container"
 # Only what the tests need: the bus and logind, not the host's services.
@@ -97,6 +104,25 @@ fn children(pid: u32) -> Vec<u32> {
         .collect()
 }
 
+/// The workspace and the cargo output directory, canonical and de-duplicated.
+fn kept_directories() -> Vec<std::path::PathBuf> {
+    let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let target = crate::bins::bin_dir().join("..");
+    let mut kept: Vec<std::path::PathBuf> = [workspace, target]
+        .iter()
+        .filter_map(|dir| fs::canonicalize(dir).ok())
+        .collect();
+    kept.sort();
+    kept.dedup();
+    // A directory inside another is already covered by the outer bind.
+    let all = kept.clone();
+    kept.retain(|dir| {
+        !all.iter()
+            .any(|outer| outer != dir && dir.starts_with(outer))
+    });
+    kept
+}
+
 impl Namespace {
     /// Boots systemd and waits until logind answers on the bus.
     pub fn boot() -> Result<Namespace, String> {
@@ -114,11 +140,12 @@ impl Namespace {
         // becomes unshare, whose forked child is the namespace's PID 1.
         let launcher = Command::new("sh")
             .arg("-c")
-            .arg(r#"echo $$ > "$1/cgroup.procs" && exec unshare --mount --propagation private --pid --fork --uts --ipc --net --cgroup sh -c "$2" init "$3""#)
+            .arg(r#"cg=$1; script=$2; shift 2; echo $$ > "$cg/cgroup.procs" && exec unshare --mount --propagation private --pid --fork --uts --ipc --net --cgroup sh -c "$script" init "$@""#)
             .arg("sh")
             .arg(&cgroup)
             .arg(INIT_SCRIPT)
             .arg(&root)
+            .args(kept_directories())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
