@@ -203,16 +203,23 @@ impl SessionBinding {
         if text.len() as u64 > MAX_BINDING_SIZE {
             return Err(untrusted(format!("larger than {MAX_BINDING_SIZE} bytes")));
         }
+        Self::parse(path, &text)
+    }
+
+    /// Parses and checks the text of a record read from `path` (used only
+    /// in messages): well-formed, this version, a safe session id.
+    pub fn parse(path: &Path, text: &str) -> Result<Self, BindingError> {
+        let malformed = |message: String| BindingError::Malformed {
+            path: path.to_owned(),
+            message,
+        };
         let binding: SessionBinding =
-            toml::from_str(&text).map_err(|error| BindingError::Malformed {
-                path: path.to_owned(),
-                message: error.message().to_owned(),
-            })?;
+            toml::from_str(text).map_err(|error| malformed(error.message().to_owned()))?;
         if binding.version != BINDING_VERSION {
-            return Err(BindingError::Malformed {
-                path: path.to_owned(),
-                message: format!("unsupported version {}", binding.version),
-            });
+            return Err(malformed(format!(
+                "unsupported version {}",
+                binding.version
+            )));
         }
         validate_session_id(&binding.session_id)?;
         Ok(binding)
@@ -317,6 +324,25 @@ mod tests {
             SessionBinding::read(&path),
             Err(BindingError::Malformed { .. })
         ));
+
+        // A record padded past the bound with a comment: well-formed, too big.
+        let padded = format!(
+            "{}#{}\n",
+            toml::to_string(&sample("7")).unwrap(),
+            "x".repeat(MAX_BINDING_SIZE as usize)
+        );
+        fs::write(&path, &padded).unwrap();
+        match SessionBinding::read(&path) {
+            Err(BindingError::Untrusted { reason, .. }) => {
+                assert!(reason.contains("larger than 16384 bytes"), "{reason}")
+            }
+            other => panic!("oversized record: {other:?}"),
+        }
+        assert_eq!(
+            SessionBinding::parse(&path, &padded).unwrap(),
+            sample("7"),
+            "only the size made it unacceptable"
+        );
 
         let link = dir.path().join("8.toml");
         std::os::unix::fs::symlink(&path, &link).unwrap();

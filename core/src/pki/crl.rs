@@ -169,6 +169,12 @@ fn read_crl_file(path: &Path, max_bytes: u64) -> Result<Vec<CrlDocument>, String
             "{shown}: larger than {max_bytes} bytes (pki.crl.max_bytes)"
         ));
     }
+    parse_file_contents(bytes, &shown)
+}
+
+/// The CRLs of a local file's contents: one DER CRL, or PEM with one or
+/// more `X509 CRL` blocks. `shown` names the file in messages.
+pub fn parse_file_contents(bytes: Vec<u8>, shown: &str) -> Result<Vec<CrlDocument>, String> {
     let ders: Vec<Vec<u8>> = if bytes.trim_ascii_start().starts_with(b"-----BEGIN") {
         CertificateRevocationListDer::pem_slice_iter(&bytes)
             .map(|der| der.map(|der| der.as_ref().to_vec()))
@@ -181,7 +187,7 @@ fn read_crl_file(path: &Path, max_bytes: u64) -> Result<Vec<CrlDocument>, String
         return Err(format!("{shown}: no X509 CRL block"));
     }
     ders.into_iter()
-        .map(|der| CrlDocument::parse(der, shown.clone()))
+        .map(|der| CrlDocument::parse(der, shown.to_owned()))
         .collect()
 }
 
