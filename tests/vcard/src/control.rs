@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use crate::link::Switch;
-use crate::piv::PivCard;
+use tessera_vcard::piv::PivCard;
 
 /// A client gets this long to send its line before the server gives up on it.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);

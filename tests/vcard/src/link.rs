@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use socket2::SockRef;
 
-use crate::piv::{PivCard, ATR};
+use tessera_vcard::piv::{PivCard, ATR};
 
 /// How long to wait before retrying when vpcd is not listening (pcscd not
 /// started yet) or dropped the connection.

@@ -3,13 +3,8 @@
 //! a PKCS#11 token. Test support only: keys live in plain files.
 #![deny(unsafe_code)]
 
-mod apdu;
 mod control;
-mod keys;
 mod link;
-mod pin;
-mod piv;
-mod tlv;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -23,10 +18,11 @@ use sha2::{Digest, Sha256};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
-use crate::keys::SlotKey;
+use tessera_vcard::keys::{self, SlotKey};
+use tessera_vcard::pin::{Credentials, Padded};
+use tessera_vcard::piv::{PivCard, Slot, SlotId};
+
 use crate::link::Switch;
-use crate::pin::{Credentials, Padded};
-use crate::piv::{PivCard, Slot, SlotId};
 
 /// vpcd's first reader listens here; reader N on this port + N.
 const VPCD_BASE_PORT: u16 = 35963;
