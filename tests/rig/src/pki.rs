@@ -349,11 +349,15 @@ impl TestCa {
                 .collect(),
             key_identifier_method: KeyIdMethod::Sha256,
         };
-        params
-            .signed_by(&self.issuer)
-            .expect("sign CRL")
-            .der()
-            .to_vec()
+        self.sign_crl(params).der().to_vec()
+    }
+
+    /// The CRL `params` describe, signed by this CA.
+    pub fn sign_crl(
+        &self,
+        params: CertificateRevocationListParams,
+    ) -> rcgen::CertificateRevocationList {
+        params.signed_by(&self.issuer).expect("sign CRL")
     }
 
     /// A delta CRL (a base CRL plus a critical deltaCRLIndicator), signed by this CA.
