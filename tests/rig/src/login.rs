@@ -49,6 +49,7 @@ pub struct LoginRig {
     users: Vec<(String, String)>,
     extra_env: Vec<(String, std::ffi::OsString)>,
     run_as: Option<u32>,
+    wrapper: Vec<std::ffi::OsString>,
 }
 
 impl Default for LoginRig {
@@ -72,6 +73,7 @@ impl LoginRig {
             users: Vec::new(),
             extra_env: Vec::new(),
             run_as: None,
+            wrapper: Vec::new(),
             dir,
         };
         std::fs::create_dir_all(rig.ca_dir()).expect("ca dir");
@@ -160,6 +162,12 @@ impl LoginRig {
                 .arg(self.path().join("softhsm")),
         );
         self.run_as = Some(uid);
+    }
+
+    /// Runs the PAM application under `wrapper` (a program and its
+    /// arguments, such as valgrind), which gets the harness command line.
+    pub fn run_under<S: Into<std::ffi::OsString>>(&mut self, wrapper: impl IntoIterator<Item = S>) {
+        self.wrapper = wrapper.into_iter().map(Into::into).collect();
     }
 
     /// The uid of the `index`-th user added (0-based), as in the fake passwd.
@@ -285,18 +293,19 @@ impl LoginRig {
         ops: &[&str],
         extra: &[&str],
     ) -> Command {
-        let mut command = match self.run_as {
-            Some(uid) => {
-                let mut setpriv = Command::new("setpriv");
-                setpriv
-                    .arg(format!("--reuid={uid}"))
-                    .arg(format!("--regid={uid}"))
-                    .arg("--clear-groups")
-                    .arg(artefact("tessera-pam-harness"));
-                setpriv
-            }
-            None => Command::new(artefact("tessera-pam-harness")),
-        };
+        let mut program = self.wrapper.clone();
+        program.push(artefact("tessera-pam-harness").into());
+        if let Some(uid) = self.run_as {
+            let setpriv = [
+                "setpriv".to_owned(),
+                format!("--reuid={uid}"),
+                format!("--regid={uid}"),
+                "--clear-groups".to_owned(),
+            ];
+            program.splice(0..0, setpriv.map(Into::into));
+        }
+        let mut command = Command::new(&program[0]);
+        command.args(&program[1..]);
         command.args(extra);
         command
             .arg("--confdir")

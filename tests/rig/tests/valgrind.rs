@@ -1,53 +1,161 @@
-//! pam_tessera.so under valgrind memcheck during a successful and a failed
-//! login through real libpam (DESIGN.md lesson 7: the anchors' memory-safety
-//! bugs were only seen under valgrind).
+//! pam_tessera.so under valgrind memcheck through real libpam: a successful
+//! and a failed login with a SoftHSM token, the same with revocation by
+//! local CRLs (a good and a revoked certificate), and with the virtual PIV
+//! card behind pcscd and OpenSC. DESIGN.md lesson 7: the anchors'
+//! memory-safety bugs were in their CRL paths and only seen under valgrind.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::path::PathBuf;
 use std::process::Command;
+use std::time::Duration;
 
-use tessera_testrig::bins::artefact;
-use tessera_testrig::login::{LoginRig, PIN, SERVICE};
+use rcgen::RevocationReason;
+use tessera_testrig::login::{LoginRig, PamRun, PIN};
+use tessera_testrig::pcscd::{Pcscd, OPENSC_PKCS11};
+use tessera_testrig::pki::{Pointers, Revoked, UserCert};
+use tessera_testrig::run;
 use tessera_testrig::softhsm::KeyType;
+use tessera_testrig::vcard::CardSpec;
+use time::OffsetDateTime;
 
-fn memcheck(rig: &LoginRig, pin: &str, expected: &str) {
-    let log = rig.path().join(format!("valgrind-{pin}.log"));
-    let (key, value) = rig.hsm.env();
-    let output = Command::new("valgrind")
-        .args([
-            "--tool=memcheck",
-            "--error-exitcode=99",
-            "--track-origins=yes",
-        ])
-        .arg(format!("--log-file={}", log.display()))
-        .arg(artefact("tessera-pam-harness"))
-        .arg("--confdir")
-        .arg(rig.confdir())
-        .args(["--service", SERVICE, "--user", "alice", "--answer", pin])
-        .env(key, value)
-        .env("NSS_WRAPPER_PASSWD", rig.path().join("passwd"))
-        .env("NSS_WRAPPER_GROUP", rig.path().join("group"))
-        .env("LD_PRELOAD", "libnss_wrapper.so")
-        .output()
-        .unwrap();
-    let report = std::fs::read_to_string(&log).unwrap_or_default();
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "valgrind found errors:\n{report}\nstdout: {}",
-        String::from_utf8_lossy(&output.stdout)
-    );
-    assert!(report.contains("ERROR SUMMARY: 0 errors"), "{report}");
+/// Runs the rig's PAM application under memcheck from now on; returns the log.
+fn memcheck(rig: &mut LoginRig, name: &str) -> PathBuf {
+    let log = rig.path().join(format!("valgrind-{name}.log"));
+    rig.run_under([
+        "valgrind".to_owned(),
+        "--tool=memcheck".to_owned(),
+        "--error-exitcode=99".to_owned(),
+        "--track-origins=yes".to_owned(),
+        format!("--log-file={}", log.display()),
+    ]);
+    log
+}
+
+/// `run` ended with `expected` and memcheck found nothing.
+fn clean(log: &PathBuf, run: &PamRun, expected: &str) {
+    let report = std::fs::read_to_string(log).unwrap_or_default();
     assert!(
-        String::from_utf8_lossy(&output.stdout).contains(expected),
-        "{}",
-        String::from_utf8_lossy(&output.stdout)
+        report.contains("ERROR SUMMARY: 0 errors"),
+        "valgrind found errors:\n{report}\n{run}"
     );
+    assert_eq!(run.result("authenticate"), expected, "{run}");
 }
 
 #[test]
 fn a_login_and_a_failed_login_are_clean_under_memcheck() {
     let mut rig = LoginRig::new();
     rig.enroll("alice", KeyType::Rsa2048);
-    memcheck(&rig, PIN, "\"PAM_SUCCESS\"");
-    memcheck(&rig, "000000", "\"PAM_AUTH_ERR\"");
+    let log = memcheck(&mut rig, "softhsm");
+    clean(
+        &log,
+        &rig.authenticate(Some("alice"), &[PIN]),
+        "PAM_SUCCESS",
+    );
+    clean(
+        &log,
+        &rig.authenticate(Some("alice"), &["000000"]),
+        "PAM_AUTH_ERR",
+    );
+}
+
+#[test]
+fn crl_checks_of_a_good_and_a_revoked_certificate_are_clean_under_memcheck() {
+    let mut rig = LoginRig::new();
+    let issuing = rig
+        .ca
+        .intermediate("Tessera Test Issuing CA", &Pointers::default());
+    let next_update = OffsetDateTime::now_utc() + time::Duration::days(1);
+    let crl_dir = rig.path().join("crl");
+    std::fs::create_dir(&crl_dir).unwrap();
+    let revoked = [Revoked::new(0x4002, Some(RevocationReason::KeyCompromise))];
+    std::fs::write(
+        crl_dir.join("issuing.crl"),
+        issuing.crl(&revoked, next_update),
+    )
+    .unwrap();
+    // The root's CRL as PEM, so that both encodings are read.
+    let root_der = crl_dir.join("root.der.tmp");
+    std::fs::write(&root_der, rig.ca.crl(&[], next_update)).unwrap();
+    run(Command::new("openssl")
+        .args(["crl", "-inform", "DER", "-in"])
+        .arg(&root_der)
+        .arg("-out")
+        .arg(crl_dir.join("root.pem")));
+    std::fs::remove_file(&root_der).unwrap();
+    let config = rig.default_config().replace(
+        "revocation = \"none\"\n",
+        &format!(
+            "revocation = \"crl\"\ncache = false\n[pki.crl]\nfiles = [\"{}\"]\nfetch = false\n",
+            crl_dir.display()
+        ),
+    );
+    rig.write_config(&config);
+    for (user, serial) in [("alice", 0x4001), ("bob", 0x4002)] {
+        rig.add_user(user);
+        let mut spec = UserCert::valid(user);
+        spec.serial = Some(serial);
+        let token = format!("{user}-token");
+        rig.enroll_with(&token, KeyType::P256, &spec, &issuing);
+        rig.hsm
+            .write_object(&token, PIN, "02", "cert", issuing.der());
+    }
+    let log = memcheck(&mut rig, "crl");
+    clean(
+        &log,
+        &rig.authenticate(Some("alice"), &[PIN]),
+        "PAM_SUCCESS",
+    );
+    let run = rig.authenticate(Some("bob"), &[PIN]);
+    clean(&log, &run, "PAM_AUTH_ERR");
+    assert!(run.log.contains("revoked (keyCompromise)"), "{run}");
+}
+
+#[test]
+fn a_virtual_card_login_and_a_failed_one_are_clean_under_memcheck() {
+    let mut rig = LoginRig::new();
+    rig.add_user("alice");
+    let dir = rig.path().join("card");
+    std::fs::create_dir(&dir).unwrap();
+    let key = dir.join("key.pem");
+    let spki = dir.join("spki.der");
+    run(Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+        ])
+        .arg(&key));
+    run(Command::new("openssl")
+        .args(["pkey", "-pubout", "-outform", "DER", "-in"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&spki));
+    let cert = dir.join("cert.der");
+    let certificate = rig
+        .ca
+        .issue(&UserCert::valid("alice"), &std::fs::read(&spki).unwrap());
+    std::fs::write(&cert, certificate).unwrap();
+    let pcscd = Pcscd::start_for_readers(&rig.path().join("pcscd"), &[0]).unwrap();
+    let _card = CardSpec::new(0)
+        .slot("9a", key, cert)
+        .pin(PIN)
+        .start(&pcscd)
+        .unwrap();
+    pcscd.wait_card(0, true, Duration::from_secs(5)).unwrap();
+    rig.add_env(pcscd.env());
+    rig.use_pkcs11_module(OPENSC_PKCS11);
+    let log = memcheck(&mut rig, "vcard");
+    clean(
+        &log,
+        &rig.authenticate(Some("alice"), &[PIN]),
+        "PAM_SUCCESS",
+    );
+    clean(
+        &log,
+        &rig.authenticate(Some("alice"), &["000000"]),
+        "PAM_AUTH_ERR",
+    );
 }
