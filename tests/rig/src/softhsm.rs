@@ -121,6 +121,17 @@ impl SoftHsm {
             .arg(format!("{kind}-{id}")));
     }
 
+    /// Stores `der` as a certificate object without parsing it, whatever its size.
+    pub fn write_raw_certificate(&self, token: &str, pin: &str, id: &str, der: &[u8]) {
+        let file = self.dir.join(format!("{token}-{id}-raw.der"));
+        std::fs::write(&file, der).expect("write object file");
+        run(self
+            .command(artefact("tessera-rig-p11"))
+            .args(["--token", token, "--pin", pin])
+            .args(["write-certificate", "--id", id, "--file"])
+            .arg(&file));
+    }
+
     /// Measures the bare token floor: C_Initialize, C_Login, C_Sign (JSON line).
     pub fn bench_sign(&self, token: &str, pin: &str, id: &str, iterations: usize) -> String {
         let output = run(self

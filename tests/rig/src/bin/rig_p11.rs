@@ -13,7 +13,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use const_oid::ObjectIdentifier;
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::mechanism::Mechanism;
-use cryptoki::object::{Attribute, AttributeType, ObjectClass, ObjectHandle};
+use cryptoki::object::{Attribute, AttributeType, CertificateType, ObjectClass, ObjectHandle};
 use cryptoki::session::{Session, UserType};
 use cryptoki::types::AuthPin;
 use der::asn1::{BitString, OctetString, UintRef};
@@ -63,6 +63,16 @@ enum Command {
         label: String,
         #[arg(long)]
         spki_out: PathBuf,
+    },
+    /// Store a file as an X.509 certificate object, whatever its size
+    /// (pkcs11-tool refuses large ones).
+    WriteCertificate {
+        /// CKA_ID in hex.
+        #[arg(long)]
+        id: String,
+        /// The CKA_VALUE.
+        #[arg(long)]
+        file: PathBuf,
     },
     /// Log in and keep the session open until standard input closes, so the
     /// token is "already logged in" for other applications. Prints "ready".
@@ -117,6 +127,26 @@ fn run(cli: Cli) -> Result<()> {
             session.login(UserType::User, Some(&AuthPin::new(cli.pin.clone().into())))?;
             let spki = keygen(&session, *key_type, &hex::decode(id)?, label)?;
             std::fs::write(spki_out, spki)?;
+            Ok(())
+        }
+        Command::WriteCertificate { id, file } => {
+            let value = std::fs::read(file)?;
+            // SoftHSM wants the subject; reading it is all the parsing done.
+            let subject = x509_cert::Certificate::from_der(&value)?
+                .tbs_certificate
+                .subject
+                .to_der()?;
+            let (_context, session) = open(&cli.module, &cli.token)?;
+            session.login(UserType::User, Some(&AuthPin::new(cli.pin.clone().into())))?;
+            session.create_object(&[
+                Attribute::Class(ObjectClass::CERTIFICATE),
+                Attribute::CertificateType(CertificateType::X_509),
+                Attribute::Token(true),
+                Attribute::Id(hex::decode(id)?),
+                Attribute::Label(format!("cert-{id}").into_bytes()),
+                Attribute::Subject(subject),
+                Attribute::Value(value),
+            ])?;
             Ok(())
         }
         Command::HoldLogin => {
