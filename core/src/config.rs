@@ -866,6 +866,26 @@ max_bytes = 8192
     }
 
     #[test]
+    fn a_config_file_over_1_mib_is_refused() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: config files must be root-owned");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tessera.toml");
+        std::fs::write(&path, CONTRACT).unwrap();
+        Config::load(&path).unwrap();
+        let padded = format!("{CONTRACT}#{}\n", "x".repeat(MAX_CONFIG_SIZE as usize));
+        std::fs::write(&path, padded).unwrap();
+        let error = Config::load(&path).unwrap_err();
+        assert!(matches!(error, ConfigError::TooLarge { .. }), "{error}");
+        assert!(
+            error.to_string().ends_with("larger than 1048576 bytes"),
+            "{error}"
+        );
+    }
+
+    #[test]
     fn line_column_counts_characters() {
         assert_eq!(line_column("ab\ncé=x", 7), (2, 4));
         assert_eq!(line_column("", 5), (1, 1));

@@ -645,3 +645,25 @@ fn revoked_reason(levels: &[Level<'_>], plan: &revocation::CrlPlan) -> Rejection
         origin: "CRL".to_owned(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ca_file_over_4_mib_is_refused() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: CA files must be root-owned");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bundle.pem");
+        std::fs::write(&path, vec![b'\n'; MAX_CA_FILE_SIZE as usize + 1]).unwrap();
+        let error = TrustStore::load(std::slice::from_ref(&path)).unwrap_err();
+        assert!(matches!(error, AnchorError::TooLarge(_)), "{error}");
+        assert!(
+            error.to_string().ends_with("larger than 4194304 bytes"),
+            "{error}"
+        );
+    }
+}

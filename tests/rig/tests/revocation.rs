@@ -413,6 +413,29 @@ fn local_crl_files_work_offline() {
 }
 
 #[test]
+fn an_oversized_local_crl_file_is_not_used_and_named() {
+    let pki = Pki::new();
+    let crl_dir = pki.path("crl");
+    std::fs::create_dir(&crl_dir).unwrap();
+    let entries: Vec<Revoked> = (0..200)
+        .map(|serial| Revoked::new(0x10_0000 + serial, None))
+        .collect();
+    let crl = pki.issuing.crl(&entries, days_from_now(1));
+    assert!(crl.len() > 2048);
+    std::fs::write(crl_dir.join("issuing.crl"), &crl).unwrap();
+    let mut policy = pki.policy(RevocationMode::Crl);
+    policy.crl.paths = vec![crl_dir.clone()];
+    policy.crl.fetch = false;
+    policy.crl.max_bytes = 2048;
+    let (_, why) = unknown(pki.check(&pki.crl_user(0x2010), &policy));
+    let expected = format!(
+        "{}: larger than 2048 bytes (pki.crl.max_bytes)",
+        crl_dir.join("issuing.crl").display()
+    );
+    assert!(why.contains(&expected), "{why}");
+}
+
+#[test]
 fn an_expired_crl_is_not_used() {
     let pki = Pki::new();
     let crl_dir = pki.path("crl");
