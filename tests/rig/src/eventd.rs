@@ -473,8 +473,24 @@ impl HostEventd {
         env: &[(String, std::ffi::OsString)],
         extra: &[&str],
     ) -> HostEventd {
+        Self::start_under(&[], config, log, env, extra)
+    }
+
+    /// Like [`HostEventd::start`], run by `wrapper` (a program and its
+    /// arguments, such as valgrind).
+    pub fn start_under(
+        wrapper: &[&str],
+        config: &Path,
+        log: &Path,
+        env: &[(String, std::ffi::OsString)],
+        extra: &[&str],
+    ) -> HostEventd {
         let file = std::fs::File::create(log).unwrap();
-        let child = Command::new(artefact("tessera-eventd"))
+        let eventd = artefact("tessera-eventd");
+        let mut program: Vec<&std::ffi::OsStr> = wrapper.iter().map(std::ffi::OsStr::new).collect();
+        program.push(eventd.as_os_str());
+        let child = Command::new(program[0])
+            .args(&program[1..])
             .arg("--config")
             .arg(config)
             .args(["--log", "stderr", "--debug"])
