@@ -417,7 +417,7 @@ fn pki_policy(
                     .iter()
                     .find(|(known, _)| known == name.get_ref())
                     .map(|(_, oid)| *oid)
-                    .or_else(|| const_oid::ObjectIdentifier::new(name.get_ref()).ok())
+                    .or_else(|| dotted_oid(name.get_ref()))
                     .ok_or_else(|| {
                         at(
                             Some(name.span()),
@@ -548,6 +548,24 @@ fn pki_policy(
         policy.ocsp.max_bytes = bytes(max, "pki.ocsp.max_bytes")?;
     }
     Ok(policy)
+}
+
+/// A dotted OID, used only if const-oid 0.9 reads it back as written: its
+/// parser does not check arcs for overflow (an arc past 2^32 wraps into
+/// another OID in release builds, and panics where overflow checks are on),
+/// it encodes an arc that is a power of 128 wrongly (…128 becomes …0), and
+/// its decoder panics on arcs of 2^28 and more.
+fn dotted_oid(text: &str) -> Option<const_oid::ObjectIdentifier> {
+    const MAX_ARC: u32 = (1 << 28) - 1;
+    let arcs_fit = text.split('.').all(|arc| {
+        arc.bytes().all(|byte| byte.is_ascii_digit())
+            && arc.parse::<u32>().is_ok_and(|arc| arc <= MAX_ARC)
+    });
+    if !arcs_fit {
+        return None;
+    }
+    let oid = const_oid::ObjectIdentifier::new(text).ok()?;
+    (oid.to_string() == text).then_some(oid)
 }
 
 /// 1-based line and column (in characters) of a byte offset.
@@ -863,6 +881,34 @@ max_bytes = 8192
         assert!(position(parse(&unknown).unwrap_err())
             .2
             .contains("unknown field `bsae`"));
+    }
+
+    #[test]
+    fn eku_oids_are_refused_unless_they_read_back_as_written() {
+        // 4294967298 = 2^32 + 2: wrapped, it would read as clientAuth (…3.2);
+        // 128 would be encoded as …0; 01 is not canonical.
+        let long = format!("1.3.{}", "2".repeat(120));
+        for oid in [
+            "1.3.6.1.5.5.7.3.4294967298",
+            "1.3.6.1.5.5.7.3.268435456",
+            long.as_str(),
+            "1.3.6.1.4.1.311.128",
+            "1.3.6.1.4.1.311.16384",
+            "1.3.06.1",
+            "1.3.6.+1",
+        ] {
+            let (line, _, message) = pki_error(&format!("allowed_eku = [\"{oid}\"]"));
+            assert_eq!(line, 7, "{oid}");
+            assert!(message.contains("nor a dotted OID"), "{oid}: {message}");
+        }
+        let text = CONTRACT.replace(
+            "[[rule]]",
+            "allowed_eku = [\"1.3.6.1.4.1.99999.129.268435455\"]\n[[rule]]",
+        );
+        assert_eq!(
+            parse(&text).unwrap().pki.allowed_eku[0].to_string(),
+            "1.3.6.1.4.1.99999.129.268435455"
+        );
     }
 
     #[test]
