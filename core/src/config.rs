@@ -417,7 +417,7 @@ fn pki_policy(
                     .iter()
                     .find(|(known, _)| known == name.get_ref())
                     .map(|(_, oid)| *oid)
-                    .or_else(|| dotted_oid(name.get_ref()))
+                    .or_else(|| tessera_mappers::parse_oid(name.get_ref()))
                     .ok_or_else(|| {
                         at(
                             Some(name.span()),
@@ -548,24 +548,6 @@ fn pki_policy(
         policy.ocsp.max_bytes = bytes(max, "pki.ocsp.max_bytes")?;
     }
     Ok(policy)
-}
-
-/// A dotted OID, used only if const-oid 0.9 reads it back as written: its
-/// parser does not check arcs for overflow (an arc past 2^32 wraps into
-/// another OID in release builds, and panics where overflow checks are on),
-/// it encodes an arc that is a power of 128 wrongly (…128 becomes …0), and
-/// its decoder panics on arcs of 2^28 and more.
-fn dotted_oid(text: &str) -> Option<const_oid::ObjectIdentifier> {
-    const MAX_ARC: u32 = (1 << 28) - 1;
-    let arcs_fit = text.split('.').all(|arc| {
-        arc.bytes().all(|byte| byte.is_ascii_digit())
-            && arc.parse::<u32>().is_ok_and(|arc| arc <= MAX_ARC)
-    });
-    if !arcs_fit {
-        return None;
-    }
-    let oid = const_oid::ObjectIdentifier::new(text).ok()?;
-    (oid.to_string() == text).then_some(oid)
 }
 
 /// 1-based line and column (in characters) of a byte offset.

@@ -179,7 +179,7 @@ fn eku_oid(key: &'static str, name: &str) -> Result<ObjectIdentifier, ConditionE
         .find(|(known, _)| known.eq_ignore_ascii_case(name))
         .map(|(_, oid)| *oid)
         .unwrap_or(name);
-    ObjectIdentifier::new(dotted).map_err(|_| ConditionError::Unknown {
+    crate::oid::parse_oid(dotted).ok_or_else(|| ConditionError::Unknown {
         key,
         value: name.to_owned(),
         known: format!(

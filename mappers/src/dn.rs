@@ -146,7 +146,7 @@ fn oid_of_name(name: &str) -> Result<ObjectIdentifier, DnError> {
     if !text.starts_with(|c: char| c.is_ascii_digit()) {
         return Err(DnError::UnknownType(name.to_owned()));
     }
-    ObjectIdentifier::new(text).map_err(|_| DnError::UnknownType(name.to_owned()))
+    crate::oid::parse_oid(text).ok_or_else(|| DnError::UnknownType(name.to_owned()))
 }
 
 fn name_of_oid(oid: &ObjectIdentifier, ad: bool) -> String {
@@ -373,6 +373,21 @@ pub fn escape_value(value: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn attribute_types_const_oid_cannot_hold_are_unknown_not_a_panic() {
+        // Found by the dn fuzz target: Display panicked on the 2^30 arc.
+        for text in [
+            "1.2.840.1065786140=#0403616263",
+            "1.2.840.4294967298=x",
+            "1.2.840.128=x",
+        ] {
+            assert!(
+                matches!(Dn::parse(text), Err(DnError::UnknownType(_))),
+                "{text}"
+            );
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -15,6 +15,7 @@ mod conditions;
 mod dn;
 mod ldap;
 mod mapfile;
+mod oid;
 mod public_key;
 mod rule;
 mod template;
@@ -32,6 +33,7 @@ pub use conditions::{Check, ConditionError, MatchRule, TokenInfo};
 pub use dn::{Dn, DnError, DnStyle};
 pub use ldap::{LdapConfig, LdapConfigError, LdapDirectory};
 pub use mapfile::{MapFile, MapFileError, MAX_LINE_LEN};
+pub use oid::parse_oid;
 pub use public_key::{KeyError, PublicKey};
 pub use rule::{
     map_certificate, Accounts, Lookup, Mapping, MappingContext, MappingInput, Outcome, Refusal,
