@@ -1,15 +1,15 @@
 //! A certificate from a token: the mapping fields, every template field and
-//! rule over them, and the revocation pointers and validity read from it.
+//! its conversions, rules over them, and the revocation pointers and
+//! validity read from it.
 #![no_main]
 
 use der::Decode;
 use libfuzzer_sys::fuzz_target;
 use tessera_core::pki::{self, crl, ocsp};
-use tessera_mappers::{
-    map_certificate, validate_username, CertificateFields, Rule, RuleConfig, Template,
-};
+use tessera_fuzz::{map, rule};
+use tessera_mappers::{validate_username, CertificateFields, Template};
 
-/// Every field, alone and combined, with and without a domain.
+/// Every field name and conversion, alone and combined.
 const TEMPLATES: &[&str] = &[
     "{cn}",
     "{uid}",
@@ -17,39 +17,43 @@ const TEMPLATES: &[&str] = &[
     "{email.local}",
     "{upn}",
     "{upn.local}",
+    "{krb_principal}",
+    "{principal}",
     "{subject}",
+    "{subject_dn}",
     "{issuer}",
     "{serial}",
+    "{serial_dec}",
+    "{serial_reversed}",
     "{sha256}",
+    "{sha1}",
+    "{pubkey_sha1}",
+    "{ski}",
+    "{sid}",
     "{cn}.{uid}-{email.local}@{upn.local}",
 ];
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(fields) = CertificateFields::from_der(data) {
         assert_eq!(fields.sha256_hex.len(), 64);
-        let mut rules = Vec::new();
         for (index, source) in TEMPLATES.iter().enumerate() {
-            let template = Template::parse(source).unwrap();
-            for domain in [None, Some("example.test")] {
-                let _ = template.expand(&fields, domain);
-                let config = RuleConfig {
-                    name: None,
-                    user: (*source).to_owned(),
-                    domain: domain.map(str::to_owned),
-                };
-                if let Ok(rule) = Rule::compile(index, &config) {
-                    rules.push(rule);
+            if let Ok(template) = Template::parse(source) {
+                for domain in [None, Some("example.test")] {
+                    let _ = template.expand(&fields, domain);
                 }
             }
-        }
-        // Each rule alone, so that every rule's verdict is computed.
-        for rule in &rules {
-            let mapping = map_certificate(std::slice::from_ref(rule), &fields);
-            for user in mapping.users() {
-                assert_eq!(validate_username(user), Ok(()), "mapped {user:?}");
-            }
-            for trace in &mapping.trace {
-                let _ = trace.to_string();
+            for keys in [
+                &[("user", *source)][..],
+                &[("user", *source), ("domain", "example.test")][..],
+            ] {
+                // Each rule alone, so that every rule's verdict is computed.
+                if let Some(rule) = rule(index, keys) {
+                    let mapping = map(std::slice::from_ref(&rule), &fields);
+                    for user in mapping.users() {
+                        assert_eq!(validate_username(user), Ok(()), "mapped {user:?}");
+                    }
+                    let _ = format!("{:?}", mapping.trace);
+                }
             }
         }
     }

@@ -39,3 +39,47 @@ pub fn certificates() -> &'static (Certificate, Certificate) {
         )
     })
 }
+
+/// No accounts, no files: the mapping sources that need them answer "none".
+#[derive(Debug)]
+pub struct NoAccounts;
+
+impl tessera_mappers::Accounts for NoAccounts {
+    fn lookup(&self, _name: &str) -> Result<Option<tessera_mappers::Account>, String> {
+        Ok(None)
+    }
+}
+
+fn no_files(_path: &std::path::Path) -> Result<std::fs::File, String> {
+    Err("no files while fuzzing".to_owned())
+}
+
+/// A rule from `[[rule]]` keys, if it compiles.
+pub fn rule(index: usize, keys: &[(&str, &str)]) -> Option<tessera_mappers::Rule> {
+    let table: toml::Table = keys
+        .iter()
+        .map(|(key, value)| ((*key).to_owned(), toml::Value::from(*value)))
+        .collect();
+    let config: tessera_mappers::RuleConfig = toml::Value::Table(table).try_into().ok()?;
+    tessera_mappers::Rule::compile(index, &config).ok()
+}
+
+/// `rules` over `fields` on a token, with no accounts, files, LDAP or cache.
+pub fn map(
+    rules: &[tessera_mappers::Rule],
+    fields: &tessera_mappers::CertificateFields,
+) -> tessera_mappers::Mapping {
+    let context =
+        tessera_mappers::MappingContext::new(&NoAccounts, &no_files, None, None, false, 0);
+    let token = tessera_mappers::TokenInfo {
+        label: "alice-token".to_owned(),
+        serial: "0042".to_owned(),
+    };
+    let input = tessera_mappers::MappingInput {
+        certificate: Some(fields),
+        key: fields.public_key.as_ref(),
+        token: &token,
+        requested_user: None,
+    };
+    tessera_mappers::map_certificate(rules, &input, &context)
+}

