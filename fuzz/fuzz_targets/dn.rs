@@ -3,16 +3,20 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tessera_mappers::{Dn, DnStyle};
+use tessera_mappers::{Dn, DnError, DnStyle};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
     if let Ok(dn) = Dn::parse(text) {
-        // What a DN formats to in RFC 4514 parses back to the same DN.
+        // What a DN formats to in RFC 4514 parses back to the same DN,
+        // unless escaping took it past the 4 KiB bound on DN strings.
         let ldap = dn.format(DnStyle::Ldap);
-        assert_eq!(Dn::parse(&ldap).as_ref(), Ok(&dn), "{text:?} -> {ldap:?}");
+        match Dn::parse(&ldap) {
+            Err(DnError::TooLong) => {}
+            again => assert_eq!(again.as_ref(), Ok(&dn), "{text:?} -> {ldap:?}"),
+        }
         for style in [DnStyle::X500, DnStyle::Ad, DnStyle::AdLdap] {
             let _ = dn.format(style);
         }
