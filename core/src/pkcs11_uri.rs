@@ -152,6 +152,8 @@ mod tests {
             pin_final_try: false,
             pin_count_low: false,
             protected_authentication_path: false,
+            so_pin_locked: false,
+            so_pin_final_try: false,
         }
     }
 

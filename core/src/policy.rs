@@ -49,6 +49,9 @@ pub struct AuthPolicy {
     pub pin_source: PinSource,
     /// After success, set PAM_AUTHTOK to the PIN for later modules (keyrings).
     pub export_pin_as_authtok: bool,
+    /// A PIN change finding the user PIN locked offers to unblock it with the
+    /// PUK (SO login, then C_InitPIN).
+    pub unblock_pin: bool,
 }
 
 impl Default for AuthPolicy {
@@ -58,6 +61,7 @@ impl Default for AuthPolicy {
             wait_for_card: Duration::ZERO,
             pin_source: PinSource::Prompt,
             export_pin_as_authtok: false,
+            unblock_pin: false,
         }
     }
 }
@@ -70,6 +74,7 @@ pub(crate) struct AuthSection {
     wait_for_card: Option<String>,
     pin_source: Option<PinSource>,
     export_pin_as_authtok: Option<bool>,
+    unblock_pin: Option<bool>,
 }
 
 /// `[session]` as written.
@@ -118,6 +123,7 @@ impl AuthSection {
             export_pin_as_authtok: self
                 .export_pin_as_authtok
                 .unwrap_or(base.export_pin_as_authtok),
+            unblock_pin: self.unblock_pin.unwrap_or(base.unblock_pin),
         })
     }
 }
@@ -191,5 +197,14 @@ mod tests {
         assert_eq!(merged.card, CardRequirement::Required);
         assert_eq!(merged.wait_for_card, Duration::from_secs(5));
         assert_eq!(merged.pin_source, PinSource::Prompt);
+        assert!(!merged.unblock_pin);
+
+        let passwd = AuthSection {
+            unblock_pin: Some(true),
+            ..AuthSection::default()
+        };
+        let merged = passwd.apply(&base).unwrap();
+        assert!(merged.unblock_pin);
+        assert_eq!(merged.card, CardRequirement::Optional);
     }
 }

@@ -56,6 +56,20 @@ pub enum TokenError {
     },
 }
 
+/// Which step of a PIN unblock failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UnblockError {
+    /// No read-write session could be opened.
+    #[error("{0}")]
+    Session(TokenError),
+    /// The token refused the PUK (C_Login as SO).
+    #[error("PUK login: {0}")]
+    Puk(TokenError),
+    /// The token refused the new PIN (C_InitPIN).
+    #[error("setting the new PIN: {0}")]
+    NewPin(TokenError),
+}
+
 impl TokenError {
     /// The PKCS#11 return value, when this is a failed call.
     pub fn rv(&self) -> Option<RvError> {
@@ -106,6 +120,10 @@ pub struct TokenIdentity {
     pub pin_count_low: bool,
     /// CKF_PROTECTED_AUTHENTICATION_PATH (PIN pad).
     pub protected_authentication_path: bool,
+    /// CKF_SO_PIN_LOCKED: the PUK (SO PIN) is locked too.
+    pub so_pin_locked: bool,
+    /// CKF_SO_PIN_FINAL_TRY.
+    pub so_pin_final_try: bool,
 }
 
 impl TokenIdentity {
@@ -281,6 +299,8 @@ impl Pkcs11Module {
             pin_final_try: info.user_pin_final_try(),
             pin_count_low: info.user_pin_count_low(),
             protected_authentication_path: info.protected_authentication_path(),
+            so_pin_locked: info.so_pin_locked(),
+            so_pin_final_try: info.so_pin_final_try(),
         })
     }
 
@@ -390,6 +410,28 @@ impl Pkcs11Module {
             &AuthPin::new(new.as_str().into()),
         )?;
         Ok(())
+    }
+
+    /// Unblocks the user PIN of `token` and sets it to `new`: C_Login as the
+    /// Security Officer with `puk` (the PUK of PIV cards), C_InitPIN, C_Logout.
+    pub fn unblock_pin(
+        &self,
+        token: &TokenIdentity,
+        puk: &Zeroizing<String>,
+        new: &Zeroizing<String>,
+    ) -> Result<(), UnblockError> {
+        let session = self
+            .context()
+            .and_then(|context| Ok(context.open_rw_session(self.slot(token)?)?))
+            .map_err(UnblockError::Session)?;
+        session
+            .login(UserType::So, Some(&AuthPin::new(puk.as_str().into())))
+            .map_err(|error| UnblockError::Puk(error.into()))?;
+        let initialised = session.init_pin(&AuthPin::new(new.as_str().into()));
+        if let Err(error) = session.logout() {
+            tracing::debug!(%error, "C_Logout after the PIN unblock failed");
+        }
+        initialised.map_err(|error| UnblockError::NewPin(error.into()))
     }
 
     /// The public-key objects on `token`, at most [`MAX_CERTIFICATES_PER_TOKEN`].

@@ -24,6 +24,8 @@ fuzz_target!(|data: &[u8]| {
             pin_final_try: false,
             pin_count_low: false,
             protected_authentication_path: false,
+            so_pin_locked: false,
+            so_pin_final_try: false,
         };
         assert!(filter.matches(&token), "{filter:?}");
     }

@@ -87,7 +87,8 @@ fn chauthtok(pamh: &Pam, flags: PamFlags, raw_args: &[String]) -> PamError {
             Ok(config) => config,
             Err(code) => return code,
         };
-        if call.policy(&config).card == CardRequirement::Disabled {
+        let policy = call.policy(&config);
+        if policy.card == CardRequirement::Disabled {
             return PamError::IGNORE;
         }
         let user = match cached_user(pamh) {
@@ -101,7 +102,13 @@ fn chauthtok(pamh: &Pam, flags: PamFlags, raw_args: &[String]) -> PamError {
             tessera_core::pin_change::prelim_check(&config, &user)
         } else if flags.bits() & PAM_UPDATE_AUTHTOK != 0 {
             let mut conversation = PamConversation::new(pamh, flags.contains(PamFlags::SILENT));
-            tessera_core::pin_change::change_pin(&config, &user, &mut conversation).map(drop)
+            tessera_core::pin_change::change_pin(
+                &config,
+                &user,
+                policy.unblock_pin,
+                &mut conversation,
+            )
+            .map(drop)
         } else {
             tracing::error!(
                 service,

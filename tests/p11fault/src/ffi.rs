@@ -158,7 +158,6 @@ forwarders! {
     C_Initialize(init_args: *mut c_void);
     C_GetInfo(info: *mut CK_INFO);
     C_GetSlotInfo(slot: CK_SLOT_ID, info: *mut CK_SLOT_INFO);
-    C_GetTokenInfo(slot: CK_SLOT_ID, info: *mut CK_TOKEN_INFO);
     C_GetMechanismList(slot: CK_SLOT_ID, list: *mut CK_MECHANISM_TYPE, count: *mut CK_ULONG);
     C_GetMechanismInfo(slot: CK_SLOT_ID, kind: CK_MECHANISM_TYPE, info: *mut CK_MECHANISM_INFO);
     C_InitToken(slot: CK_SLOT_ID, pin: *mut CK_UTF8CHAR, pin_len: CK_ULONG, label: *mut CK_UTF8CHAR);
@@ -170,7 +169,6 @@ forwarders! {
     C_GetSessionInfo(session: CK_SESSION_HANDLE, info: *mut CK_SESSION_INFO);
     C_GetOperationState(session: CK_SESSION_HANDLE, state: *mut CK_BYTE, state_len: *mut CK_ULONG);
     C_SetOperationState(session: CK_SESSION_HANDLE, state: *mut CK_BYTE, state_len: CK_ULONG, encryption_key: CK_OBJECT_HANDLE, authentication_key: CK_OBJECT_HANDLE);
-    C_Login(session: CK_SESSION_HANDLE, user: CK_USER_TYPE, pin: *mut CK_UTF8CHAR, pin_len: CK_ULONG);
     C_Logout(session: CK_SESSION_HANDLE);
     C_CreateObject(session: CK_SESSION_HANDLE, template: *mut CK_ATTRIBUTE, count: CK_ULONG, object: *mut CK_OBJECT_HANDLE);
     C_CopyObject(session: CK_SESSION_HANDLE, object: CK_OBJECT_HANDLE, template: *mut CK_ATTRIBUTE, count: CK_ULONG, new_object: *mut CK_OBJECT_HANDLE);
@@ -317,6 +315,45 @@ unsafe extern "C" fn C_Finalize(reserved: *mut c_void) -> CK_RV {
             notes.push(format!("peak_rss_kb={kb}"));
         }
         rv
+    })
+}
+
+unsafe extern "C" fn C_GetTokenInfo(slot: CK_SLOT_ID, info: *mut CK_TOKEN_INFO) -> CK_RV {
+    dispatch("C_GetTokenInfo", |runtime, action, notes| {
+        let rv = forward!(runtime, C_GetTokenInfo(slot, info));
+        if let Some(Action::TokenFlags(flags)) = action {
+            if rv == CKR_OK && !info.is_null() {
+                // SAFETY: non-null, and the real module just filled it in.
+                unsafe { (*info).flags |= flags };
+                notes.push(format!("flags_added={flags:#x}"));
+                notes.push("injected".to_owned());
+            }
+        }
+        rv
+    })
+}
+
+unsafe extern "C" fn C_Login(
+    session: CK_SESSION_HANDLE,
+    user: CK_USER_TYPE,
+    pin: *mut CK_UTF8CHAR,
+    pin_len: CK_ULONG,
+) -> CK_RV {
+    dispatch("C_Login", |runtime, _, notes| {
+        // Tests tell a user login from an SO login (PIN unblock) by this note.
+        notes.push(
+            match user {
+                CKU_SO => "user_type=so",
+                CKU_USER => "user_type=user",
+                CKU_CONTEXT_SPECIFIC => "user_type=context_specific",
+                _ => "user_type=other",
+            }
+            .to_owned(),
+        );
+        if pin.is_null() {
+            notes.push("pin=none".to_owned());
+        }
+        forward!(runtime, C_Login(session, user, pin, pin_len))
     })
 }
 

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use cryptoki_sys::CK_RV;
+use cryptoki_sys::*;
 use serde::Deserialize;
 
 use crate::rv;
@@ -116,6 +116,7 @@ enum ActionEntry {
     ConstantRandom(u8),
     GarbageValue,
     Flood { count: u64, position: Position },
+    TokenFlags(Vec<String>),
 }
 
 /// What a signature fault puts in the signature.
@@ -171,6 +172,9 @@ pub enum Action {
         /// Before or after the real ones.
         position: Position,
     },
+    /// Report these CK_TOKEN_INFO flags set, on top of the real ones (a
+    /// locked PIN, a PIN pad: states SoftHSM never reaches).
+    TokenFlags(CK_FLAGS),
 }
 
 /// One rule: break `function` (on its `call`-th call only, if given).
@@ -235,6 +239,21 @@ impl Plan {
     }
 }
 
+/// The CK_TOKEN_INFO flags a plan may add, by name.
+fn token_flag(name: &str) -> Option<CK_FLAGS> {
+    Some(match name {
+        "CKF_PROTECTED_AUTHENTICATION_PATH" => CKF_PROTECTED_AUTHENTICATION_PATH,
+        "CKF_USER_PIN_COUNT_LOW" => CKF_USER_PIN_COUNT_LOW,
+        "CKF_USER_PIN_FINAL_TRY" => CKF_USER_PIN_FINAL_TRY,
+        "CKF_USER_PIN_LOCKED" => CKF_USER_PIN_LOCKED,
+        "CKF_USER_PIN_TO_BE_CHANGED" => CKF_USER_PIN_TO_BE_CHANGED,
+        "CKF_SO_PIN_COUNT_LOW" => CKF_SO_PIN_COUNT_LOW,
+        "CKF_SO_PIN_FINAL_TRY" => CKF_SO_PIN_FINAL_TRY,
+        "CKF_SO_PIN_LOCKED" => CKF_SO_PIN_LOCKED,
+        _ => return None,
+    })
+}
+
 impl Fault {
     fn check(entry: FaultEntry) -> Result<Self, String> {
         let function = FUNCTIONS
@@ -254,6 +273,14 @@ impl Fault {
             ActionEntry::ConstantRandom(byte) => Action::ConstantRandom(byte),
             ActionEntry::GarbageValue => Action::GarbageValue,
             ActionEntry::Flood { count, position } => Action::Flood { count, position },
+            ActionEntry::TokenFlags(names) => Action::TokenFlags(
+                names
+                    .iter()
+                    .map(|name| {
+                        token_flag(name).ok_or_else(|| format!("unknown token flag {name:?}"))
+                    })
+                    .try_fold(0, |flags, flag| flag.map(|flag| flags | flag))?,
+            ),
         };
         let allowed: &[&str] = match action {
             Action::Fail(_) | Action::SleepMs(_) => &FUNCTIONS,
@@ -270,6 +297,7 @@ impl Fault {
             Action::ConstantRandom(_) => &["C_GenerateRandom"],
             Action::GarbageValue => &["C_GetAttributeValue"],
             Action::Flood { .. } => &["C_FindObjects"],
+            Action::TokenFlags(_) => &["C_GetTokenInfo"],
         };
         if !allowed.contains(&function) {
             return Err(format!("{action:?} cannot apply to {function}"));
@@ -292,7 +320,6 @@ impl Fault {
 #[allow(clippy::unwrap_used, clippy::panic)]
 mod tests {
     use super::*;
-    use cryptoki_sys::{CKR_DEVICE_REMOVED, CKR_PIN_LOCKED};
 
     #[test]
     fn a_full_plan_parses_and_first_matching_rule_wins() {
@@ -316,6 +343,9 @@ mod tests {
             [[fault]]
             function = "C_GetSlotList"
             action = "buffer_too_small"
+            [[fault]]
+            function = "C_GetTokenInfo"
+            action = { token_flags = ["CKF_USER_PIN_LOCKED", "CKF_SO_PIN_FINAL_TRY"] }
             "#,
         )
         .unwrap();
@@ -333,6 +363,12 @@ mod tests {
         assert_eq!(
             plan.action("C_GetSlotList", 7),
             Some(Action::BufferTooSmall)
+        );
+        assert_eq!(
+            plan.action("C_GetTokenInfo", 1),
+            Some(Action::TokenFlags(
+                CKF_USER_PIN_LOCKED | CKF_SO_PIN_FINAL_TRY
+            ))
         );
     }
 
@@ -358,6 +394,14 @@ mod tests {
             (
                 "[[fault]]\nfunction = \"C_Sign\"\ncall = 0\naction = { sleep_ms = 1 }",
                 "counted from 1",
+            ),
+            (
+                "[[fault]]\nfunction = \"C_GetTokenInfo\"\naction = { token_flags = [\"CKF_PIN_GONE\"] }",
+                "unknown token flag",
+            ),
+            (
+                "[[fault]]\nfunction = \"C_Login\"\naction = { token_flags = [] }",
+                "cannot apply to C_Login",
             ),
             ("modul = \"/x.so\"", "unknown field"),
         ] {

@@ -131,11 +131,24 @@ pub struct FaultRun {
 impl FaultRun {
     /// The result name of `pam_authenticate`, if the harness got that far.
     pub fn result(&self) -> Option<&str> {
+        self.result_of("authenticate")
+    }
+
+    /// The result name of the PAM call `op` (e.g. `chauthtok`), if made.
+    pub fn result_of(&self, op: &str) -> Option<&str> {
         self.run
             .events
             .iter()
-            .find(|event| event["event"] == "result" && event["op"] == "authenticate")
+            .find(|event| event["event"] == "result" && event["op"] == op)
             .and_then(|event| event["name"].as_str())
+    }
+
+    /// The `C_Login` calls as the Security Officer.
+    pub fn so_logins(&self) -> Vec<&Call> {
+        self.calls
+            .iter()
+            .filter(|call| call.function == "C_Login" && call.note("user_type") == Some("so"))
+            .collect()
     }
 
     /// The functions called, in order.
@@ -212,7 +225,19 @@ impl FaultRig {
 
     /// `pam_authenticate` as `user` under `plan`, killed after [`RUN_BOUND`].
     pub fn login(&self, plan: &FaultPlan, user: Option<&str>, answers: &[&str]) -> FaultRun {
-        self.run(plan, user, answers, None, RUN_BOUND)
+        self.run(plan, user, answers, &["authenticate"], None, RUN_BOUND)
+    }
+
+    /// The PAM calls `ops` (e.g. `["chauthtok"]`) as `user` under `plan`,
+    /// killed after [`RUN_BOUND`].
+    pub fn pam(
+        &self,
+        plan: &FaultPlan,
+        user: Option<&str>,
+        answers: &[&str],
+        ops: &[&str],
+    ) -> FaultRun {
+        self.run(plan, user, answers, ops, None, RUN_BOUND)
     }
 
     /// Like [`FaultRig::login`], under valgrind's memcheck (slow: bounded at
@@ -228,7 +253,14 @@ impl FaultRig {
             "memcheck-{}.log",
             self.runs.load(Ordering::Relaxed)
         ));
-        let run = self.run(plan, user, answers, Some(&report), Duration::from_secs(60));
+        let run = self.run(
+            plan,
+            user,
+            answers,
+            &["authenticate"],
+            Some(&report),
+            Duration::from_secs(60),
+        );
         (run, std::fs::read_to_string(&report).unwrap_or_default())
     }
 
@@ -237,6 +269,7 @@ impl FaultRig {
         plan: &FaultPlan,
         user: Option<&str>,
         answers: &[&str],
+        ops: &[&str],
         memcheck_report: Option<&Path>,
         bound: Duration,
     ) -> FaultRun {
@@ -249,9 +282,7 @@ impl FaultRig {
         let plan_path = dir.join("plan.toml");
         std::fs::write(&plan_path, plan.render(&log)).expect("write plan");
 
-        let harness = self
-            .rig
-            .harness_command(user, answers, &["authenticate"], &[]);
+        let harness = self.rig.harness_command(user, answers, ops, &[]);
         let mut command = match memcheck_report {
             None => harness,
             Some(report) => {

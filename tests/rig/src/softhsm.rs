@@ -6,6 +6,9 @@ use std::process::Command;
 use crate::bins::artefact;
 use crate::run;
 
+/// The Security Officer PIN of every rig token (the PUK of a PIV card).
+pub const SO_PIN: &str = "12345678";
+
 /// The SoftHSM2 PKCS#11 module.
 pub const SOFTHSM_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
 
@@ -74,7 +77,7 @@ impl SoftHsm {
         command
     }
 
-    /// Initialises a token with `label`, SO PIN 12345678 and user `pin`.
+    /// Initialises a token with `label`, SO PIN [`SO_PIN`] and user `pin`.
     pub fn init_token(&self, label: &str, pin: &str) {
         run(self.command("softhsm2-util").args([
             "--init-token",
@@ -82,7 +85,7 @@ impl SoftHsm {
             "--label",
             label,
             "--so-pin",
-            "12345678",
+            SO_PIN,
             "--pin",
             pin,
         ]));

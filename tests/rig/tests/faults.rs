@@ -544,3 +544,90 @@ fn a_hung_c_sign_holds_the_login_as_long_as_it_hangs() {
     expect_result(&run, "PAM_SUCCESS");
     assert!(run.elapsed >= sleep, "{run}");
 }
+
+fn token_flags(names: &[&str]) -> FaultPlan {
+    let names: Vec<String> = names.iter().map(|name| format!("\"{name}\"")).collect();
+    FaultPlan::new().rule(
+        "C_GetTokenInfo",
+        None,
+        &format!("{{ token_flags = [{}] }}", names.join(", ")),
+    )
+}
+
+fn secret_prompts(run: &FaultRun) -> Vec<String> {
+    run.run
+        .messages()
+        .into_iter()
+        .filter(|(style, _)| style == "prompt_echo_off")
+        .map(|(_, text)| text)
+        .collect()
+}
+
+fn said(run: &FaultRun, text: &str) -> bool {
+    run.run.messages().iter().any(|(_, said)| said == text)
+}
+
+/// Token flags SoftHSM never sets, reported by the fault module on top of
+/// the real ones: the prompt honours each.
+#[test]
+fn the_token_flags_shape_the_pin_prompt() {
+    let rig = rig(KeyType::P256);
+
+    let locked = rig.login(
+        &token_flags(&["CKF_USER_PIN_LOCKED"]),
+        Some("alice"),
+        &[PIN],
+    );
+    expect_result(&locked, "PAM_MAXTRIES");
+    assert!(
+        said(&locked, "The PIN of alice-token is locked"),
+        "{locked}"
+    );
+    assert!(secret_prompts(&locked).is_empty(), "{locked}");
+    assert!(!locked.called("C_Login"), "{locked}");
+
+    for (flag, warning) in [
+        (
+            "CKF_USER_PIN_FINAL_TRY",
+            "Warning: one more wrong PIN will lock the card",
+        ),
+        (
+            "CKF_USER_PIN_COUNT_LOW",
+            "Warning: a wrong PIN was entered recently",
+        ),
+    ] {
+        let run = rig.login(&token_flags(&[flag]), Some("alice"), &[PIN]);
+        expect_result(&run, "PAM_SUCCESS");
+        let messages = run.run.messages();
+        let warned = messages.iter().position(|(_, text)| text == warning);
+        let asked = messages
+            .iter()
+            .position(|(_, text)| text == "PIN for alice-token: ");
+        assert!(
+            matches!((warned, asked), (Some(w), Some(a)) if w < a),
+            "{flag}: the warning comes before the prompt\n{run}"
+        );
+    }
+
+    // A PIN pad: nothing asked, C_Login without a PIN (the reader collects
+    // it). SoftHSM has no pad and refuses that login: fail closed.
+    let pad = rig.login(
+        &token_flags(&["CKF_PROTECTED_AUTHENTICATION_PATH"]),
+        Some("alice"),
+        &[],
+    );
+    assert!(
+        said(&pad, "Enter your PIN on the reader's PIN pad"),
+        "{pad}"
+    );
+    assert!(secret_prompts(&pad).is_empty(), "{pad}");
+    let login = pad
+        .calls
+        .iter()
+        .find(|call| call.function == "C_Login")
+        .unwrap_or_else(|| panic!("no C_Login\n{pad}"));
+    assert_eq!(login.note("user_type"), Some("user"), "{pad}");
+    assert!(login.notes.iter().any(|note| note == "pin=none"), "{pad}");
+    expect_fail_closed(&pad);
+    assert!(!pad.called("C_Sign"), "{pad}");
+}

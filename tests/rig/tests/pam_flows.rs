@@ -7,8 +7,9 @@ use std::time::Duration;
 use tessera_core::binding::SessionBinding;
 use tessera_testrig::bins::pam_module;
 use tessera_testrig::login::{LoginRig, PAM_GET_ITEMS, PAM_SET_ITEMS, PIN};
+use tessera_testrig::p11fault::{FaultPlan, FaultRig, FaultRun};
 use tessera_testrig::pki::UserCert;
-use tessera_testrig::softhsm::KeyType;
+use tessera_testrig::softhsm::{KeyType, SO_PIN};
 
 fn module_line(rig: &LoginRig, kind: &str, control: &str, extra: &str) -> String {
     format!(
@@ -376,6 +377,159 @@ fn passwd_changes_the_token_pin() {
     assert_eq!(old.result("authenticate"), "PAM_AUTH_ERR", "{old}");
     let new = rig.authenticate(Some("alice"), &["24681357"]);
     assert_eq!(new.result("authenticate"), "PAM_SUCCESS", "{new}");
+}
+
+/// The secret prompts of a run, in order.
+fn secret_prompts(run: &tessera_testrig::login::PamRun) -> Vec<String> {
+    run.messages()
+        .into_iter()
+        .filter(|(style, _)| style == "prompt_echo_off")
+        .map(|(_, text)| text)
+        .collect()
+}
+
+fn said(run: &FaultRun, text: &str) -> bool {
+    run.run.messages().iter().any(|(_, said)| said == text)
+}
+
+/// SoftHSM never locks a PIN, so the fault module reports
+/// CKF_USER_PIN_LOCKED on top of the token's real flags; the SO login and
+/// C_InitPIN still reach the real token.
+#[test]
+fn passwd_unblocks_a_locked_pin_with_the_puk_only_where_the_admin_enabled_it() {
+    let mut rig = LoginRig::new();
+    rig.enroll("alice", KeyType::P256);
+    let rig = FaultRig::new(rig);
+    password_stack(&rig.rig);
+    let flags = |names: &str| {
+        FaultPlan::new().rule(
+            "C_GetTokenInfo",
+            None,
+            &format!("{{ token_flags = [{names}] }}"),
+        )
+    };
+    let locked = flags("\"CKF_USER_PIN_LOCKED\"");
+    let answers = [SO_PIN, "24681357", "24681357"];
+
+    let refused = rig.pam(&locked, Some("alice"), &answers, &["chauthtok"]);
+    assert_eq!(
+        refused.result_of("chauthtok"),
+        Some("PAM_MAXTRIES"),
+        "{refused}"
+    );
+    assert!(
+        said(
+            &refused,
+            "The PIN of alice-token is locked; ask your administrator to unblock it"
+        ),
+        "{refused}"
+    );
+    assert!(secret_prompts(&refused.run).is_empty(), "{refused}");
+    assert!(refused.so_logins().is_empty(), "{refused}");
+
+    // Enabled for another service only: still refused here.
+    let config = rig.rig.config_path();
+    let base = std::fs::read_to_string(&config).unwrap();
+    rig.rig
+        .write_config(&base.replace("[pki]", "[service.passwd]\nunblock_pin = true\n[pki]"));
+    let elsewhere = rig.pam(&locked, Some("alice"), &answers, &["chauthtok"]);
+    assert_eq!(
+        elsewhere.result_of("chauthtok"),
+        Some("PAM_MAXTRIES"),
+        "{elsewhere}"
+    );
+    assert!(elsewhere.so_logins().is_empty(), "{elsewhere}");
+
+    rig.rig
+        .write_config(&base.replace("[pki]", "[service.tessera-test]\nunblock_pin = true\n[pki]"));
+    // A wrong PUK: the token refuses the SO login, the PIN is not touched.
+    let wrong = rig.pam(
+        &locked,
+        Some("alice"),
+        &["87654321", "24681357", "24681357"],
+        &["chauthtok"],
+    );
+    assert_eq!(
+        wrong.result_of("chauthtok"),
+        Some("PAM_AUTH_ERR"),
+        "{wrong}"
+    );
+    assert!(said(&wrong, "Incorrect PUK"), "{wrong}");
+    assert_eq!(wrong.so_logins().len(), 1, "{wrong}");
+    assert_eq!(wrong.so_logins()[0].rv, "CKR_PIN_INCORRECT", "{wrong}");
+    assert!(!wrong.called("C_InitPIN"), "{wrong}");
+
+    // Mismatched new PINs: refused before the PUK reaches the token.
+    let mismatch = rig.pam(
+        &locked,
+        Some("alice"),
+        &[SO_PIN, "24681357", "24681358"],
+        &["chauthtok"],
+    );
+    assert_eq!(
+        mismatch.result_of("chauthtok"),
+        Some("PAM_AUTHTOK_ERR"),
+        "{mismatch}"
+    );
+    assert!(mismatch.so_logins().is_empty(), "{mismatch}");
+
+    // The PUK and the PIN both locked: nothing to try.
+    let both = flags("\"CKF_USER_PIN_LOCKED\", \"CKF_SO_PIN_LOCKED\"");
+    let dead = rig.pam(&both, Some("alice"), &answers, &["chauthtok"]);
+    assert_eq!(dead.result_of("chauthtok"), Some("PAM_MAXTRIES"), "{dead}");
+    assert!(
+        said(
+            &dead,
+            "The PIN and the PUK of alice-token are locked; ask your administrator"
+        ),
+        "{dead}"
+    );
+    assert!(dead.so_logins().is_empty(), "{dead}");
+
+    // The right PUK: SO login, C_InitPIN with the new PIN.
+    let last_try = flags("\"CKF_USER_PIN_LOCKED\", \"CKF_SO_PIN_FINAL_TRY\"");
+    let unblocked = rig.pam(&last_try, Some("alice"), &answers, &["chauthtok"]);
+    assert_eq!(
+        unblocked.result_of("chauthtok"),
+        Some("PAM_SUCCESS"),
+        "{unblocked}"
+    );
+    assert_eq!(
+        secret_prompts(&unblocked.run),
+        ["PUK for alice-token: ", "New PIN: ", "Repeat new PIN: "],
+        "{unblocked}"
+    );
+    assert!(
+        said(
+            &unblocked,
+            "The PIN of alice-token is locked; unblock it with its PUK"
+        ),
+        "{unblocked}"
+    );
+    assert!(
+        said(
+            &unblocked,
+            "Last PUK try: a wrong PUK locks the card for good"
+        ),
+        "{unblocked}"
+    );
+    assert!(
+        unblocked
+            .calls
+            .iter()
+            .any(|call| call.function == "C_InitPIN" && call.rv == "CKR_OK"),
+        "{unblocked}"
+    );
+    for secret in answers {
+        assert!(!unblocked.run.log.contains(secret), "{unblocked}");
+    }
+
+    // The real token now takes the new PIN, not the old one.
+    rig.rig.write_config(&base);
+    let new = rig.login(&FaultPlan::new(), Some("alice"), &["24681357"]);
+    assert_eq!(new.result(), Some("PAM_SUCCESS"), "{new}");
+    let old = rig.login(&FaultPlan::new(), Some("alice"), &[PIN]);
+    assert_eq!(old.result(), Some("PAM_AUTH_ERR"), "{old}");
 }
 
 #[test]

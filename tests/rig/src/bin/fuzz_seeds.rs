@@ -288,6 +288,7 @@ card = "optional"
 wait_for_card = "30s"
 pin_source = "try_first_pass"
 export_pin_as_authtok = true
+unblock_pin = true
 [service.sudo]
 card = "required"
 [session]
