@@ -146,6 +146,10 @@ struct Cli {
     /// With --repeat: more services to alternate with --service, round by round.
     #[arg(long = "alternate")]
     alternates: Vec<String>,
+    /// With --repeat: time pam_start_confdir + pam_end only, which load and
+    /// unload the service's modules, without pam_authenticate.
+    #[arg(long)]
+    load_only: bool,
     /// Stop at the first operation that does not return PAM_SUCCESS.
     #[arg(long)]
     stop_on_failure: bool,
@@ -276,6 +280,8 @@ fn main() -> ExitCode {
                     );
                     if rc != PAM_SUCCESS {
                         rc
+                    } else if cli.load_only {
+                        pam_end(handle, PAM_SUCCESS)
                     } else {
                         let rc = pam_authenticate(handle, 0);
                         pam_end(handle, rc);

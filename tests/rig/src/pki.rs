@@ -230,6 +230,11 @@ pub fn serial_bytes(serial: u64) -> Vec<u8> {
     bytes[first..].to_vec()
 }
 
+/// `der` in PEM with `label` ("CERTIFICATE", "X509 CRL"), 64-column lines.
+pub fn pem_encode(label: &str, der: &[u8]) -> String {
+    der::pem::encode_string(label, der::pem::LineEnding::LF, der).expect("PEM encoding")
+}
+
 /// The serial number of a DER certificate, as its DER INTEGER value.
 pub fn serial_of(certificate: &[u8]) -> Vec<u8> {
     x509_cert::Certificate::from_der(certificate)

@@ -16,7 +16,7 @@ use std::time::Duration;
 use tessera_testrig::bins::pam_module;
 use tessera_testrig::login::{LoginRig, PIN, SERVICE};
 use tessera_testrig::pcscd::{Pcscd, OPENSC_PKCS11};
-use tessera_testrig::pki::UserCert;
+use tessera_testrig::pki::{pem_encode, serial_of, Revoked, UserCert};
 use tessera_testrig::references::{self, PAM_P11_SERVICE, PAM_PKCS11_SERVICE};
 use tessera_testrig::softhsm::{KeyType, SOFTHSM_MODULE};
 use tessera_testrig::vcard::CardSpec;
@@ -62,18 +62,6 @@ fn table(title: &str, samples: &Samples, floor: Option<&str>, notes: &[String]) 
         let _ = writeln!(text, "\n{note}");
     }
     text
-}
-
-fn pem(der: &[u8]) -> String {
-    let mut child = Command::new("openssl")
-        .args(["x509", "-inform", "DER", "-outform", "PEM"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("openssl");
-    use std::io::Write;
-    child.stdin.take().unwrap().write_all(der).unwrap();
-    String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap()
 }
 
 fn floor_micros(rig: &LoginRig, token: &str, id: &str, rounds: usize) -> Vec<u64> {
@@ -188,7 +176,12 @@ fn virtual_card_logins() -> String {
     rig.use_pkcs11_module(OPENSC_PKCS11);
     rig.quiet_service();
     references::pam_pkcs11_service(&rig, OPENSC_PKCS11, "");
-    references::pam_p11_service(&rig, OPENSC_PKCS11, "alice", &pem(&certificate));
+    references::pam_p11_service(
+        &rig,
+        OPENSC_PKCS11,
+        "alice",
+        &pem_encode("CERTIFICATE", &certificate),
+    );
     let services = [PAM_PKCS11_SERVICE, PAM_P11_SERVICE];
     let mut samples = Samples::default();
     for chunk in 0..CHUNKS {
@@ -210,6 +203,140 @@ fn virtual_card_logins() -> String {
         "Login through libpam, virtual PIV card over pcscd + OpenSC, ECDSA P-256",
         &samples,
         None,
+        &[],
+    )
+}
+
+/// Section 4: revocation by a local CRL of 100,000 entries, tessera
+/// (`revocation = "crl"`, a `pki.crl.files` directory) vs pam_pkcs11
+/// (`cert_policy = ca,signature,crl_offline`, a hashed `crl_dir`). Both are
+/// first shown to refuse the user when the same-sized CRL lists them.
+fn crl_logins() -> String {
+    const ENTRIES: u64 = 100_000;
+    let mut rig = LoginRig::new();
+    let enrolled = rig.enroll("alice", KeyType::P256);
+    rig.quiet_service();
+    let pkcs11_dir = references::pam_pkcs11_service(&rig, SOFTHSM_MODULE, ",crl_offline");
+    let tessera_crls = rig.path().join("crl");
+    std::fs::create_dir_all(&tessera_crls).unwrap();
+    rig.write_config(&rig.default_config().replace(
+        "revocation = \"none\"\n",
+        &format!(
+            "revocation = \"crl\"\n[pki.crl]\nfiles = [\"{}\"]\nfetch = false\n",
+            tessera_crls.display()
+        ),
+    ));
+    let next_update = time::OffsetDateTime::now_utc() + time::Duration::days(1);
+    let mut entries: Vec<Revoked> = (0..ENTRIES)
+        .map(|index| Revoked::new(0x100_0000 + index, None))
+        .collect();
+    let install = |crl: &[u8]| {
+        std::fs::write(tessera_crls.join("ca.crl"), crl).unwrap();
+        let pem_dir = pkcs11_dir.join("crls");
+        for entry in std::fs::read_dir(&pem_dir).unwrap() {
+            std::fs::remove_file(entry.unwrap().path()).unwrap();
+        }
+        std::fs::write(pem_dir.join("ca.crl.pem"), pem_encode("X509 CRL", crl)).unwrap();
+        tessera_testrig::run(Command::new("openssl").arg("rehash").arg(&pem_dir));
+        crl.len()
+    };
+    let services = [PAM_PKCS11_SERVICE];
+
+    // The user revoked in a CRL of the same size: both must refuse.
+    entries[ENTRIES as usize / 2] = Revoked::new(0, None);
+    entries[ENTRIES as usize / 2].serial = serial_of(&enrolled.certificate);
+    install(&rig.ca.crl(&entries, next_update));
+    for service in [SERVICE, PAM_PKCS11_SERVICE] {
+        let saved = std::fs::read_to_string(rig.confdir().join(SERVICE)).unwrap();
+        rig.write_service(&std::fs::read_to_string(rig.confdir().join(service)).unwrap());
+        let run = rig.authenticate(Some("alice"), &[PIN]);
+        rig.write_service(&saved);
+        let result = run.result("authenticate");
+        assert_ne!(result, "PAM_SUCCESS", "{service} ignored the CRL: {run}");
+    }
+
+    entries[ENTRIES as usize / 2] = Revoked::new(0x100_0000 + ENTRIES, None);
+    let size = install(&rig.ca.crl(&entries, next_update));
+    let mut samples = Samples::default();
+    for chunk in 0..CHUNKS {
+        let results = rig.bench_services("alice", PIN, ROUNDS / 2, &services);
+        if chunk == 0 {
+            continue;
+        }
+        for (service, micros) in &results {
+            let label = match service.as_str() {
+                SERVICE => "pam_tessera (revocation = \"crl\", local file)",
+                PAM_PKCS11_SERVICE => "pam_pkcs11 (ca,signature,crl_offline)",
+                other => other,
+            };
+            samples.add(label, micros);
+        }
+    }
+    table(
+        &format!(
+            "Login through libpam with a local CRL of {ENTRIES} entries ({} KiB DER), SoftHSM2, ECDSA P-256",
+            size / 1024
+        ),
+        &samples,
+        None,
+        &["Both modules refused the user, in the same run, when the same-sized CRL listed their certificate.".to_owned()],
+    )
+}
+
+/// Section 6b: module load time as a login sees it: a fresh process's
+/// pam_start_confdir + pam_end (libpam dlopens and dlcloses the stack's
+/// modules), for a one-line stack of each module; `pam_permit.so` alone is
+/// libpam's own cost.
+fn load_times() -> String {
+    let mut rig = LoginRig::new();
+    rig.enroll("alice", KeyType::P256);
+    rig.quiet_service();
+    references::pam_pkcs11_service(&rig, SOFTHSM_MODULE, "");
+    references::pam_p11_service(&rig, SOFTHSM_MODULE, "alice", "");
+    std::fs::write(
+        rig.confdir().join("ref-permit"),
+        "auth required pam_permit.so\n",
+    )
+    .unwrap();
+    let stacks: Vec<(&str, String)> = [
+        ("pam_tessera.so", SERVICE),
+        ("pam_pkcs11.so", PAM_PKCS11_SERVICE),
+        ("pam_p11.so", PAM_P11_SERVICE),
+        ("pam_permit.so (libpam alone)", "ref-permit"),
+    ]
+    .iter()
+    .map(|(label, service)| {
+        (
+            *label,
+            std::fs::read_to_string(rig.confdir().join(service)).unwrap(),
+        )
+    })
+    .collect();
+    let saved = std::fs::read_to_string(rig.confdir().join(SERVICE)).unwrap();
+    let mut samples = Samples::default();
+    for round in 0..ROUNDS * CHUNKS {
+        for (label, stack) in &stacks {
+            rig.write_service(stack);
+            let run = rig.pam_with(Some("alice"), &[], &[], &["--repeat", "1", "--load-only"]);
+            let micros: Vec<u64> = run
+                .events
+                .iter()
+                .find(|event| event["event"] == "bench")
+                .and_then(|event| event["micros"].as_array())
+                .unwrap_or_else(|| panic!("{label}: no load time: {run}"))
+                .iter()
+                .filter_map(serde_json::Value::as_u64)
+                .collect();
+            if round >= ROUNDS {
+                samples.add(label, &micros);
+            }
+        }
+    }
+    rig.write_service(&saved);
+    table(
+        "Module load time (pam_start + pam_end in a fresh process, one-line stack)",
+        &samples,
+        Some("pam_permit.so (libpam alone)"),
         &[],
     )
 }
@@ -281,6 +408,8 @@ fn main() -> ExitCode {
     println!("{}", softhsm_logins(KeyType::Rsa2048, "RSA-2048"));
     println!("{}", softhsm_logins(KeyType::P256, "ECDSA P-256"));
     println!("{}", virtual_card_logins());
+    println!("{}", crl_logins());
     println!("{}", footprint());
+    println!("{}", load_times());
     ExitCode::SUCCESS
 }

@@ -12,7 +12,7 @@ use rustls_pki_types::{CertificateDer, UnixTime};
 use tessera_core::pki::policy::{Policy, RevocationMode};
 use tessera_core::pki::{validate, Deadline, TrustStore};
 use tessera_testrig::ocsp::{write_index, IndexEntry, OcspResponder, ResponderFiles};
-use tessera_testrig::pki::{Pointers, Revoked, TestCa, UserCert};
+use tessera_testrig::pki::{pem_encode, Pointers, Revoked, TestCa, UserCert};
 use time::OffsetDateTime;
 
 const ROUNDS: usize = 30;
@@ -89,7 +89,7 @@ fn main() -> ExitCode {
         format!("{}{}", issuing.pem(), root.pem()),
     )
     .unwrap();
-    let user_pem = pem("CERTIFICATE", &user);
+    let user_pem = pem_encode("CERTIFICATE", &user);
     std::fs::write(path("user.pem"), &user_pem).unwrap();
 
     let next_update = OffsetDateTime::now_utc() + time::Duration::days(1);
@@ -102,8 +102,12 @@ fn main() -> ExitCode {
     let root_crl = root.crl(&[], next_update);
     std::fs::write(crl_dir.join("issuing.crl"), &issuing_crl).unwrap();
     std::fs::write(crl_dir.join("root.crl"), &root_crl).unwrap();
-    std::fs::write(path("issuing-crl.pem"), pem("X509 CRL", &issuing_crl)).unwrap();
-    std::fs::write(path("root-crl.pem"), pem("X509 CRL", &root_crl)).unwrap();
+    std::fs::write(
+        path("issuing-crl.pem"),
+        pem_encode("X509 CRL", &issuing_crl),
+    )
+    .unwrap();
+    std::fs::write(path("root-crl.pem"), pem_encode("X509 CRL", &root_crl)).unwrap();
     println!(
         "PKI: RSA-2048 root, P-256 issuing CA, P-256 user; CRL of {} entries ({} bytes); {ROUNDS} rounds\n",
         entries.len(),
@@ -241,33 +245,4 @@ fn main() -> ExitCode {
     println!("\nopenssl figures include starting the openssl process (about 2-4 ms here).");
     drop(responder);
     ExitCode::SUCCESS
-}
-
-fn pem(label: &str, der: &[u8]) -> String {
-    const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut body = String::new();
-    for chunk in der.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            body.push(if i <= chunk.len() {
-                TABLE[(n >> (18 - 6 * i)) as usize & 63] as char
-            } else {
-                '='
-            });
-        }
-    }
-    let lines: Vec<&str> = body
-        .as_bytes()
-        .chunks(64)
-        .map(|line| std::str::from_utf8(line).unwrap())
-        .collect();
-    format!(
-        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
-        lines.join("\n")
-    )
 }
