@@ -678,7 +678,7 @@ fn cost(pid: u32) -> (u64, u64, u64) {
 }
 
 /// Benchmark, run by hand after `apt-get install libpam-pkcs11` (as
-/// `scripts/bench-eventd` does): the idle cost of tessera-eventd next to
+/// `scripts/bench eventd` does): the idle cost of tessera-eventd next to
 /// pkcs11_eventmgr and card_eventmgr, all watching the same pcscd and card.
 /// `TESSERA_IDLE_SECS` sets the window (default 60; 600 for the documented run).
 #[test]

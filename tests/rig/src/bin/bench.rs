@@ -389,7 +389,102 @@ fn footprint() -> String {
     text
 }
 
+/// `tessera-bench profile`: instruction counts (valgrind callgrind, which is
+/// deterministic, so a busy machine does not skew it) of LOGINS logins
+/// through libpam against LOGINS rounds of the floor program, on the same
+/// SoftHSM P-256 token, then the functions with the most inclusive cost in
+/// the logins. Files are kept in the printed directory for
+/// `callgrind_annotate` or kcachegrind.
+fn profile() -> String {
+    const LOGINS: usize = 10;
+    let mut rig = LoginRig::new();
+    let enrolled = rig.enroll("alice", KeyType::P256);
+    rig.quiet_service();
+    let dir = std::env::temp_dir().join(format!("tessera-profile-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let login_out = dir.join("callgrind.login");
+    let floor_out = dir.join("callgrind.floor");
+    let callgrind = |out: &std::path::Path| {
+        vec![
+            "valgrind".to_owned(),
+            "--tool=callgrind".to_owned(),
+            format!("--callgrind-out-file={}", out.display()),
+        ]
+    };
+    rig.run_under(callgrind(&login_out));
+    rig.bench_authenticate("alice", PIN, LOGINS);
+    let (conf_var, conf) = rig.hsm.env();
+    tessera_testrig::run(
+        Command::new("valgrind")
+            .args(callgrind(&floor_out)[1..].iter())
+            .arg(tessera_testrig::bins::artefact("tessera-rig-p11"))
+            .args([
+                "--module",
+                SOFTHSM_MODULE,
+                "--token",
+                &enrolled.token,
+                "--pin",
+                PIN,
+            ])
+            .args(["bench-sign", "--id", &enrolled.id, "--iterations"])
+            .arg(LOGINS.to_string())
+            .env(conf_var, conf),
+    );
+    let total = |out: &std::path::Path| -> u64 {
+        std::fs::read_to_string(out)
+            .unwrap()
+            .lines()
+            .find_map(|line| line.strip_prefix("totals: "))
+            .and_then(|value| value.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no totals in {}", out.display()))
+    };
+    let (login, floor) = (total(&login_out), total(&floor_out));
+    let annotate = Command::new("callgrind_annotate")
+        .args(["--inclusive=yes", "--threshold=100"])
+        .arg(&login_out)
+        .output()
+        .expect("callgrind_annotate");
+    let listing: Vec<String> = String::from_utf8_lossy(&annotate.stdout)
+        .lines()
+        .filter(|line| line.contains(" (") || line.contains(':'))
+        .skip_while(|line| !line.contains("file:function"))
+        .skip(1)
+        .take(40)
+        .map(str::to_owned)
+        .collect();
+    format!(
+        "### Instruction counts (callgrind), {LOGINS} rounds each, SoftHSM2 P-256\n\n\
+         | program | instructions | per round | ratio |\n|---|---|---|---|\n\
+         | pam_tessera: pam_start + pam_authenticate + pam_end (harness process) | {login} | {} | {:.2} |\n\
+         | floor: C_Initialize + C_Login + C_Sign + C_Finalize (tessera-rig-p11 process) | {floor} | {} | 1.00 |\n\n\
+         Both totals include their process's start-up. Files: {}\n\n\
+         Inclusive cost in the logins (top 40):\n\n```\n{}\n```\n",
+        login / LOGINS as u64,
+        login as f64 / floor as f64,
+        floor / LOGINS as u64,
+        dir.display(),
+        listing.join("\n")
+    )
+}
+
+/// The sections `tessera-bench [SECTION...]` runs, in order (all by default).
+const SECTIONS: [&str; 6] = ["softhsm", "card", "crl", "footprint", "load", "profile"];
+
 fn main() -> ExitCode {
+    let mut wanted: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(unknown) = wanted
+        .iter()
+        .find(|name| !SECTIONS.contains(&name.as_str()))
+    {
+        eprintln!(
+            "tessera-bench: unknown section {unknown:?}; sections: {}",
+            SECTIONS.join(" ")
+        );
+        return ExitCode::from(2);
+    }
+    if wanted.is_empty() {
+        wanted = SECTIONS.iter().map(|name| (*name).to_owned()).collect();
+    }
     if !references::installed() {
         eprintln!("tessera-bench: install libpam-pkcs11 and libpam-p11 first (scripts/bench does)");
         return ExitCode::from(2);
@@ -404,12 +499,26 @@ fn main() -> ExitCode {
         })
         .unwrap_or_default();
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    println!("## tessera benchmarks\n\nmachine: {machine}, {cores} cores; {} rounds per module after one warm-up chunk, modules interleaved round by round.\n", ROUNDS * (CHUNKS - 1));
-    println!("{}", softhsm_logins(KeyType::Rsa2048, "RSA-2048"));
-    println!("{}", softhsm_logins(KeyType::P256, "ECDSA P-256"));
-    println!("{}", virtual_card_logins());
-    println!("{}", crl_logins());
-    println!("{}", footprint());
-    println!("{}", load_times());
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    if wanted != ["profile"] {
+        println!(
+        "## tessera benchmarks\n\nmachine: {machine}, {cores} cores; load average at start: {}; {} rounds per module after one warm-up chunk, modules interleaved round by round.\n",
+        load.split_whitespace().take(3).collect::<Vec<_>>().join(" "),
+        ROUNDS * (CHUNKS - 1)
+    );
+    }
+    for section in &wanted {
+        match section.as_str() {
+            "softhsm" => {
+                println!("{}", softhsm_logins(KeyType::Rsa2048, "RSA-2048"));
+                println!("{}", softhsm_logins(KeyType::P256, "ECDSA P-256"));
+            }
+            "card" => println!("{}", virtual_card_logins()),
+            "crl" => println!("{}", crl_logins()),
+            "footprint" => println!("{}", footprint()),
+            "load" => println!("{}", load_times()),
+            _ => println!("{}", profile()),
+        }
+    }
     ExitCode::SUCCESS
 }

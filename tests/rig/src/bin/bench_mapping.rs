@@ -2,7 +2,7 @@
 //! 100,000-line mapfile (load and look-up, and the same file through
 //! pam_pkcs11's digest mapper with `pklogin_finder` when it is installed), and
 //! LDAP look-ups against a 10,000-user slapd. Run as root with
-//! `scripts/bench-mapping`.
+//! `scripts/bench mapping`.
 #![allow(
     clippy::print_stdout,
     clippy::unwrap_used,
