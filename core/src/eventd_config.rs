@@ -24,6 +24,7 @@ const GRACE: Range<Duration> = Duration::ZERO..Duration::from_secs(10 * 60);
 const LOCK_TIMEOUT: Range<Duration> = Duration::from_millis(100)..Duration::from_secs(60);
 /// Bounds of the time a command may run before it is killed.
 const COMMAND_TIMEOUT: Range<Duration> = Duration::from_millis(100)..Duration::from_secs(10 * 60);
+const IDENTIFY_TIMEOUT: Range<Duration> = Duration::from_millis(500)..Duration::from_secs(5 * 60);
 /// Most arguments (the program included) a command may have.
 const MAX_ARGS: usize = 64;
 /// Longest single argument.
@@ -66,6 +67,7 @@ pub(crate) struct RawEventd {
     only_local: Option<bool>,
     insert_command: Option<Spanned<Vec<String>>>,
     command_timeout: Option<Spanned<String>>,
+    identify_timeout: Option<Spanned<String>>,
 }
 
 /// A program and its arguments, run without a shell.
@@ -100,6 +102,9 @@ pub struct EventdConfig {
     pub insert_command: Option<CommandLine>,
     /// A command still running after this is killed.
     pub command_timeout: Duration,
+    /// A PKCS#11 identification still running after this is killed and
+    /// the card left unidentified.
+    pub identify_timeout: Duration,
 }
 
 impl Default for EventdConfig {
@@ -116,6 +121,9 @@ impl Default for EventdConfig {
             only_local: false,
             insert_command: None,
             command_timeout: Duration::from_secs(30),
+            // Slow cards take seconds to list their objects; a module that
+            // takes this long is stuck.
+            identify_timeout: Duration::from_secs(15),
         }
     }
 }
@@ -197,6 +205,12 @@ impl EventdConfig {
                 COMMAND_TIMEOUT,
                 defaults.command_timeout,
             )?,
+            identify_timeout: duration(
+                &raw.identify_timeout,
+                "identify_timeout",
+                IDENTIFY_TIMEOUT,
+                defaults.identify_timeout,
+            )?,
         })
     }
 }
@@ -275,7 +289,8 @@ mod tests {
             "on_remove = \"terminate\"\nremove_command = [\"/bin/logger\", \"pulled\"]\n\
              grace = \"1500ms\"\nlock_timeout = \"2s\"\nescalation = \"command\"\n\
              escalation_command = [\"/usr/bin/true\"]\nonly_active = true\nonly_local = true\n\
-             insert_command = [\"/bin/echo\"]\ncommand_timeout = \"1s\"\n",
+             insert_command = [\"/bin/echo\"]\ncommand_timeout = \"1s\"\n\
+             identify_timeout = \"4s\"\n",
         )
         .unwrap();
         assert_eq!(config.on_remove, RemoveAction::Terminate);
@@ -291,6 +306,7 @@ mod tests {
         assert_eq!(config.escalation, Escalation::Command);
         assert!(config.only_active && config.only_local);
         assert_eq!(config.command_timeout, Duration::from_secs(1));
+        assert_eq!(config.identify_timeout, Duration::from_secs(4));
     }
 
     #[test]

@@ -67,6 +67,14 @@ struct Cli {
     /// Log debug records too.
     #[arg(long)]
     debug: bool,
+    /// Internal: identify the token in `--identify-reader` through this
+    /// PKCS#11 module, print the answer and exit (the daemon runs itself so
+    /// for each insertion; see identify.rs).
+    #[arg(long, hide = true, requires = "identify_reader")]
+    identify_module: Option<PathBuf>,
+    /// Internal: the reader for `--identify-module`.
+    #[arg(long, hide = true, requires = "identify_module")]
+    identify_reader: Option<String>,
 }
 
 fn init_logging(target: LogTarget, debug: bool) {
@@ -138,6 +146,9 @@ fn load_settings(path: &Path) -> Result<Settings, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let (Some(module), Some(reader)) = (&cli.identify_module, &cli.identify_reader) {
+        return identify::helper(module, reader);
+    }
     init_logging(cli.log, cli.debug);
     zruntime::block_on(run(cli))
 }
@@ -195,7 +206,7 @@ async fn run(cli: Cli) -> ExitCode {
     ))
     .detach();
     let started = (|| {
-        let identifier = Identifier::spawn(events.clone())?;
+        let identifier = Identifier::spawn(events.clone(), settings.eventd.identify_timeout)?;
         bindings::spawn(settings.bindings_dir.clone(), events.clone())?;
         let watcher = readers::spawn(events.clone())?;
         Ok::<_, std::io::Error>((identifier, watcher))

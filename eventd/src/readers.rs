@@ -396,7 +396,19 @@ fn follow(context: &Context, tracker: &mut ReaderTracker, events: &InputSender) 
         for state in &mut states {
             state.sync_current_state();
         }
+        for snapshot in &snapshots {
+            tracing::debug!(
+                reader = %snapshot.name,
+                present = snapshot.present,
+                mute = snapshot.mute,
+                count = snapshot.count,
+                "reader state"
+            );
+        }
         let found = tracker.update(&snapshots, Instant::now());
+        if !found.is_empty() {
+            tracing::debug!(?found, "reader events");
+        }
         if found.is_empty() && !pnp_changed && !changed && timeout.is_none() {
             spurious += 1;
             if spurious >= SPURIOUS_LIMIT {

@@ -181,8 +181,30 @@ impl EventdUnit {
         self.journal()
             .iter()
             .map(|record| {
+                // The record's own fields (reader, session, error...), not
+                // journald's trusted `_` ones or the source location.
+                let fields: String = record
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .filter(|(name, _)| {
+                        !name.starts_with('_')
+                            && !name.starts_with("CODE_")
+                            && !name.starts_with("__")
+                            && ![
+                                "MESSAGE",
+                                "TESSERA_ID",
+                                "PRIORITY",
+                                "SYSLOG_IDENTIFIER",
+                                "SYSLOG_FACILITY",
+                                "TARGET",
+                            ]
+                            .contains(&name.as_str())
+                    })
+                    .map(|(name, value)| format!(" {}={}", name.to_lowercase(), value))
+                    .collect();
                 format!(
-                    "{} {}\n",
+                    "{} {}{fields}\n",
                     record["TESSERA_ID"].as_str().unwrap_or("-"),
                     record["MESSAGE"].as_str().unwrap_or_default()
                 )

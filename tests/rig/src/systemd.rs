@@ -68,6 +68,12 @@ Wants=dbus.service systemd-logind.service
 After=basic.target
 AllowIsolate=yes
 EOT
+# The tests run their own pcscd (tessera_testrig::pcscd). Debian's
+# socket-activated one, started by sockets.target or by eventd's
+# Wants=pcscd.socket, would rebind /run/pcscd/pcscd.comm behind the tests'
+# back and answer with readers of its own.
+ln -sf /dev/null "$M/etc/systemd/system/pcscd.socket"
+ln -sf /dev/null "$M/etc/systemd/system/pcscd.service"
 mkdir -p "$M/oldroot"
 cd "$M"
 pivot_root . oldroot

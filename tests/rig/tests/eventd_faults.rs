@@ -13,6 +13,7 @@ use tessera_core::eventd_config::DBUS_NAME;
 use tessera_testrig::dbus::PrivateBus;
 use tessera_testrig::eventd::{card_credentials, HostEventd, Login1StandIn};
 use tessera_testrig::login::{LoginRig, PIN};
+use tessera_testrig::p11fault;
 use tessera_testrig::pcscd::{reader_name, Pcscd, OPENSC_PKCS11};
 use tessera_testrig::vcard::{CardSpec, VirtualCard};
 
@@ -26,12 +27,29 @@ struct Rig {
     card: VirtualCard,
     pcscd: Pcscd,
     sessions: PathBuf,
+    /// The fault module's plan, when eventd loads OpenSC through it.
+    plan: Option<PathBuf>,
 }
 
 impl Rig {
     /// pcscd, alice's card, a private bus, and a binding of logind session
     /// "1" to alice's card; `eventd` is the `[eventd]` section.
     fn new(eventd: &str) -> Rig {
+        Rig::build(eventd, false)
+    }
+
+    /// Like [`Rig::new`], with eventd loading OpenSC through the fault
+    /// module; its plan is written by [`Rig::write_plan`].
+    fn with_fault_module(eventd: &str) -> Rig {
+        Rig::build(eventd, true)
+    }
+
+    fn build(eventd: &str, faults: bool) -> Rig {
+        let module = if faults {
+            p11fault::module()
+        } else {
+            PathBuf::from(OPENSC_PKCS11)
+        };
         let mut rig = LoginRig::new();
         rig.add_user("alice");
         let pcscd = Pcscd::start_for_readers(&rig.path().join("pcscd"), &[0]).unwrap();
@@ -47,20 +65,26 @@ impl Rig {
         std::fs::write(
             rig.config_path(),
             format!(
-                "version = 1\n[pkcs11]\nmodule = \"{OPENSC_PKCS11}\"\n[pki]\nca = [\"{}\"]\n\
+                "version = 1\n[pkcs11]\nmodule = \"{}\"\n[pki]\nca = [\"{}\"]\n\
                  [[rule]]\nuser = \"{{cn}}\"\n[session]\nbindings_dir = \"{}\"\n[eventd]\n{eventd}",
+                module.display(),
                 rig.ca_dir().display(),
                 sessions.display()
             ),
         )
         .unwrap();
+        let plan = faults.then(|| rig.path().join("plan.toml"));
         let rig = Rig {
             rig,
             bus,
             card,
             pcscd,
             sessions,
+            plan,
         };
+        if faults {
+            rig.write_plan("");
+        }
         rig.bind("1");
         rig
     }
@@ -88,14 +112,42 @@ impl Rig {
         .unwrap();
     }
 
+    /// The fault module forwards to OpenSC with `faults` (its `[[fault]]`
+    /// rules); each identification helper reads the plan afresh.
+    fn write_plan(&self, faults: &str) {
+        let plan = self.plan.as_ref().expect("a rig with the fault module");
+        let log = self.rig.path().join("calls.log");
+        std::fs::write(
+            plan,
+            format!(
+                "module = \"{OPENSC_PKCS11}\"\nlog = \"{}\"\n{faults}",
+                log.display()
+            ),
+        )
+        .unwrap();
+    }
+
+    /// How many times the fault module saw `function` called.
+    fn calls(&self, function: &str) -> usize {
+        std::fs::read_to_string(self.rig.path().join("calls.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|line| line.split_whitespace().next() == Some(function))
+            .count()
+    }
+
     fn env(&self) -> Vec<(String, OsString)> {
         let (key, value) = self.bus.env();
         let mut env = self.pcscd.env();
         env.push((key, value.into()));
+        if let Some(plan) = &self.plan {
+            env.push((p11fault::PLAN_VAR.to_owned(), plan.into()));
+        }
         env
     }
 
-    fn eventd(&self, extra: &[&str]) -> HostEventd {
+    /// eventd, owning its bus name; its first identification may still run.
+    fn start_eventd(&self, extra: &[&str]) -> HostEventd {
         let eventd = HostEventd::start(
             &self.rig.config_path(),
             &self.rig.path().join("eventd.log"),
@@ -107,6 +159,11 @@ impl Rig {
             "eventd did not own its name:\n{}",
             eventd.log()
         );
+        eventd
+    }
+
+    fn eventd(&self, extra: &[&str]) -> HostEventd {
+        let eventd = self.start_eventd(extra);
         let inserted = eventd.wait_lines("eventd.token.inserted", 1, REACTION);
         assert!(inserted[0].contains(&GUID[16..]), "{}", inserted[0]);
         eventd
@@ -303,4 +360,55 @@ fn pulls_and_inserts_under_memcheck_touch_no_bad_memory_and_leak_nothing() {
     // The leak check ran at exit. (Blocks of threads still running then,
     // the detached PC/SC thread among them, show as "possibly lost".)
     assert!(report.contains("definitely lost: 0 bytes"), "{report}");
+}
+
+/// `C_GetTokenInfo` blocks for ten minutes, as OpenSC does when it
+/// deadlocks on its own card mutex.
+const HANG: &str = "[[fault]]\nfunction = \"C_GetTokenInfo\"\naction = { sleep_ms = 600000 }\n";
+
+#[test]
+fn a_module_that_hangs_while_identifying_is_killed_and_the_daemon_goes_on() {
+    let rig = Rig::with_fault_module("identify_timeout = \"1s\"\n");
+    rig.write_plan(HANG);
+    let login1 = rig.standin(&[]);
+    let mut eventd = rig.start_eventd(&[]);
+    let killed = eventd.wait_lines("eventd.pkcs11.timeout", 1, REACTION);
+    assert!(killed[0].contains(&reader_name(0)), "{}", killed[0]);
+    assert!(eventd.lines("eventd.token.inserted").is_empty());
+    // Never identified: the pull acts on every session bound to the reader.
+    rig.write_plan("");
+    rig.pull();
+    login1.wait_calls("LockSession", "1", 1, REACTION);
+    // The module is healthy again: the next insertion is identified.
+    rig.insert();
+    let inserted = eventd.wait_lines("eventd.token.inserted", 1, REACTION);
+    assert!(inserted[0].contains(&GUID[16..]), "{}", inserted[0]);
+    rig.pull();
+    login1.wait_calls("LockSession", "1", 2, REACTION);
+    assert!(eventd.running(), "eventd died:\n{}", eventd.log());
+}
+
+#[test]
+fn a_reinserted_card_is_identified_without_waiting_for_a_hung_identification() {
+    let rig = Rig::with_fault_module("identify_timeout = \"300s\"\n");
+    rig.write_plan(HANG);
+    let login1 = rig.standin(&[]);
+    let mut eventd = rig.start_eventd(&[]);
+    let deadline = std::time::Instant::now() + REACTION;
+    // Calls are logged when they return: the slot list precedes the hang.
+    while rig.calls("C_GetSlotList") == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no identification started:\n{}",
+            eventd.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    rig.write_plan("");
+    rig.pull();
+    rig.insert();
+    let inserted = eventd.wait_lines("eventd.token.inserted", 1, REACTION);
+    assert!(inserted[0].contains(&GUID[16..]), "{}", inserted[0]);
+    assert!(eventd.lines("eventd.pkcs11.timeout").is_empty());
+    still_works(&rig, &mut eventd, &login1);
 }
