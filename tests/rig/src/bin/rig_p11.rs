@@ -314,10 +314,12 @@ fn bench_sign(cli: &Cli, id: &[u8], iterations: usize) -> Result<()> {
         context.finalize()?;
         samples.push(started.elapsed().as_micros() as u64);
     }
+    let in_order = samples.clone();
     samples.sort_unstable();
     println!(
         "{}",
         serde_json::json!({
+            "micros": in_order,
             "min_micros": samples.first(),
             "median_micros": samples.get(samples.len() / 2),
             "max_micros": samples.last(),
