@@ -218,6 +218,45 @@ mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 
+    #[test]
+    fn an_authorized_keys_line_over_16_kib_is_refused_naming_it() {
+        let path = Path::new("/home/alice/.ssh/authorized_keys");
+        let long = format!("# ok\n{}\n", "x".repeat(MAX_AUTHORIZED_LINE_LEN + 1));
+        assert_eq!(
+            parse_authorized_keys(path, long.as_bytes()).unwrap_err(),
+            format!(
+                "{}:2: line longer than {MAX_AUTHORIZED_LINE_LEN} bytes",
+                path.display()
+            )
+        );
+        let at_bound = format!("#{}\n", "x".repeat(MAX_AUTHORIZED_LINE_LEN - 1));
+        assert!(parse_authorized_keys(path, at_bound.as_bytes())
+            .unwrap()
+            .is_empty());
+    }
+
+    #[test]
+    fn an_authorized_file_over_1_mib_is_refused() {
+        let home = tempfile::tempdir().unwrap();
+        let comment = format!("#{}\n", "x".repeat(1022));
+        let big = comment.repeat((MAX_AUTHORIZED_FILE_SIZE / 1024) as usize + 1);
+        write_keys(home.path(), &big);
+        let outcomes = read_authorized(&account(home.path()));
+        assert!(
+            matches!(&outcomes[0], FileOutcome::Refused(_, why) if why == &format!("larger than {MAX_AUTHORIZED_FILE_SIZE} bytes")),
+            "{outcomes:?}"
+        );
+        write_keys(
+            home.path(),
+            &comment.repeat((MAX_AUTHORIZED_FILE_SIZE / 1024) as usize),
+        );
+        let outcomes = read_authorized(&account(home.path()));
+        assert!(
+            matches!(&outcomes[0], FileOutcome::Read(_, keys) if keys.is_empty()),
+            "{outcomes:?}"
+        );
+    }
+
     fn account(home: &Path) -> Account {
         Account {
             name: "alice".into(),

@@ -666,6 +666,27 @@ fn preview(text: &str) -> String {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_matchrule_over_4_kib_is_refused() {
+        let rule = |length: usize| format!("<SUBJECT>^CN={}$", "a".repeat(length));
+        let fixed = rule(0).len();
+        assert!(MatchRule::parse(&rule(MAX_MATCHRULE_LEN - fixed)).is_ok());
+        let error = MatchRule::parse(&rule(MAX_MATCHRULE_LEN - fixed + 1)).unwrap_err();
+        assert_eq!(error, format!("longer than {MAX_MATCHRULE_LEN} bytes"));
+    }
+
+    #[test]
+    fn a_regex_that_compiles_over_1_mib_is_refused() {
+        assert!(regex("subject_regex", "CN=\\w{10}", true).is_ok());
+        // Unicode \w repeated a thousand times compiles to several MiB.
+        let error = regex("subject_regex", "\\w{1000}", true).unwrap_err();
+        assert!(
+            matches!(&error, ConditionError::Regex { key, .. } if key == "subject_regex"),
+            "{error}"
+        );
+        assert!(error.to_string().contains("size limit"), "{error}");
+    }
+
     fn fields() -> CertificateFields {
         CertificateFields {
             subject: "CN=alice,O=Example".into(),

@@ -205,6 +205,16 @@ mod tests {
     }
 
     #[test]
+    fn a_mapfile_over_256_mib_is_refused_unread() {
+        let endless = std::io::repeat(b'#');
+        let error = MapFile::read(Path::new("/etc/tessera/map"), endless).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            format!("/etc/tessera/map: larger than {MAX_MAPFILE_SIZE} bytes")
+        );
+    }
+
+    #[test]
     fn keys_with_spaces_arrows_comments_and_duplicates() {
         let map = read(
             "# comment\n\nCN=Alice Smith,O=Example alice\nab12   bob\r\nkey -> carol\nab12 bob2\n",

@@ -623,6 +623,21 @@ mod tests {
     use super::*;
     use crate::dn::Dn;
 
+    #[test]
+    fn a_template_over_4_kib_is_refused() {
+        let at_bound = format!("{{cn}}{}", "a".repeat(MAX_TEMPLATE_LEN - 4));
+        assert!(Template::parse(&at_bound).is_ok());
+        let over = "a".repeat(MAX_TEMPLATE_LEN + 1);
+        assert!(matches!(
+            Template::parse(&over),
+            Err(TemplateError::TooLong)
+        ));
+        assert!(matches!(
+            Template::parse_ldap_filter(&format!("(uid={over})")),
+            Err(TemplateError::TooLong)
+        ));
+    }
+
     fn fields() -> CertificateFields {
         CertificateFields {
             subject: "CN=Alice,O=Example".into(),
