@@ -129,6 +129,37 @@ mod tests {
         );
     }
 
+    /// Serves one response whose headers carry `filler` bytes of padding.
+    fn serve_once(filler: usize) -> String {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/ca.crl", listener.local_addr().unwrap());
+        std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut request = Vec::new();
+            let mut byte = [0u8; 1];
+            while !request.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                request.push(byte[0]);
+            }
+            let response = format!(
+                "HTTP/1.1 200 OK\r\nX-Filler: {}\r\nContent-Length: 2\r\n\r\nok",
+                "a".repeat(filler)
+            );
+            let _ = stream.write_all(response.as_bytes());
+        });
+        url
+    }
+
+    #[test]
+    fn response_headers_over_16_kib_are_refused() {
+        let deadline = Deadline::after(Duration::from_secs(5));
+        let small = fetch(&serve_once(1024), None, 10, &deadline).unwrap();
+        assert_eq!(small, b"ok");
+        let error = fetch(&serve_once(MAX_HEADER_BYTES + 1), None, 10, &deadline).unwrap_err();
+        assert!(error.url.ends_with("/ca.crl"), "{error}");
+        assert!(!error.reason.is_empty(), "{error}");
+    }
+
     #[test]
     fn a_spent_deadline_fetches_nothing() {
         let deadline = Deadline::after(Duration::ZERO);
