@@ -442,6 +442,10 @@ impl Pkcs11Module {
         let mut handles = Vec::new();
         for handle in session.iter_objects_with_cache_size(&template, cache)? {
             if handles.len() == MAX_CERTIFICATES_PER_TOKEN {
+                tracing::warn!(
+                    token = %token.describe(),
+                    "token holds more than {MAX_CERTIFICATES_PER_TOKEN} public keys; ignoring the rest"
+                );
                 break;
             }
             handles.push(handle?);

@@ -12,6 +12,9 @@ use std::path::{Path, PathBuf};
 /// Largest cache file read.
 pub const MAX_CACHE_SIZE: u64 = 16 * 1024 * 1024;
 
+/// The first line of the file.
+const HEADER: &str = "# tessera mapping cache: sha256 rule(hex) stored(unix) users\n";
+
 /// The cache file and how long entries stay valid.
 #[derive(Debug, Clone)]
 pub struct MappingCache {
@@ -78,10 +81,16 @@ impl MappingCache {
                 self.path.display()
             ));
         }
+        // Read one byte past the bound, so that a file that grew after the
+        // stat is refused too rather than cut mid-line (a cut user name is
+        // another user's name).
         let mut text = String::new();
-        file.take(MAX_CACHE_SIZE)
+        file.take(MAX_CACHE_SIZE + 1)
             .read_to_string(&mut text)
             .map_err(|error| format!("{}: {error}", self.path.display()))?;
+        if metadata.len() > MAX_CACHE_SIZE || text.len() as u64 > MAX_CACHE_SIZE {
+            return Err(oversized(&self.path));
+        }
         Ok(text.lines().filter_map(parse_line).collect())
     }
 
@@ -121,7 +130,16 @@ impl MappingCache {
         users: &[String],
         now: u64,
     ) -> Result<(), String> {
-        let mut entries = self.read()?;
+        let mut entries = match self.read() {
+            Ok(entries) => entries,
+            // Stores keep the file under the bound; one over it was not
+            // written by tessera, and starting afresh is all a cache can do.
+            Err(reason) if reason == oversized(&self.path) => {
+                tracing::warn!("{reason}; replacing it");
+                Vec::new()
+            }
+            Err(reason) => return Err(reason),
+        };
         let rule = hex::encode(rule);
         entries.retain(|entry| {
             !(entry.certificate == sha256 && entry.rule == rule)
@@ -152,16 +170,39 @@ impl MappingCache {
                 .unwrap_or_default(),
             std::process::id()
         ));
-        let mut text =
-            String::from("# tessera mapping cache: sha256 rule(hex) stored(unix) users\n");
-        for entry in &entries {
-            text.push_str(&format!(
-                "{} {} {} {}\n",
-                entry.certificate,
-                entry.rule,
-                entry.stored,
-                entry.users.join(",")
-            ));
+        // Newest last; the oldest entries go first when the file would pass
+        // the bound.
+        let lines: Vec<String> = entries
+            .iter()
+            .map(|entry| {
+                format!(
+                    "{} {} {} {}\n",
+                    entry.certificate,
+                    entry.rule,
+                    entry.stored,
+                    entry.users.join(",")
+                )
+            })
+            .collect();
+        let mut first_kept = lines.len();
+        let mut size = HEADER.len();
+        for line in lines.iter().rev() {
+            if (size + line.len()) as u64 > MAX_CACHE_SIZE {
+                break;
+            }
+            size += line.len();
+            first_kept -= 1;
+        }
+        if first_kept > 0 {
+            tracing::info!(
+                dropped = first_kept,
+                "mapping cache full ({MAX_CACHE_SIZE} bytes); oldest entries dropped"
+            );
+        }
+        let mut text = String::with_capacity(size);
+        text.push_str(HEADER);
+        for line in &lines[first_kept..] {
+            text.push_str(line);
         }
         let write = || -> std::io::Result<()> {
             let mut file = std::fs::OpenOptions::new()
@@ -179,6 +220,13 @@ impl MappingCache {
             format!("{}: {error}", self.path.display())
         })
     }
+}
+
+fn oversized(path: &Path) -> String {
+    format!(
+        "{}: larger than the mapping cache bound of {MAX_CACHE_SIZE} bytes; ignored",
+        path.display()
+    )
 }
 
 fn parse_line(line: &str) -> Option<Entry> {
@@ -207,14 +255,118 @@ fn parse_line(line: &str) -> Option<Entry> {
 mod tests {
     use super::*;
 
+    /// The cache is root-only: its tests need root, as the suite runs.
+    fn running_as_root() -> bool {
+        let root = std::fs::metadata("/proc/self").map(|m| m.uid()).ok() == Some(0);
+        if !root {
+            eprintln!("skipped: the cache is root-only");
+        }
+        root
+    }
+
+    /// A private cache file holding `text`.
+    fn write_private(path: &Path, text: &str) {
+        std::fs::write(path, text).unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+
+    /// Four users of 200 bytes each.
+    fn long_users() -> Vec<String> {
+        (0..4).map(|n| format!("u{n}{}", "x".repeat(198))).collect()
+    }
+
+    /// A cache line for certificate number `index` with [`long_users`].
+    fn long_line(index: usize, rule: &str, stored: u64) -> String {
+        format!(
+            "{index:064x} {} {stored} {}\n",
+            hex::encode(rule),
+            long_users().join(",")
+        )
+    }
+
+    #[test]
+    fn a_cache_file_over_16_mib_is_refused_and_the_next_store_replaces_it() {
+        if !running_as_root() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let cache = MappingCache::new(dir.path().join("mapping"), 100);
+        let mut text = format!("{} {} 10 alice\n", "aa", hex::encode("r"));
+        text.push_str(&"#".repeat(MAX_CACHE_SIZE as usize + 1 - text.len()));
+        write_private(cache.path(), &text);
+        match cache.lookup("r", "aa", 10) {
+            CacheLookup::Unusable(reason) => {
+                assert!(
+                    reason.contains("larger than the mapping cache bound"),
+                    "{reason}"
+                );
+                assert!(
+                    reason.contains(&cache.path().display().to_string()),
+                    "{reason}"
+                );
+            }
+            other => panic!("an oversized cache was read: {other:?}"),
+        }
+        // One byte less is read whole.
+        text.pop();
+        write_private(cache.path(), &text);
+        assert!(matches!(
+            cache.lookup("r", "aa", 10),
+            CacheLookup::Hit { .. }
+        ));
+        text.push('#');
+        write_private(cache.path(), &text);
+        cache.store("r", "bb", &["bob".into()], 20).unwrap();
+        assert!(matches!(
+            cache.lookup("r", "bb", 20),
+            CacheLookup::Hit { .. }
+        ));
+        assert_eq!(cache.lookup("r", "aa", 20), CacheLookup::Miss);
+        assert!(std::fs::metadata(cache.path()).unwrap().len() < 1024);
+    }
+
+    #[test]
+    fn a_full_cache_drops_its_oldest_entries_to_stay_under_16_mib() {
+        if !running_as_root() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let cache = MappingCache::new(dir.path().join("mapping"), 1000);
+        // As many entries as fit with the header: one more does not.
+        let header = HEADER.len();
+        let line = long_line(0, "r", 50).len();
+        let count = (MAX_CACHE_SIZE as usize - header) / line;
+        let text: String = (0..count).map(|index| long_line(index, "r", 50)).collect();
+        write_private(cache.path(), &text);
+        let key = |index: usize| format!("{index:064x}");
+        assert!(matches!(
+            cache.lookup("r", &key(0), 60),
+            CacheLookup::Hit { .. }
+        ));
+
+        cache.store("r", &key(count), &long_users(), 60).unwrap();
+        assert!(std::fs::metadata(cache.path()).unwrap().len() <= MAX_CACHE_SIZE);
+        assert_eq!(
+            cache.lookup("r", &key(count), 60),
+            CacheLookup::Hit {
+                users: long_users(),
+                age: 0
+            }
+        );
+        assert_eq!(cache.lookup("r", &key(0), 60), CacheLookup::Miss);
+        assert!(matches!(
+            cache.lookup("r", &key(1), 60),
+            CacheLookup::Hit { .. }
+        ));
+        assert!(matches!(
+            cache.lookup("r", &key(count - 1), 60),
+            CacheLookup::Hit { .. }
+        ));
+    }
+
     #[test]
     fn store_then_hit_then_expire() {
-        if std::fs::metadata("/proc/self")
-            .map(|m| m.uid())
-            .unwrap_or(1)
-            != 0
-        {
-            eprintln!("skipped: the cache is root-only");
+        if !running_as_root() {
             return;
         }
         let dir = tempfile::tempdir().unwrap();

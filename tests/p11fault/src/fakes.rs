@@ -1,12 +1,24 @@
 //! What the fault module makes up: garbage bytes, forged signatures and the
-//! fake certificate objects of a flood.
+//! fake certificate or public-key objects of a flood.
 
 use cryptoki_sys::{
-    CKA_CERTIFICATE_TYPE, CKA_CLASS, CKA_ID, CKA_LABEL, CKA_VALUE, CKC_X_509, CKO_CERTIFICATE,
-    CK_ATTRIBUTE_TYPE, CK_OBJECT_HANDLE,
+    CKA_CERTIFICATE_TYPE, CKA_CLASS, CKA_EC_PARAMS, CKA_EC_POINT, CKA_ID, CKA_KEY_TYPE, CKA_LABEL,
+    CKA_VALUE, CKC_X_509, CKK_EC, CKO_CERTIFICATE, CKO_PUBLIC_KEY, CK_ATTRIBUTE_TYPE,
+    CK_OBJECT_CLASS, CK_OBJECT_HANDLE,
 };
 
-use crate::plan::{Fill, Position};
+use crate::plan::{Fill, FloodClass, Position};
+
+/// DER of the OID of P-256, the curve every fake public key claims.
+const PRIME256V1: [u8; 10] = [0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+
+/// The CKA_CLASS value of a flood's objects.
+pub fn object_class(class: FloodClass) -> CK_OBJECT_CLASS {
+    match class {
+        FloodClass::Certificate => CKO_CERTIFICATE,
+        FloodClass::PublicKey => CKO_PUBLIC_KEY,
+    }
+}
 
 /// Fake handles start here, far above the small numbers real modules use.
 const FAKE_HANDLE_BASE: CK_OBJECT_HANDLE = 0xF1_0000_0000;
@@ -41,15 +53,23 @@ pub fn is_fake_handle(handle: CK_OBJECT_HANDLE) -> bool {
     handle >= FAKE_HANDLE_BASE
 }
 
-/// The value of attribute `kind` of fake object `handle`: a certificate
-/// object whose CKA_VALUE is not DER. `None` for attributes it lacks.
-pub fn fake_attribute(handle: CK_OBJECT_HANDLE, kind: CK_ATTRIBUTE_TYPE) -> Option<Vec<u8>> {
-    match kind {
-        CKA_CLASS => Some(CKO_CERTIFICATE.to_ne_bytes().to_vec()),
-        CKA_CERTIFICATE_TYPE => Some(CKC_X_509.to_ne_bytes().to_vec()),
-        CKA_VALUE => Some(garbage(64, handle)),
-        CKA_ID => Some(handle.to_be_bytes().to_vec()),
-        CKA_LABEL => Some(format!("flood {}", handle - FAKE_HANDLE_BASE).into_bytes()),
+/// The value of attribute `kind` of fake object `handle` of `class`: a
+/// certificate object whose CKA_VALUE is not DER, or a P-256 public key whose
+/// CKA_EC_POINT is not a point. `None` for attributes it lacks.
+pub fn fake_attribute(
+    handle: CK_OBJECT_HANDLE,
+    class: FloodClass,
+    kind: CK_ATTRIBUTE_TYPE,
+) -> Option<Vec<u8>> {
+    match (class, kind) {
+        (_, CKA_CLASS) => Some(object_class(class).to_ne_bytes().to_vec()),
+        (_, CKA_ID) => Some(handle.to_be_bytes().to_vec()),
+        (_, CKA_LABEL) => Some(format!("flood {}", handle - FAKE_HANDLE_BASE).into_bytes()),
+        (FloodClass::Certificate, CKA_CERTIFICATE_TYPE) => Some(CKC_X_509.to_ne_bytes().to_vec()),
+        (FloodClass::Certificate, CKA_VALUE) => Some(garbage(64, handle)),
+        (FloodClass::PublicKey, CKA_KEY_TYPE) => Some(CKK_EC.to_ne_bytes().to_vec()),
+        (FloodClass::PublicKey, CKA_EC_PARAMS) => Some(PRIME256V1.to_vec()),
+        (FloodClass::PublicKey, CKA_EC_POINT) => Some(garbage(67, handle)),
         _ => None,
     }
 }
@@ -130,6 +150,9 @@ mod tests {
         assert_eq!(search.fill_fakes(&mut more), 0);
         assert_ne!(out[2], more[0]);
         assert!(!is_fake_handle(42));
-        assert_eq!(fake_attribute(out[0], CKA_LABEL), Some(b"flood 0".to_vec()));
+        assert_eq!(
+            fake_attribute(out[0], FloodClass::Certificate, CKA_LABEL),
+            Some(b"flood 0".to_vec())
+        );
     }
 }

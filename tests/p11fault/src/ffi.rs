@@ -17,7 +17,7 @@ use cryptoki_sys::*;
 
 use crate::calllog::{self, CallLog};
 use crate::fakes::{self, FloodSearch};
-use crate::plan::{Action, Plan, Position, PLAN_VAR};
+use crate::plan::{Action, FloodClass, Plan, Position, PLAN_VAR};
 
 /// Everything a call needs: the plan, the real module, the log.
 struct Runtime {
@@ -416,10 +416,14 @@ unsafe fn template_slice<'a>(
 }
 
 /// Answers C_GetAttributeValue for a fake object, as a module must.
-fn fake_attributes(object: CK_OBJECT_HANDLE, template: &mut [CK_ATTRIBUTE]) -> CK_RV {
+fn fake_attributes(
+    object: CK_OBJECT_HANDLE,
+    class: FloodClass,
+    template: &mut [CK_ATTRIBUTE],
+) -> CK_RV {
     let mut rv = CKR_OK;
     for attribute in template {
-        let Some(value) = fakes::fake_attribute(object, attribute.type_) else {
+        let Some(value) = fakes::fake_attribute(object, class, attribute.type_) else {
             attribute.ulValueLen = CK_UNAVAILABLE_INFORMATION;
             rv = CKR_ATTRIBUTE_TYPE_INVALID;
             continue;
@@ -447,10 +451,12 @@ unsafe extern "C" fn C_GetAttributeValue(
     count: CK_ULONG,
 ) -> CK_RV {
     dispatch("C_GetAttributeValue", |runtime, action, notes| {
-        if runtime.plan.flood().is_some() && fakes::is_fake_handle(object) {
-            notes.push("fake_object".to_owned());
-            // SAFETY: the caller passes `count` attributes; nothing else runs meanwhile.
-            return fake_attributes(object, unsafe { template_slice(template, count) });
+        if let Some((_, _, class)) = runtime.plan.flood() {
+            if fakes::is_fake_handle(object) {
+                notes.push("fake_object".to_owned());
+                // SAFETY: the caller passes `count` attributes; nothing else runs meanwhile.
+                return fake_attributes(object, class, unsafe { template_slice(template, count) });
+            }
         }
         match action {
             Some(Action::BufferTooSmall)
@@ -521,8 +527,8 @@ unsafe extern "C" fn C_GetAttributeValue(
     })
 }
 
-/// True when a search template asks for CKO_CERTIFICATE objects.
-fn searches_certificates(template: *const CK_ATTRIBUTE, count: CK_ULONG) -> bool {
+/// True when a search template asks for objects of class `wanted`.
+fn searches_class(template: *const CK_ATTRIBUTE, count: CK_ULONG, wanted: CK_OBJECT_CLASS) -> bool {
     if template.is_null() {
         return false;
     }
@@ -534,8 +540,7 @@ fn searches_certificates(template: *const CK_ATTRIBUTE, count: CK_ULONG) -> bool
             && attribute.ulValueLen as usize == size_of::<CK_OBJECT_CLASS>()
             // SAFETY: a CKA_CLASS value of this length is one CK_OBJECT_CLASS,
             // not necessarily aligned.
-            && unsafe { attribute.pValue.cast::<CK_OBJECT_CLASS>().read_unaligned() }
-                == CKO_CERTIFICATE
+            && unsafe { attribute.pValue.cast::<CK_OBJECT_CLASS>().read_unaligned() } == wanted
     })
 }
 
@@ -546,8 +551,8 @@ unsafe extern "C" fn C_FindObjectsInit(
 ) -> CK_RV {
     dispatch("C_FindObjectsInit", |runtime, _, notes| {
         let rv = forward!(runtime, C_FindObjectsInit(session, template, count));
-        if let Some((fakes, position)) = runtime.plan.flood() {
-            if rv == CKR_OK && searches_certificates(template, count) {
+        if let Some((fakes, position, class)) = runtime.plan.flood() {
+            if rv == CKR_OK && searches_class(template, count, fakes::object_class(class)) {
                 runtime
                     .floods()
                     .insert(session, FloodSearch::new(fakes, position));

@@ -3,8 +3,9 @@
 //! fault plan names: failing with any CKR code (optionally on the Nth call
 //! only), CKR_BUFFER_TOO_SMALL forever, absurd lengths, forged signatures,
 //! a constant C_GenerateRandom, garbage certificate values, floods of fake
-//! certificate objects and slow calls. It logs every call to a file so tests
-//! can assert which functions ran, in what order, and which faults fired.
+//! certificate or public-key objects and slow calls. It logs every call to a
+//! file so tests can assert which functions ran, in what order, and which
+//! faults fired.
 //!
 //! The plan is a TOML file named by the `TESSERA_P11FAULT_PLAN` environment
 //! variable. That is acceptable only because this module is test support:
@@ -21,7 +22,9 @@
 //! # other actions: { sleep_ms = 1500 }, "buffer_too_small",
 //! # { absurd_length = 1099511627776 }, { overreport = 16 }, { constant_random = 0 },
 //! # { signature = { length = 512, fill = "real" | "garbage" } },
-//! # "garbage_value", { flood = { count = 10000, position = "before" | "after" } }
+//! # "garbage_value",
+//! # { flood = { count = 10000, position = "before" | "after",
+//! #             class = "certificate" (default) | "public_key" } }
 //! ```
 //!
 //! Being a PKCS#11 module it is FFI through and through, so `unsafe` is

@@ -112,10 +112,18 @@ enum ActionEntry {
     BufferTooSmall,
     AbsurdLength(u64),
     Overreport(u64),
-    Signature { length: usize, fill: Fill },
+    Signature {
+        length: usize,
+        fill: Fill,
+    },
     ConstantRandom(u8),
     GarbageValue,
-    Flood { count: u64, position: Position },
+    Flood {
+        count: u64,
+        position: Position,
+        #[serde(default)]
+        class: FloodClass,
+    },
     TokenFlags(Vec<String>),
 }
 
@@ -137,6 +145,17 @@ pub enum Position {
     Before,
     /// After the real objects.
     After,
+}
+
+/// Which searches a flood joins, and what its fake objects are.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FloodClass {
+    /// X.509 certificate objects whose CKA_VALUE is not DER.
+    #[default]
+    Certificate,
+    /// EC public-key objects whose CKA_EC_POINT is not a point.
+    PublicKey,
 }
 
 /// What to do to a call.
@@ -165,12 +184,14 @@ pub enum Action {
     ConstantRandom(u8),
     /// Overwrite every CKA_VALUE read with garbage of the same length.
     GarbageValue,
-    /// Add this many fake certificate objects to certificate searches.
+    /// Add this many fake objects to the searches for their class.
     Flood {
         /// How many fake objects.
         count: u64,
         /// Before or after the real ones.
         position: Position,
+        /// Certificates or public keys.
+        class: FloodClass,
     },
     /// Report these CK_TOKEN_INFO flags set, on top of the real ones (a
     /// locked PIN, a PIN pad: states SoftHSM never reaches).
@@ -230,10 +251,14 @@ impl Plan {
             .map(|fault| fault.action)
     }
 
-    /// The flood rule for certificate searches, if any.
-    pub fn flood(&self) -> Option<(u64, Position)> {
+    /// The flood rule, if any: how many fakes, where, and of which class.
+    pub fn flood(&self) -> Option<(u64, Position, FloodClass)> {
         self.faults.iter().find_map(|fault| match fault.action {
-            Action::Flood { count, position } => Some((count, position)),
+            Action::Flood {
+                count,
+                position,
+                class,
+            } => Some((count, position, class)),
             _ => None,
         })
     }
@@ -272,7 +297,15 @@ impl Fault {
             ActionEntry::Signature { length, fill } => Action::Signature { length, fill },
             ActionEntry::ConstantRandom(byte) => Action::ConstantRandom(byte),
             ActionEntry::GarbageValue => Action::GarbageValue,
-            ActionEntry::Flood { count, position } => Action::Flood { count, position },
+            ActionEntry::Flood {
+                count,
+                position,
+                class,
+            } => Action::Flood {
+                count,
+                position,
+                class,
+            },
             ActionEntry::TokenFlags(names) => Action::TokenFlags(
                 names
                     .iter()
@@ -322,6 +355,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_flood_of_public_keys_names_its_class() {
+        let plan = Plan::parse(
+            r#"
+            [[fault]]
+            function = "C_FindObjects"
+            action = { flood = { count = 40, position = "after", class = "public_key" } }
+            "#,
+        )
+        .unwrap();
+        assert_eq!(
+            plan.flood(),
+            Some((40, Position::After, FloodClass::PublicKey))
+        );
+        let unknown = r#"
+            [[fault]]
+            function = "C_FindObjects"
+            action = { flood = { count = 1, position = "after", class = "secret_key" } }
+            "#;
+        assert!(Plan::parse(unknown).is_err());
+    }
+
+    #[test]
     fn a_full_plan_parses_and_first_matching_rule_wins() {
         let plan = Plan::parse(
             r#"
@@ -359,7 +414,10 @@ mod tests {
             Some(Action::Fail(CKR_PIN_LOCKED))
         );
         assert_eq!(plan.action("C_Logout", 1), None);
-        assert_eq!(plan.flood(), Some((10000, Position::Before)));
+        assert_eq!(
+            plan.flood(),
+            Some((10000, Position::Before, FloodClass::Certificate))
+        );
         assert_eq!(
             plan.action("C_GetSlotList", 7),
             Some(Action::BufferTooSmall)

@@ -2,6 +2,7 @@
 //! PAM service files and fake users (nss_wrapper), driven through real libpam
 //! by `tessera-pam-harness`.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -180,9 +181,47 @@ impl LoginRig {
         20001 + index as u32
     }
 
-    /// Uses `module` as the PKCS#11 module in the config.
+    /// Uses `module` as the PKCS#11 module in the current config.
     pub fn use_pkcs11_module(&self, module: &str) {
-        self.write_config(&self.default_config().replace(SOFTHSM_MODULE, module));
+        let config = std::fs::read_to_string(self.config_path()).expect("read config");
+        assert!(
+            config.contains(SOFTHSM_MODULE),
+            "no SoftHSM module in\n{config}"
+        );
+        self.write_config(&config.replace(SOFTHSM_MODULE, module));
+    }
+
+    /// A rig where alice has a token with an Ed25519 key and no certificate
+    /// (an OpenPGP card), listed in her `~/.ssh/authorized_keys` of `mode`,
+    /// and a config whose only rule reads authorized files.
+    pub fn with_bare_key(mode: u32) -> Self {
+        let mut rig = Self::new();
+        rig.add_user("alice");
+        rig.hsm.init_token("openpgp-card", PIN);
+        let spki = rig
+            .hsm
+            .generate_key("openpgp-card", PIN, "01", KeyType::Ed25519);
+        let key = tessera_mappers::PublicKey::from_spki_der(&spki).expect("Ed25519 SPKI");
+        let ssh = rig.home("alice").join(".ssh");
+        std::fs::create_dir_all(&ssh).expect(".ssh");
+        let file = ssh.join("authorized_keys");
+        std::fs::write(
+            &file,
+            format!("{} alice@laptop\n", key.authorized_keys_line()),
+        )
+        .expect("authorized_keys");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode))
+            .expect("authorized_keys mode");
+        rig.write_config(
+            &rig.config_with_rules("[[rule]]\nname = \"keys\"\nauthorized_files = true\n"),
+        );
+        rig
+    }
+
+    /// The default config with `rules` (TOML) instead of `user = "{cn}"`.
+    pub fn config_with_rules(&self, rules: &str) -> String {
+        self.default_config()
+            .replace("[[rule]]\nuser = \"{cn}\"\n", rules)
     }
 
     /// Adds a user to the fake passwd database (GECOS = the name).

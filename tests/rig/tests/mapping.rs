@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use rcgen::{KeyPair, PublicKeyData};
 use tessera_mappers::{
     map_certificate, Account, Accounts, CertificateFields, LdapConfig, LdapDirectory, Mapping,
-    MappingCache, MappingContext, MappingInput, Outcome, PublicKey, Rule, RuleConfig, TokenInfo,
+    MappingCache, MappingContext, MappingInput, Outcome, Rule, RuleConfig, TokenInfo,
 };
 use tessera_testrig::bins::artefact;
 use tessera_testrig::login::{LoginRig, PIN};
@@ -201,6 +201,74 @@ fn directory_without_an_entry_is_no_match_and_two_entries_go_to_the_choice() {
     let mut users = mapping.users().to_vec();
     users.sort();
     assert_eq!(users, ["carol", "carol-admin"], "{mapping:#?}");
+}
+
+#[test]
+fn replies_over_max_entries_or_max_reply_bytes_are_refused_and_the_rule_fails_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let users: Vec<LdapUser> = (0..20)
+        .map(|n| LdapUser {
+            mail: vec!["flood@example.test".into()],
+            ..LdapUser::new(&format!("flood{n:02}"))
+        })
+        .collect();
+    let slapd = Slapd::start(dir.path(), &users);
+    let bounded = |max_entries: usize, max_reply_bytes: usize| {
+        let config = directory(vec![slapd.uri()], 5.0).config().clone();
+        LdapDirectory::new(LdapConfig {
+            max_entries,
+            max_reply_bytes,
+            ..config
+        })
+        .unwrap()
+    };
+    let filter = "(mail=flood@example.test)";
+
+    let answer = bounded(20, 1024 * 1024).search(filter, "uid").unwrap();
+    assert_eq!(answer.entries.len(), 20);
+    let failure = bounded(16, 1024 * 1024).search(filter, "uid").unwrap_err();
+    assert!(!failure.unreachable, "{failure:?}");
+    assert!(
+        failure.message.contains("ldap.max_entries (16)"),
+        "{failure:?}"
+    );
+
+    // The reply bytes the bound counts: DNs and the user attribute's values.
+    let reply: usize = answer
+        .entries
+        .iter()
+        .map(|entry| entry.dn.len() + entry.users.iter().map(String::len).sum::<usize>())
+        .sum();
+    assert_eq!(
+        bounded(20, reply)
+            .search(filter, "uid")
+            .unwrap()
+            .entries
+            .len(),
+        20
+    );
+    let failure = bounded(20, reply - 1).search(filter, "uid").unwrap_err();
+    assert!(!failure.unreachable, "{failure:?}");
+    assert!(
+        failure
+            .message
+            .contains(&format!("ldap.max_reply_bytes ({})", reply - 1)),
+        "{failure:?}"
+    );
+
+    // A rule whose search breaks the bound is an error, not a match.
+    let (_, fields) = issue(&TestCa::new("Tessera Test Root CA"), "example");
+    let mapping = map(
+        &rule("[[rule]]\nldap_filter = \"(mail=flood@{cn}.test)\""),
+        &fields,
+        &bounded(16, 1024 * 1024),
+        None,
+        0,
+    );
+    assert!(
+        matches!(&mapping.outcome, Outcome::Error { message, .. } if message.contains("ldap.max_entries (16)")),
+        "{mapping:#?}"
+    );
 }
 
 #[test]
@@ -402,12 +470,6 @@ fn tls_starttls_and_an_authenticated_bind_work_and_a_wrong_password_is_refused()
     );
 }
 
-/// A config for `rig` with `rules` (TOML text) instead of `{cn}`.
-fn config_with(rig: &LoginRig, extra: &str) -> String {
-    rig.default_config()
-        .replace("[[rule]]\nuser = \"{cn}\"\n", extra)
-}
-
 #[test]
 fn mapfile_rule_logs_in_through_libpam() {
     let mut rig = LoginRig::new();
@@ -426,13 +488,10 @@ fn mapfile_rule_logs_in_through_libpam() {
         format!("# sha256 user\n{} alice\n", fields.sha256_hex),
     )
     .unwrap();
-    rig.write_config(&config_with(
-        &rig,
-        &format!(
-            "[[rule]]\nname = \"by digest\"\nmapfile = \"{}\"\nkey = \"{{sha256}}\"\n",
-            mapfile.display()
-        ),
-    ));
+    rig.write_config(&rig.config_with_rules(&format!(
+        "[[rule]]\nname = \"by digest\"\nmapfile = \"{}\"\nkey = \"{{sha256}}\"\n",
+        mapfile.display()
+    )));
     let run = rig.authenticate(Some("alice"), &[PIN]);
     assert_eq!(run.result("authenticate"), "PAM_SUCCESS", "{run}");
     let run = rig.authenticate(None, &[PIN]);
@@ -447,13 +506,10 @@ fn a_mapfile_miss_never_falls_back_to_the_key() {
     rig.enroll("alice", KeyType::P256);
     let mapfile = rig.path().join("users.map");
     std::fs::write(&mapfile, "someone-else bob\n").unwrap();
-    rig.write_config(&config_with(
-        &rig,
-        &format!(
-            "[[rule]]\nmapfile = \"{}\"\nkey = \"{{cn}}\"\n",
-            mapfile.display()
-        ),
-    ));
+    rig.write_config(&rig.config_with_rules(&format!(
+        "[[rule]]\nmapfile = \"{}\"\nkey = \"{{cn}}\"\n",
+        mapfile.display()
+    )));
     // The key, "alice", is a user; pam_pkcs11 would have logged her in.
     let run = rig.authenticate(Some("alice"), &[PIN]);
     assert_eq!(run.result("authenticate"), "PAM_AUTHINFO_UNAVAIL", "{run}");
@@ -476,34 +532,9 @@ fn gecos_is_never_matched() {
     assert_eq!(run.result("authenticate"), "PAM_AUTHINFO_UNAVAIL", "{run}");
 }
 
-/// A token with a key and no certificate, listed in alice's authorized_keys.
-fn bare_key_rig(mode: u32) -> LoginRig {
-    let mut rig = LoginRig::new();
-    rig.add_user("alice");
-    rig.hsm.init_token("openpgp-card", PIN);
-    let spki = rig
-        .hsm
-        .generate_key("openpgp-card", PIN, "01", KeyType::Ed25519);
-    let key = PublicKey::from_spki_der(&spki).unwrap();
-    let ssh = rig.home("alice").join(".ssh");
-    std::fs::create_dir_all(&ssh).unwrap();
-    let file = ssh.join("authorized_keys");
-    std::fs::write(
-        &file,
-        format!("{} alice@laptop\n", key.authorized_keys_line()),
-    )
-    .unwrap();
-    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).unwrap();
-    rig.write_config(&config_with(
-        &rig,
-        "[[rule]]\nname = \"keys\"\nauthorized_files = true\n",
-    ));
-    rig
-}
-
 #[test]
 fn a_bare_key_in_authorized_keys_logs_in_with_a_signature() {
-    let rig = bare_key_rig(0o600);
+    let rig = LoginRig::with_bare_key(0o600);
     let run = rig.authenticate(Some("alice"), &[PIN]);
     assert_eq!(run.result("authenticate"), "PAM_SUCCESS", "{run}");
     assert!(run.log.contains("challenge signature verified"), "{run}");
@@ -514,7 +545,7 @@ fn a_bare_key_in_authorized_keys_logs_in_with_a_signature() {
 
 #[test]
 fn a_world_writable_authorized_keys_file_is_refused() {
-    let rig = bare_key_rig(0o666);
+    let rig = LoginRig::with_bare_key(0o666);
     let run = rig.authenticate(Some("alice"), &[PIN]);
     assert_eq!(run.result("authenticate"), "PAM_AUTHINFO_UNAVAIL", "{run}");
     assert!(run.log.contains("group or others can write it"), "{run}");
@@ -537,13 +568,10 @@ fn a_directory_rule_logs_in_through_libpam_and_fails_closed_when_down() {
             ..LdapUser::new("alice")
         }],
     );
-    rig.write_config(&config_with(
-        &rig,
-        &format!(
-            "{EXACT}\n[ldap]\nuri = [\"{}\"]\nbase = \"{BASE}\"\nsearch_timeout = 2.0\n",
-            slapd.uri()
-        ),
-    ));
+    rig.write_config(&rig.config_with_rules(&format!(
+        "{EXACT}\n[ldap]\nuri = [\"{}\"]\nbase = \"{BASE}\"\nsearch_timeout = 2.0\n",
+        slapd.uri()
+    )));
     let run = rig.authenticate(None, &[PIN]);
     assert_eq!(run.result("authenticate"), "PAM_SUCCESS", "{run}");
     assert_eq!(run.user().as_deref(), Some("alice"));
@@ -559,7 +587,7 @@ fn tessera_map_explains_a_certificate_file() {
     let enrolled = rig.enroll("alice", KeyType::P256);
     let pem = rig.path().join("alice.der");
     std::fs::write(&pem, &enrolled.certificate).unwrap();
-    rig.write_config(&config_with(&rig, "[[rule]]\nuser = \"{uid}\"\n[[rule]]\nname = \"by cn\"\nuser = \"{cn}\"\neku = [\"msScLogin\"]\n"));
+    rig.write_config(&rig.config_with_rules("[[rule]]\nuser = \"{uid}\"\n[[rule]]\nname = \"by cn\"\nuser = \"{cn}\"\neku = [\"msScLogin\"]\n"));
     let output = Command::new(artefact("tessera"))
         .args(["map", "--config"])
         .arg(rig.config_path())
