@@ -66,18 +66,21 @@ pub fn hex(bytes: &[u8]) -> String {
 /// Runs the configured action for `request`.
 pub async fn act(bus: &Bus, config: &EventdConfig, request: &ActionRequest) -> Outcome {
     let session = request.binding.session_id.as_str();
-    let path = match logind::session_path(bus, session).await {
-        Ok(path) => Some(path),
-        Err(CallError::NoSuchSession) => return Outcome::SessionGone,
-        Err(error) => {
-            // Go on without it: LockSession takes the id, and fail closed.
-            tracing::warn!(session, %error, "cannot look the session up");
-            None
-        }
-    };
-    if let Some(path) = &path {
-        if let Some(reason) = filtered_out(bus, config, session, path).await {
-            return Outcome::Skipped(reason);
+    // Only the filters need the session's object before acting: without
+    // them LockSession goes out first, since every round trip before it is
+    // time the session stays open.
+    let mut path = None;
+    if config.only_active || config.only_local {
+        match logind::session_path(bus, session).await {
+            Ok(found) => {
+                if let Some(reason) = filtered_out(bus, config, session, &found).await {
+                    return Outcome::Skipped(reason);
+                }
+                path = Some(found);
+            }
+            Err(CallError::NoSuchSession) => return Outcome::SessionGone,
+            // Act anyway: LockSession takes the id, and fail closed.
+            Err(error) => tracing::warn!(session, %error, "cannot look the session up"),
         }
     }
     if let Some(remove_command) = &config.remove_command {
@@ -140,9 +143,64 @@ async fn lock(
     path: Option<OwnedObjectPath>,
 ) -> Outcome {
     let session = request.binding.session_id.as_str();
-    // Listen before asking, so a quick locker's answer is not missed.
-    let mut changes = match (&path, bus.connection()) {
-        (Some(path), Some(connection)) => {
+    let requested = Instant::now();
+    let locked = logind::retry(bus, "LockSession", session, |connection| async move {
+        ManagerProxy::new(&connection)
+            .await?
+            .lock_session(session)
+            .await
+    })
+    .await;
+    let answered = Instant::now();
+    tracing::info!(
+        id = "eventd.lock.requested",
+        session,
+        // eventd's own share: from the wake-up of SCardGetStatusChange to
+        // the LockSession call; then logind's answer.
+        since_pull_us = requested.saturating_duration_since(request.pull.seen).as_micros() as u64,
+        answer_us = answered.saturating_duration_since(requested).as_micros() as u64,
+        "LockSession answered"
+    );
+    match locked {
+        Ok(()) => {}
+        Err(CallError::NoSuchSession) => return Outcome::SessionGone,
+        Err(error) => {
+            tracing::error!(id = "eventd.lock.failed", session, %error, "LockSession failed");
+            return escalate(bus, config, request).await;
+        }
+    }
+    let deadline = answered + config.lock_timeout;
+    let path = match path {
+        Some(path) => Some(path),
+        None => match logind::session_path(bus, session).await {
+            Ok(path) => Some(path),
+            Err(CallError::NoSuchSession) => return Outcome::SessionGone,
+            Err(error) => {
+                tracing::warn!(session, %error, "cannot look the session up to confirm the lock");
+                None
+            }
+        },
+    };
+    if let Some(path) = &path {
+        if confirm_locked(bus, session, path, deadline).await {
+            return Outcome::Locked;
+        }
+    }
+    escalate(bus, config, request).await
+}
+
+/// Whether the session at `path` reports LockedHint by `deadline`.
+/// Subscribed first, then read: a change after the subscription is in the
+/// stream, one before it shows in the read.
+async fn confirm_locked(
+    bus: &Bus,
+    session: &str,
+    path: &OwnedObjectPath,
+    deadline: Instant,
+) -> bool {
+    let runtime = bus.runtime();
+    let mut changes = match bus.connection() {
+        Some(connection) => {
             match SessionPropertiesProxy::builder(&connection)
                 .path(path.clone())
                 .cache_properties(CacheProperties::No)
@@ -153,55 +211,34 @@ async fn lock(
                 Err(_) => None,
             }
         }
-        _ => None,
+        None => None,
     };
-    let locked = logind::retry(bus, "LockSession", session, |connection| async move {
-        ManagerProxy::new(&connection)
-            .await?
-            .lock_session(session)
-            .await
-    })
-    .await;
-    match locked {
-        Ok(()) => {}
-        Err(CallError::NoSuchSession) => return Outcome::SessionGone,
-        Err(error) => {
-            tracing::error!(id = "eventd.lock.failed", session, %error, "LockSession failed");
-            return escalate(bus, config, request).await;
-        }
+    let hint = runtime
+        .timeout_at(
+            deadline,
+            logind::session_flag(bus, session, path, "LockedHint"),
+        )
+        .await;
+    if let Ok(Ok(true)) = hint {
+        return true;
     }
-    let deadline = Instant::now() + config.lock_timeout;
-    let runtime = bus.runtime();
-    if let Some(path) = &path {
-        let hint = runtime
-            .timeout_at(
-                deadline,
-                logind::session_flag(bus, session, path, "LockedHint"),
-            )
-            .await;
-        if let Ok(Ok(true)) = hint {
-            return Outcome::Locked;
-        }
-    }
-    if let Some(changes) = &mut changes {
-        let confirmed = runtime
-            .timeout_at(deadline, async {
-                while let Some(signal) = changes.next().await {
-                    if signal
-                        .args()
-                        .is_ok_and(|args| logind::says_locked(&args.changed))
-                    {
-                        return true;
-                    }
+    let Some(changes) = &mut changes else {
+        return false;
+    };
+    let confirmed = runtime
+        .timeout_at(deadline, async {
+            while let Some(signal) = changes.next().await {
+                if signal
+                    .args()
+                    .is_ok_and(|args| logind::says_locked(&args.changed))
+                {
+                    return true;
                 }
-                false
-            })
-            .await;
-        if let Ok(true) = confirmed {
-            return Outcome::Locked;
-        }
-    }
-    escalate(bus, config, request).await
+            }
+            false
+        })
+        .await;
+    matches!(confirmed, Ok(true))
 }
 
 async fn escalate(bus: &Bus, config: &EventdConfig, request: &ActionRequest) -> Outcome {

@@ -6,7 +6,7 @@
 //! inputs.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tessera_core::binding::{BoundToken, SessionBinding};
 use tessera_core::eventd_config::EventdConfig;
@@ -53,6 +53,9 @@ pub struct Pull {
     pub atr: Vec<u8>,
     /// What it was.
     pub identity: Identity,
+    /// When eventd learnt that it left (from PC/SC, or from an
+    /// identification that found another card in its place).
+    pub seen: Instant,
 }
 
 /// One session to act on because of a pull.
@@ -216,7 +219,7 @@ impl Engine {
     pub fn handle(&mut self, input: Input) -> Vec<Effect> {
         let mut effects = Vec::new();
         match input {
-            Input::Reader(event) => self.reader_event(event, &mut effects),
+            Input::Reader { event, seen } => self.reader_event(event, seen, &mut effects),
             Input::PcscAvailable(available) => self.pcsc_available = available,
             Input::Identified {
                 reader,
@@ -287,7 +290,7 @@ impl Engine {
         effects
     }
 
-    fn reader_event(&mut self, event: ReaderEvent, effects: &mut Vec<Effect>) {
+    fn reader_event(&mut self, event: ReaderEvent, seen: Instant, effects: &mut Vec<Effect>) {
         match event {
             ReaderEvent::ReaderAdded(reader) => {
                 self.readers.entry(reader).or_insert(None);
@@ -334,6 +337,7 @@ impl Engine {
                     reader,
                     atr: card.atr,
                     identity: card.identity,
+                    seen,
                 };
                 self.pulled(pull, effects);
             }
@@ -386,6 +390,7 @@ impl Engine {
                 reader: reader.to_owned(),
                 atr: card.atr.clone(),
                 identity: previous,
+                seen: Instant::now(),
             };
             card.identity = identity.clone();
             let atr = card.atr.clone();
@@ -500,6 +505,14 @@ mod tests {
         }
     }
 
+    /// A reader event seen now.
+    fn reader_input(event: ReaderEvent) -> Input {
+        Input::Reader {
+            event,
+            seen: Instant::now(),
+        }
+    }
+
     struct Script {
         engine: Engine,
     }
@@ -507,8 +520,8 @@ mod tests {
     impl Script {
         fn new(config: EventdConfig) -> Self {
             let mut engine = Engine::new(config);
-            engine.handle(Input::Reader(ReaderEvent::ReaderAdded(R0.into())));
-            engine.handle(Input::Reader(ReaderEvent::ReaderAdded(R1.into())));
+            engine.handle(reader_input(ReaderEvent::ReaderAdded(R0.into())));
+            engine.handle(reader_input(ReaderEvent::ReaderAdded(R1.into())));
             Self { engine }
         }
 
@@ -522,7 +535,7 @@ mod tests {
 
         /// Inserts and identifies a card; returns the effects of identification.
         fn insert(&mut self, reader: &str, identity: Identity) -> Vec<Effect> {
-            let effects = self.engine.handle(Input::Reader(ReaderEvent::CardInserted {
+            let effects = self.engine.handle(reader_input(ReaderEvent::CardInserted {
                 reader: reader.into(),
                 atr: vec![0x3b],
             }));
@@ -537,7 +550,7 @@ mod tests {
         }
 
         fn pull(&mut self, reader: &str) -> Vec<Effect> {
-            self.engine.handle(Input::Reader(ReaderEvent::CardRemoved {
+            self.engine.handle(reader_input(ReaderEvent::CardRemoved {
                 reader: reader.into(),
             }))
         }
@@ -615,7 +628,7 @@ mod tests {
         // Pulled before identification finished.
         script
             .engine
-            .handle(Input::Reader(ReaderEvent::CardInserted {
+            .handle(reader_input(ReaderEvent::CardInserted {
                 reader: R1.into(),
                 atr: vec![0x3b],
             }));
@@ -630,7 +643,7 @@ mod tests {
         let mut script = Script::new(EventdConfig::default());
         let effects = script
             .engine
-            .handle(Input::Reader(ReaderEvent::CardInserted {
+            .handle(reader_input(ReaderEvent::CardInserted {
                 reader: R0.into(),
                 atr: vec![0x3b],
             }));
@@ -728,7 +741,7 @@ mod tests {
         let reverify = |script: &mut Script, identity| {
             let effects = script
                 .engine
-                .handle(Input::Reader(ReaderEvent::CardReverify {
+                .handle(reader_input(ReaderEvent::CardReverify {
                     reader: R0.into(),
                     atr: vec![0x3b],
                 }));

@@ -1,6 +1,7 @@
 //! Everything the main loop reacts to, and the channel that carries it.
 
 use std::num::NonZeroUsize;
+use std::time::Instant;
 
 use tessera_core::binding::SessionBinding;
 use zruntime::mpmc;
@@ -19,7 +20,12 @@ const CAPACITY: NonZeroUsize = match NonZeroUsize::new(256) {
 #[derive(Debug)]
 pub enum Input {
     /// A reader or card changed.
-    Reader(ReaderEvent),
+    Reader {
+        /// What changed.
+        event: ReaderEvent,
+        /// When SCardGetStatusChange returned with it.
+        seen: Instant,
+    },
     /// pcscd became reachable (true) or was lost (false).
     PcscAvailable(bool),
     /// PKCS#11 said which token sits in a reader.

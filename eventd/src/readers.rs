@@ -358,6 +358,7 @@ fn follow(context: &Context, tracker: &mut ReaderTracker, events: &InputSender) 
             .map(|deadline| deadline.saturating_duration_since(Instant::now()));
         states.push(pnp);
         let result = context.get_status_change(timeout, &mut states);
+        let seen = Instant::now();
         pnp = states
             .pop()
             .unwrap_or_else(|| ReaderState::new(pcsc::PNP_NOTIFICATION(), State::UNAWARE));
@@ -405,7 +406,7 @@ fn follow(context: &Context, tracker: &mut ReaderTracker, events: &InputSender) 
                 "reader state"
             );
         }
-        let found = tracker.update(&snapshots, Instant::now());
+        let found = tracker.update(&snapshots, seen);
         if !found.is_empty() {
             tracing::debug!(?found, "reader events");
         }
@@ -420,7 +421,7 @@ fn follow(context: &Context, tracker: &mut ReaderTracker, events: &InputSender) 
             spurious = 0;
         }
         for event in found {
-            events.send(Input::Reader(event));
+            events.send(Input::Reader { event, seen });
         }
     }
 }

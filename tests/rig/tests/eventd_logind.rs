@@ -166,6 +166,17 @@ fn pulling_a_card_locks_exactly_the_session_it_opened() {
             .map(|record| record["TESSERA_SESSION"].as_str().unwrap())
             .collect();
         assert_eq!(sessions, vec![bob.id.as_str(), alice.id.as_str()]);
+        // Each LockSession is recorded with eventd's share of the latency
+        // and logind's answer time (the benchmark's split).
+        let requests = world.unit.records("eventd.lock.requested");
+        assert_eq!(requests.len(), 2, "{}", world.unit.log_text());
+        for (record, session) in requests.iter().zip([&bob.id, &alice.id]) {
+            assert_eq!(record["TESSERA_SESSION"], session.as_str());
+            for field in ["TESSERA_SINCE_PULL_US", "TESSERA_ANSWER_US"] {
+                let micros: u64 = record[field].as_str().unwrap().parse().unwrap();
+                assert!(micros < REACTION.as_micros() as u64, "{record}");
+            }
+        }
         assert!(alice_locker
             .drain()
             .iter()
@@ -648,6 +659,28 @@ fn bench_pull_to_logind_lock_latency() {
         eprintln!(
             "{}",
             summary("  of which after pcscd reported it", after_pcscd_us)
+        );
+        let requests = world.unit.records("eventd.lock.requested");
+        assert_eq!(requests.len(), PULLS, "{}", world.unit.log_text());
+        let field = |name: &str| -> Vec<u64> {
+            requests
+                .iter()
+                .map(|record| record[name].as_str().unwrap().parse().unwrap())
+                .collect()
+        };
+        eprintln!(
+            "{}",
+            summary(
+                "    eventd: its wake-up to LockSession sent",
+                field("TESSERA_SINCE_PULL_US")
+            )
+        );
+        eprintln!(
+            "{}",
+            summary(
+                "    logind: LockSession to its answer",
+                field("TESSERA_ANSWER_US")
+            )
         );
     });
 }
