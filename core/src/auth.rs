@@ -294,9 +294,14 @@ fn find_tokens(
     policy: &AuthPolicy,
     conversation: &mut dyn Conversation,
 ) -> Result<Vec<TokenIdentity>, AuthFailure> {
+    if policy.wait_for_card.is_zero() {
+        return matching_tokens(module, config);
+    }
+    // The reader snapshot comes before the token list, so that a card
+    // inserted between the two still ends the wait.
     let mut watcher = CardWatcher::start();
     let tokens = matching_tokens(module, config)?;
-    if !tokens.is_empty() || policy.wait_for_card.is_zero() {
+    if !tokens.is_empty() {
         return Ok(tokens);
     }
     conversation.info("Insert your smart card")?;

@@ -85,6 +85,11 @@ fn check_ancestors(path: &Path) -> Result<(), TrustError> {
 /// Checks that `path`, its target if it is a symlink, and all their parent
 /// directories are owned by root and not writable by group or others.
 pub fn check_trusted_path(path: &Path) -> Result<(), TrustError> {
+    trusted_real_path(path).map(drop)
+}
+
+/// [`check_trusted_path`], returning the path with symlinks resolved.
+fn trusted_real_path(path: &Path) -> Result<PathBuf, TrustError> {
     if !path.is_absolute() {
         return Err(TrustError::Relative(path.to_owned()));
     }
@@ -100,17 +105,18 @@ pub fn check_trusted_path(path: &Path) -> Result<(), TrustError> {
         path: real.clone(),
         source,
     })?;
-    check_owner_and_mode(&real, &metadata)
+    check_owner_and_mode(&real, &metadata)?;
+    Ok(real)
 }
 
 /// Opens a trusted regular file for reading, re-checking the opened
 /// descriptor so the file read is the file checked.
 pub fn open_trusted_file(path: &Path) -> Result<File, TrustError> {
-    check_trusted_path(path)?;
+    let real = trusted_real_path(path)?;
     let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
-        .open(std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned()))
+        .open(real)
         .map_err(|source| TrustError::Io {
             path: path.to_owned(),
             source,

@@ -11,7 +11,7 @@ use cryptoki::object::{
     Attribute, AttributeInfo, AttributeType, CertificateType, KeyType, ObjectClass, ObjectHandle,
 };
 use cryptoki::session::{Session, UserType};
-use cryptoki::slot::Slot;
+use cryptoki::slot::{Slot, TokenInfo};
 use cryptoki::types::AuthPin;
 use tessera_mappers::PublicKey;
 use zeroize::Zeroizing;
@@ -214,6 +214,25 @@ fn public_key_from_attributes(attributes: Vec<Attribute>) -> Result<PublicKey, S
     }
 }
 
+/// The identity CK_TOKEN_INFO gives the token in slot `slot_id`; the slot
+/// description is left empty for the caller to fill.
+fn token_identity(slot_id: u64, info: &TokenInfo) -> TokenIdentity {
+    TokenIdentity {
+        slot_id,
+        slot_description: String::new(),
+        label: info.label().trim_end().to_owned(),
+        manufacturer: info.manufacturer_id().trim_end().to_owned(),
+        model: info.model().trim_end().to_owned(),
+        serial: info.serial_number().trim_end().to_owned(),
+        pin_locked: info.user_pin_locked(),
+        pin_final_try: info.user_pin_final_try(),
+        pin_count_low: info.user_pin_count_low(),
+        protected_authentication_path: info.protected_authentication_path(),
+        so_pin_locked: info.so_pin_locked(),
+        so_pin_final_try: info.so_pin_final_try(),
+    }
+}
+
 /// A loaded and initialised PKCS#11 module.
 #[derive(Debug)]
 pub struct Pkcs11Module {
@@ -266,14 +285,24 @@ impl Pkcs11Module {
         let context = self.context()?;
         let mut tokens = Vec::new();
         for slot in context.get_slots_with_token()? {
-            // SoftHSM and some PKCS#15 drivers expose an empty, uninitialised
-            // token; it holds nothing to log in with.
-            match context.get_token_info(slot) {
-                Ok(info) if !info.token_initialized() => continue,
-                _ => {}
-            }
-            match self.identify(slot) {
-                Ok(token) => tokens.push(token),
+            let identity = context
+                .get_token_info(slot)
+                .map_err(TokenError::from)
+                .and_then(|info| {
+                    // SoftHSM and some PKCS#15 drivers expose an empty,
+                    // uninitialised token; it holds nothing to log in with.
+                    if !info.token_initialized() {
+                        return Ok(None);
+                    }
+                    let slot_info = context.get_slot_info(slot)?;
+                    Ok(Some(TokenIdentity {
+                        slot_description: slot_info.slot_description().trim_end().to_owned(),
+                        ..token_identity(slot.id(), &info)
+                    }))
+                });
+            match identity {
+                Ok(None) => {}
+                Ok(Some(token)) => tokens.push(token),
                 // A token pulled between the slot list and this call is simply gone.
                 Err(error) if error.token_gone() => {
                     tracing::debug!(slot = slot.id(), %error, "token vanished while listing")
@@ -284,26 +313,6 @@ impl Pkcs11Module {
         Ok(tokens)
     }
 
-    fn identify(&self, slot: Slot) -> Result<TokenIdentity, TokenError> {
-        let context = self.context()?;
-        let slot_info = context.get_slot_info(slot)?;
-        let info = context.get_token_info(slot)?;
-        Ok(TokenIdentity {
-            slot_id: slot.id(),
-            slot_description: slot_info.slot_description().trim_end().to_owned(),
-            label: info.label().trim_end().to_owned(),
-            manufacturer: info.manufacturer_id().trim_end().to_owned(),
-            model: info.model().trim_end().to_owned(),
-            serial: info.serial_number().trim_end().to_owned(),
-            pin_locked: info.user_pin_locked(),
-            pin_final_try: info.user_pin_final_try(),
-            pin_count_low: info.user_pin_count_low(),
-            protected_authentication_path: info.protected_authentication_path(),
-            so_pin_locked: info.so_pin_locked(),
-            so_pin_final_try: info.so_pin_final_try(),
-        })
-    }
-
     /// The slot of `token`. No C_GetSlotList here: some modules (SoftHSM)
     /// rescan their store on every call, and a token that left its slot is
     /// reported by the next call on the slot anyway.
@@ -311,9 +320,14 @@ impl Pkcs11Module {
         Slot::try_from(token.slot_id).map_err(TokenError::Call)
     }
 
-    /// `token` as it is now (fresh PIN flags).
+    /// `token` as it is now (fresh PIN flags). The slot's description does
+    /// not change, so only the token is asked.
     pub fn refresh(&self, token: &TokenIdentity) -> Result<TokenIdentity, TokenError> {
-        self.identify(self.slot(token)?)
+        let info = self.context()?.get_token_info(self.slot(token)?)?;
+        Ok(TokenIdentity {
+            slot_description: token.slot_description.clone(),
+            ..token_identity(token.slot_id, &info)
+        })
     }
 
     /// The X.509 certificates on `token`, at most [`MAX_CERTIFICATES_PER_TOKEN`].

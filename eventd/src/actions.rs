@@ -157,7 +157,9 @@ async fn lock(
         session,
         // eventd's own share: from the wake-up of SCardGetStatusChange to
         // the LockSession call; then logind's answer.
-        since_pull_us = requested.saturating_duration_since(request.pull.seen).as_micros() as u64,
+        since_pull_us = requested
+            .saturating_duration_since(request.pull.seen)
+            .as_micros() as u64,
         answer_us = answered.saturating_duration_since(requested).as_micros() as u64,
         "LockSession answered"
     );

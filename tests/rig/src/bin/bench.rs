@@ -168,7 +168,7 @@ fn virtual_card_logins() -> String {
     let cert = dir.join("cert.der");
     std::fs::write(&cert, &certificate).unwrap();
     let pcscd = Pcscd::start_for_readers(&rig.path().join("pcscd"), &[0]).expect("pcscd");
-    let _card = CardSpec::new(0)
+    let card = CardSpec::new(0)
         .slot("9a", &key, &cert)
         .pin(PIN)
         .start(&pcscd)
@@ -194,21 +194,82 @@ fn virtual_card_logins() -> String {
             continue;
         }
         for (service, micros) in &results {
-            let label = match service.as_str() {
-                SERVICE => "pam_tessera",
-                PAM_PKCS11_SERVICE => "pam_pkcs11 (ca,signature; cn mapper)",
-                PAM_P11_SERVICE => "pam_p11 (authorized certificate)",
-                other => other,
-            };
-            samples.add(label, micros);
+            samples.add(card_label(service), micros);
         }
     }
+    let traffic = card_traffic(&rig, card.log_path(), &services);
     table(
         "Login through libpam, virtual PIV card over pcscd + OpenSC, ECDSA P-256",
         &samples,
         None,
-        &[],
+        &[traffic],
     )
+}
+
+/// The row name of a service in the virtual card's tables.
+fn card_label(service: &str) -> &str {
+    match service {
+        SERVICE => "pam_tessera",
+        PAM_PKCS11_SERVICE => "pam_pkcs11 (ca,signature; cn mapper)",
+        PAM_P11_SERVICE => "pam_p11 (authorized certificate)",
+        other => other,
+    }
+}
+
+/// The card's APDU commands in `log` (its `--verbose` log) past line `from`,
+/// counted by instruction.
+fn apdus_since(log: &std::path::Path, from: usize) -> (usize, BTreeMap<&'static str, usize>) {
+    let text = std::fs::read_to_string(log).unwrap();
+    let commands: Vec<&str> = text
+        .lines()
+        .skip(from)
+        .filter_map(|line| line.strip_prefix("> "))
+        .collect();
+    let mut by_instruction = BTreeMap::new();
+    for command in &commands {
+        let name = match command.get(2..4) {
+            Some("a4") => "SELECT",
+            Some("cb") => "GET DATA",
+            Some("20") => "VERIFY",
+            Some("87") => "GENERAL AUTHENTICATE",
+            Some("c0") => "GET RESPONSE",
+            _ => "other",
+        };
+        *by_instruction.entry(name).or_insert(0) += 1;
+    }
+    (commands.len(), by_instruction)
+}
+
+/// One login per module, each alone in a fresh harness process, counting
+/// the commands the virtual card answered: the card's round trips are what
+/// a login over a real reader waits for.
+fn card_traffic(rig: &LoginRig, log: &std::path::Path, others: &[&str]) -> String {
+    let confdir = rig.confdir();
+    let own_stack = std::fs::read_to_string(confdir.join(SERVICE)).unwrap();
+    let mut text = String::from(
+        "APDU commands the card answered for one login (each module alone in a fresh process):\n\n\
+         | module | commands | by instruction |\n|---|---|---|\n",
+    );
+    for service in std::iter::once(&SERVICE).chain(others) {
+        // Run that module's stack under the rig's service name.
+        rig.write_service(&std::fs::read_to_string(confdir.join(service)).unwrap());
+        let from = std::fs::read_to_string(log).unwrap().lines().count();
+        let micros = rig.bench_authenticate("alice", PIN, 1);
+        assert_eq!(micros.len(), 1, "{service} did not log in");
+        let (total, by_instruction) = apdus_since(log, from);
+        let listed: Vec<String> = by_instruction
+            .iter()
+            .map(|(name, count)| format!("{name} {count}"))
+            .collect();
+        let _ = writeln!(
+            text,
+            "| {} | {total} | {} |",
+            card_label(service),
+            listed.join(", ")
+        );
+    }
+    rig.write_service(&own_stack);
+    text
 }
 
 /// Section 4: revocation by a local CRL of 100,000 entries, tessera
