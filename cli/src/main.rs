@@ -63,6 +63,10 @@ enum Command {
         /// The PAM service whose policy applies.
         #[arg(long, default_value = "login")]
         service: String,
+        /// Log in this many times in one process, each from the config on,
+        /// with its own timeline (the first run pays for loading libraries).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        repeat: u32,
     },
     /// Write a starting configuration (mode 0644) and copy the CA next to
     /// it, check it like check-config, and print the next step. Exit status
@@ -287,7 +291,8 @@ fn main() -> ExitCode {
             config,
             user,
             service,
-        } => match login::run(config, user.as_deref(), service) {
+            repeat,
+        } => match login::run(config, user.as_deref(), service, *repeat) {
             Ok(true) => ExitCode::SUCCESS,
             Ok(false) => ExitCode::FAILURE,
             Err(error) => {

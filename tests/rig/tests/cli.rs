@@ -136,9 +136,11 @@ fn inspect_shows_tokens_certificates_verdicts_and_mapping_as_json() {
 fn login_runs_the_flow_without_pam_and_prints_each_step() {
     let mut rig = LoginRig::new();
     rig.enroll("alice", KeyType::P256);
-    let run = |pin: &str| {
+    let run_all = |pins: &[&str]| {
         let mut child = tessera(&rig)
-            .args(["login", "--user", "alice", "--config"])
+            .args(["login", "--user", "alice", "--repeat"])
+            .arg(pins.len().to_string())
+            .arg("--config")
             .arg(rig.config_path())
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
@@ -146,9 +148,14 @@ fn login_runs_the_flow_without_pam_and_prints_each_step() {
             .spawn()
             .unwrap();
         use std::io::Write;
-        writeln!(child.stdin.take().unwrap(), "{pin}").unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        for pin in pins {
+            writeln!(stdin, "{pin}").unwrap();
+        }
+        drop(stdin);
         child.wait_with_output().unwrap()
     };
+    let run = |pin: &str| run_all(&[pin]);
     let good = run(PIN);
     let stderr = String::from_utf8_lossy(&good.stderr);
     assert!(good.status.success(), "{stderr}");
@@ -167,6 +174,31 @@ fn login_runs_the_flow_without_pam_and_prints_each_step() {
     let bad = run("000000");
     assert_eq!(bad.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("login FAILED (WrongPin)"));
+
+    // --repeat: one run per PIN, each with its own timeline from the config
+    // on; success only if every run succeeded.
+    let twice = run_all(&[PIN, PIN]);
+    let stderr = String::from_utf8_lossy(&twice.stderr);
+    assert!(twice.status.success(), "{stderr}");
+    assert_eq!(
+        stderr.matches("login OK: user alice").count(),
+        2,
+        "{stderr}"
+    );
+    assert_eq!(
+        stderr.matches("configuration loaded").count(),
+        2,
+        "{stderr}"
+    );
+    let mixed = run_all(&[PIN, "000000"]);
+    let stderr = String::from_utf8_lossy(&mixed.stderr);
+    assert_eq!(mixed.status.code(), Some(1), "{stderr}");
+    assert_eq!(
+        stderr.matches("login OK: user alice").count(),
+        1,
+        "{stderr}"
+    );
+    assert!(stderr.contains("login FAILED (WrongPin)"), "{stderr}");
 }
 
 fn run_tessera(rig: &LoginRig, args: &[&std::ffi::OsStr]) -> std::process::Output {

@@ -127,12 +127,131 @@ fn softhsm_logins(key_type: KeyType, name: &str) -> String {
         }
         samples.add("floor: C_Initialize+C_Login+C_Sign", &floor);
     }
-    table(
+    let timeline = login_timeline(&rig, ROUNDS * (CHUNKS - 1));
+    let mut text = table(
         &format!("Login through libpam, SoftHSM2, {name} (pam_start + pam_authenticate + pam_end)"),
         &samples,
         Some("floor: C_Initialize+C_Login+C_Sign"),
         &notes,
-    )
+    );
+    text.push_str(&timeline);
+    text
+}
+
+/// The steps `tessera login` logs, in order, with what each one's interval covers.
+const STEPS: [(&str, &str); 10] = [
+    (
+        "configuration loaded",
+        "file-trust checks, read and parse the config",
+    ),
+    (
+        "trust anchors loaded",
+        "file-trust checks, read and parse the CA files",
+    ),
+    ("PKCS#11 module loaded", "dlopen the module, C_Initialize"),
+    ("tokens present", "slot list, token and slot info"),
+    (
+        "certificates found",
+        "session, object search, attribute reads",
+    ),
+    (
+        "certificate valid",
+        "parse, map (NSS look-up), chain validation: 1 signature",
+    ),
+    (
+        "logged in to the token",
+        "PIN flags, PIN prompt (stdin), C_Login",
+    ),
+    (
+        "token signed the challenge",
+        "key search, challenge, C_SignInit + C_Sign",
+    ),
+    ("challenge signature verified", "signature verification"),
+    ("login OK", "C_Logout, C_CloseSession, C_Finalize, dlclose"),
+];
+
+/// Where `tessera login` spends its time, step by step: the core flow
+/// without libpam, with debug logging to a pipe, `rounds` runs in one process
+/// after a warm-up of a chunk (so that libraries are loaded, as in the PAM
+/// harness); the median of each interval between two logged steps.
+fn login_timeline(rig: &LoginRig, rounds: usize) -> String {
+    let runs = rounds + ROUNDS;
+    let mut child = Command::new(tessera_testrig::bins::artefact("tessera"))
+        .args(["login", "--user", "alice", "--repeat"])
+        .arg(runs.to_string())
+        .arg("--config")
+        .arg(rig.config_path())
+        .envs(rig.env())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write as _;
+        let mut stdin = child.stdin.take().unwrap();
+        for _ in 0..runs {
+            writeln!(stdin, "{PIN}").unwrap();
+        }
+    }
+    let output = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "tessera login failed:\n{log}");
+    // Each run logs "[    1.234 ms]  DEBUG step..." lines (the PIN prompt,
+    // with no newline after it, may come first) and ends with
+    // "login OK: ..., 12.345 ms".
+    let mut intervals: Vec<Vec<u64>> = vec![Vec::new(); STEPS.len()];
+    let mut run: Vec<&str> = Vec::new();
+    let mut finished = 0;
+    for line in log.lines() {
+        run.push(line);
+        if !line.starts_with("login OK") {
+            continue;
+        }
+        finished += 1;
+        if finished > ROUNDS {
+            let at = |needle: &str| -> u64 {
+                let line = run
+                    .iter()
+                    .find(|line| line.contains(needle))
+                    .unwrap_or_else(|| panic!("no {needle:?} in\n{}", run.join("\n")));
+                let millis = if needle == "login OK" {
+                    line.rsplit(", ")
+                        .next()
+                        .and_then(|end| end.strip_suffix(" ms"))
+                } else {
+                    line.split_once('[')
+                        .and_then(|(_, rest)| rest.split(" ms]").next())
+                };
+                let millis: f64 = millis
+                    .and_then(|text| text.trim().parse().ok())
+                    .unwrap_or_else(|| panic!("no time in {line:?}"));
+                (millis * 1000.0).round() as u64
+            };
+            let mut previous = 0;
+            for (interval, (needle, _)) in intervals.iter_mut().zip(STEPS) {
+                let reached = at(needle);
+                interval.push(reached.saturating_sub(previous));
+                previous = reached;
+            }
+        }
+        run.clear();
+    }
+    assert_eq!(finished, runs, "{log}");
+    let mut text = format!(
+        "\nWhere the time goes: `tessera login --repeat {runs}` (the same core flow without \
+         libpam, debug log to a pipe), the last {rounds} runs; median per interval:\n\n\
+         | up to the step | covers | median µs |\n|---|---|---|\n"
+    );
+    let mut total = 0;
+    for (samples, (needle, covers)) in intervals.iter_mut().zip(STEPS) {
+        samples.sort_unstable();
+        let median = samples[samples.len() / 2];
+        total += median;
+        let _ = writeln!(text, "| {needle} | {covers} | {median} |");
+    }
+    let _ = writeln!(text, "| (sum of medians) | | {total} |");
+    text
 }
 
 /// Section 2: the virtual card over OpenSC: tessera vs pam_pkcs11 vs pam_p11.
@@ -227,12 +346,13 @@ fn apdus_since(log: &std::path::Path, from: usize) -> (usize, BTreeMap<&'static 
         .collect();
     let mut by_instruction = BTreeMap::new();
     for command in &commands {
+        // The log writes each command as upper-case hex: CLA INS P1 P2...
         let name = match command.get(2..4) {
-            Some("a4") => "SELECT",
-            Some("cb") => "GET DATA",
+            Some("A4") => "SELECT",
+            Some("CB") => "GET DATA",
             Some("20") => "VERIFY",
             Some("87") => "GENERAL AUTHENTICATE",
-            Some("c0") => "GET RESPONSE",
+            Some("C0") => "GET RESPONSE",
             _ => "other",
         };
         *by_instruction.entry(name).or_insert(0) += 1;
