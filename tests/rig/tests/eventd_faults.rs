@@ -362,6 +362,75 @@ fn pulls_and_inserts_under_memcheck_touch_no_bad_memory_and_leak_nothing() {
     assert!(report.contains("definitely lost: 0 bytes"), "{report}");
 }
 
+#[test]
+fn identification_helpers_under_memcheck_touch_no_bad_memory_and_leak_nothing() {
+    // Under valgrind OpenSC takes seconds to read the card.
+    let rig = Rig::new("identify_timeout = \"2m\"\n");
+    let login1 = rig.standin(&[]);
+    let reports = rig.rig.path().join("memcheck");
+    std::fs::create_dir_all(&reports).unwrap();
+    let log_file = format!("--log-file={}/%p.log", reports.display());
+    let mut eventd = HostEventd::start_under(
+        &[
+            "valgrind",
+            "--tool=memcheck",
+            "--trace-children=yes",
+            "--leak-check=full",
+            "--show-leak-kinds=definite",
+            "--errors-for-leak-kinds=definite",
+            "--error-exitcode=99",
+            &log_file,
+        ],
+        &rig.rig.config_path(),
+        &rig.rig.path().join("eventd.log"),
+        &rig.env(),
+        &[],
+    );
+    let slow = Duration::from_secs(120);
+    eventd.wait_lines("eventd.token.inserted", 1, slow);
+    rig.pull();
+    login1.wait_calls("LockSession", "1", 1, slow);
+    rig.insert();
+    eventd.wait_lines("eventd.token.inserted", 2, slow);
+    assert!(eventd.running(), "eventd died:\n{}", eventd.log());
+    // The helpers answered: the card was identified each time.
+    let identified = eventd.lines("eventd.token.inserted");
+    assert!(
+        identified
+            .iter()
+            .all(|line| line.contains(&format!("serial={}", &GUID[16..]))),
+        "{identified:?}"
+    );
+    assert_eq!(eventd.terminate(), Some(0));
+    // eventd kills a helper once it has answered (its C_Finalize may hang),
+    // so a helper's report often ends before memcheck's summary; memcheck
+    // writes each error as it finds it, so a report with nothing after its
+    // header saw none while the helper identified the card.
+    let mut helpers = 0;
+    for entry in std::fs::read_dir(&reports).unwrap() {
+        let report = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        if !report.contains("--identify-module") {
+            assert!(report.contains("ERROR SUMMARY: 0 errors"), "{report}");
+            continue;
+        }
+        helpers += 1;
+        let body: Vec<&str> = report
+            .lines()
+            .skip_while(|line| !line.contains("Parent PID:"))
+            .skip(1)
+            .filter(|line| {
+                line.split_once("== ")
+                    .is_some_and(|(_, text)| !text.trim().is_empty())
+            })
+            .collect();
+        let clean = body.is_empty()
+            || (report.contains("ERROR SUMMARY: 0 errors")
+                && report.contains("definitely lost: 0 bytes"));
+        assert!(clean, "{report}");
+    }
+    assert!(helpers >= 2, "{helpers} identification helpers traced");
+}
+
 /// `C_GetTokenInfo` blocks for ten minutes, as OpenSC does when it
 /// deadlocks on its own card mutex.
 const HANG: &str = "[[fault]]\nfunction = \"C_GetTokenInfo\"\naction = { sleep_ms = 600000 }\n";
