@@ -688,25 +688,18 @@ fn bench_pull_to_logind_lock_latency() {
 /// CPU time (ns, all threads), context switches (all threads) and RSS (KiB) of a process.
 fn cost(pid: u32) -> (u64, u64, u64) {
     let mut cpu = 0;
-    let mut switches = 0;
     for task in std::fs::read_dir(format!("/proc/{pid}/task"))
         .unwrap()
         .flatten()
     {
-        let path = task.path();
-        cpu += std::fs::read_to_string(path.join("schedstat"))
+        cpu += std::fs::read_to_string(task.path().join("schedstat"))
             .unwrap_or_default()
             .split_whitespace()
             .next()
             .and_then(|ns| ns.parse::<u64>().ok())
             .unwrap_or(0);
-        switches += std::fs::read_to_string(path.join("status"))
-            .unwrap_or_default()
-            .lines()
-            .filter(|line| line.contains("ctxt_switches"))
-            .filter_map(|line| line.split_whitespace().nth(1)?.parse::<u64>().ok())
-            .sum::<u64>();
     }
+    let switches = thread_switches(pid).values().sum();
     (cpu, switches, rss_kib(pid))
 }
 
@@ -772,7 +765,15 @@ fn bench_idle_cost_next_to_pam_pkcs11_event_managers() {
                 .map(|(name, child)| (name.to_string(), child.id())),
         );
         let before: Vec<_> = measured.iter().map(|(_, pid)| cost(*pid)).collect();
+        let eventd_threads = thread_switches(world.unit.main_pid());
         std::thread::sleep(window);
+        let woken: Vec<String> = thread_switches(world.unit.main_pid())
+            .into_iter()
+            .filter_map(|(thread, end)| {
+                let start = eventd_threads.get(&thread).copied().unwrap_or(0);
+                (end > start).then(|| format!("{} ({}): {}", thread.1, thread.0, end - start))
+            })
+            .collect();
         eprintln!("idle, one card in the reader, over {window:?}:");
         for ((name, pid), start) in measured.iter().zip(before) {
             let end = cost(*pid);
@@ -784,9 +785,42 @@ fn bench_idle_cost_next_to_pam_pkcs11_event_managers() {
                 end.2
             );
         }
+        eprintln!(
+            "tessera-eventd's wake-ups by thread (name, tid): {}",
+            if woken.is_empty() {
+                "none".to_owned()
+            } else {
+                woken.join(", ")
+            }
+        );
         for (_, child) in &mut others {
             let _ = child.kill();
             let _ = child.wait();
         }
     });
+}
+
+/// Context switches of each thread of a process, by (thread id, name).
+fn thread_switches(pid: u32) -> std::collections::BTreeMap<(String, String), u64> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+        .map(|task| {
+            let path = task.path();
+            let name = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+            let switches = std::fs::read_to_string(path.join("status"))
+                .unwrap_or_default()
+                .lines()
+                .filter(|line| line.contains("ctxt_switches"))
+                .filter_map(|line| line.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .sum::<u64>();
+            (
+                (
+                    task.file_name().to_string_lossy().into_owned(),
+                    name.trim().to_owned(),
+                ),
+                switches,
+            )
+        })
+        .collect()
 }
