@@ -541,6 +541,11 @@ fn soak(cycles: usize, restarts: usize, rss_slack_kib: u64) {
             world.unit.log_text()
         );
         wait_until("LockedHint", REACTION, || locked_hint(&alice.id));
+        // A person unlocks seconds later, after eventd saw the lock; a
+        // locker that unlocks before eventd looks is escalated.
+        world
+            .unit
+            .wait_records("eventd.session.locked", cycle, REACTION);
         locker.unlock();
         world.insert(0);
         world
@@ -647,6 +652,9 @@ fn bench_pull_to_logind_lock_latency() {
             lock_us.push(locked - pulled);
             after_pcscd_us.push(locked.saturating_sub(seen));
             wait_until("LockedHint", REACTION, || locked_hint(&alice.id));
+            world
+                .unit
+                .wait_records("eventd.session.locked", cycle, REACTION);
             locker.unlock();
             world.insert(0);
             world
