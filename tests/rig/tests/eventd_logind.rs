@@ -774,7 +774,14 @@ fn bench_idle_cost_next_to_pam_pkcs11_event_managers() {
         );
         let before: Vec<_> = measured.iter().map(|(_, pid)| cost(*pid)).collect();
         let eventd_threads = thread_switches(world.unit.main_pid());
+        let records_before = world.unit.journal().len();
         std::thread::sleep(window);
+        // Every return from SCardGetStatusChange logs the reader states
+        // (debug), so wake-ups that leave no record stayed inside libpcsclite.
+        let records: Vec<String> = world.unit.journal()[records_before..]
+            .iter()
+            .map(|record| record["MESSAGE"].as_str().unwrap_or_default().to_owned())
+            .collect();
         let woken: Vec<String> = thread_switches(world.unit.main_pid())
             .into_iter()
             .filter_map(|(thread, end)| {
@@ -793,6 +800,10 @@ fn bench_idle_cost_next_to_pam_pkcs11_event_managers() {
                 end.2
             );
         }
+        eprintln!(
+            "tessera-eventd's log records during the window: {} {records:?}",
+            records.len()
+        );
         eprintln!(
             "tessera-eventd's wake-ups by thread (name, tid): {}",
             if woken.is_empty() {
