@@ -164,6 +164,14 @@ impl FaultRun {
         self.calls.iter().any(|call| call.function == function)
     }
 
+    /// How many calls of `function` were made.
+    pub fn count(&self, function: &str) -> usize {
+        self.calls
+            .iter()
+            .filter(|call| call.function == function)
+            .count()
+    }
+
     /// The calls a fault changed.
     pub fn injected(&self) -> Vec<&Call> {
         self.calls.iter().filter(|call| call.injected()).collect()

@@ -10,7 +10,7 @@ use std::process::Command;
 use rcgen::{CertificateParams, CustomExtension, KeyPair};
 use tessera_testrig::bins::artefact;
 use tessera_testrig::login::{LoginRig, PIN};
-use tessera_testrig::p11fault::{FaultPlan, FaultRig, FaultRun};
+use tessera_testrig::p11fault::{FaultPlan, FaultRig};
 use tessera_testrig::softhsm::KeyType;
 
 /// The certificates `tessera inspect` lists for `token`.
@@ -64,14 +64,6 @@ fn a_certificate_object_over_64_kib_is_skipped() {
     );
 }
 
-/// Calls of `function` in `run`.
-fn count(run: &FaultRun, function: &str) -> usize {
-    run.calls
-        .iter()
-        .filter(|call| call.function == function)
-        .count()
-}
-
 #[test]
 fn ten_thousand_public_key_objects_are_read_no_further_than_the_limit() {
     let rig = FaultRig::new(LoginRig::with_bare_key(0o600));
@@ -96,10 +88,10 @@ fn ten_thousand_public_key_objects_are_read_no_further_than_the_limit() {
         assert!(run.run.log.contains("more than 32 public keys"), "{run}");
         // One C_FindObjects fills the 32 read, one more shows there are more;
         // the certificate search (not flooded) adds its own.
-        assert!(count(&run, "C_FindObjects") <= 4, "{run}");
+        assert!(run.count("C_FindObjects") <= 4, "{run}");
         // Per key: the size query, then cryptoki's length query and fetch,
         // attribute by attribute for those the object lacks (7 asked).
-        assert!(count(&run, "C_GetAttributeValue") <= 16 * 32 + 16, "{run}");
+        assert!(run.count("C_GetAttributeValue") <= 16 * 32 + 16, "{run}");
         let peak = run
             .peak_rss_kb()
             .unwrap_or_else(|| panic!("no peak memory logged\n{run}"));

@@ -316,27 +316,34 @@ fn bindings_of_sessions_logind_does_not_know_are_dropped_at_start() {
 /// Pull-and-insert rounds run under memcheck.
 const MEMCHECK_ROUNDS: usize = 5;
 
+/// eventd on the host under memcheck, with leak checking at exit, memcheck
+/// options `extra` on top; memcheck errors make it exit with status 99.
+fn eventd_under_memcheck(rig: &Rig, extra: &[&str]) -> HostEventd {
+    let mut wrapper = vec![
+        "valgrind",
+        "--tool=memcheck",
+        "--leak-check=full",
+        "--show-leak-kinds=definite",
+        "--errors-for-leak-kinds=definite",
+        "--error-exitcode=99",
+    ];
+    wrapper.extend_from_slice(extra);
+    HostEventd::start_under(
+        &wrapper,
+        &rig.rig.config_path(),
+        &rig.rig.path().join("eventd.log"),
+        &rig.env(),
+        &[],
+    )
+}
+
 #[test]
 fn pulls_and_inserts_under_memcheck_touch_no_bad_memory_and_leak_nothing() {
     let rig = Rig::new("");
     let login1 = rig.standin(&[]);
     let report = rig.rig.path().join("valgrind-eventd.log");
     let log_file = format!("--log-file={}", report.display());
-    let mut eventd = HostEventd::start_under(
-        &[
-            "valgrind",
-            "--tool=memcheck",
-            "--leak-check=full",
-            "--show-leak-kinds=definite",
-            "--errors-for-leak-kinds=definite",
-            "--error-exitcode=99",
-            &log_file,
-        ],
-        &rig.rig.config_path(),
-        &rig.rig.path().join("eventd.log"),
-        &rig.env(),
-        &[],
-    );
+    let mut eventd = eventd_under_memcheck(&rig, &[&log_file]);
     // Everything runs some 20 times slower under valgrind.
     let slow = Duration::from_secs(60);
     assert!(
@@ -370,22 +377,7 @@ fn identification_helpers_under_memcheck_touch_no_bad_memory_and_leak_nothing() 
     let reports = rig.rig.path().join("memcheck");
     std::fs::create_dir_all(&reports).unwrap();
     let log_file = format!("--log-file={}/%p.log", reports.display());
-    let mut eventd = HostEventd::start_under(
-        &[
-            "valgrind",
-            "--tool=memcheck",
-            "--trace-children=yes",
-            "--leak-check=full",
-            "--show-leak-kinds=definite",
-            "--errors-for-leak-kinds=definite",
-            "--error-exitcode=99",
-            &log_file,
-        ],
-        &rig.rig.config_path(),
-        &rig.rig.path().join("eventd.log"),
-        &rig.env(),
-        &[],
-    );
+    let mut eventd = eventd_under_memcheck(&rig, &["--trace-children=yes", &log_file]);
     let slow = Duration::from_secs(120);
     eventd.wait_lines("eventd.token.inserted", 1, slow);
     rig.pull();
