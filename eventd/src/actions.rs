@@ -63,24 +63,37 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
+/// The session's logind object, as far as it was looked up before acting.
+enum SessionObject {
+    /// Nothing needed it before acting.
+    NotAsked,
+    /// logind's answer.
+    Path(OwnedObjectPath),
+    /// Asked, and logind could not answer (after retries).
+    Unknown,
+}
+
 /// Runs the configured action for `request`.
 pub async fn act(bus: &Bus, config: &EventdConfig, request: &ActionRequest) -> Outcome {
     let session = request.binding.session_id.as_str();
     // Only the filters need the session's object before acting: without
     // them LockSession goes out first, since every round trip before it is
     // time the session stays open.
-    let mut path = None;
+    let mut object = SessionObject::NotAsked;
     if config.only_active || config.only_local {
         match logind::session_path(bus, session).await {
             Ok(found) => {
                 if let Some(reason) = filtered_out(bus, config, session, &found).await {
                     return Outcome::Skipped(reason);
                 }
-                path = Some(found);
+                object = SessionObject::Path(found);
             }
             Err(CallError::NoSuchSession) => return Outcome::SessionGone,
             // Act anyway: LockSession takes the id, and fail closed.
-            Err(error) => tracing::warn!(session, %error, "cannot look the session up"),
+            Err(error) => {
+                tracing::warn!(session, %error, "cannot look the session up");
+                object = SessionObject::Unknown;
+            }
         }
     }
     if let Some(remove_command) = &config.remove_command {
@@ -96,7 +109,7 @@ pub async fn act(bus: &Bus, config: &EventdConfig, request: &ActionRequest) -> O
     match config.on_remove {
         RemoveAction::None => Outcome::NoAction,
         RemoveAction::Terminate => terminate(bus, session, Outcome::Terminated).await,
-        RemoveAction::Lock => lock(bus, config, request, path).await,
+        RemoveAction::Lock => lock(bus, config, request, object).await,
     }
 }
 
@@ -140,7 +153,7 @@ async fn lock(
     bus: &Bus,
     config: &EventdConfig,
     request: &ActionRequest,
-    path: Option<OwnedObjectPath>,
+    object: SessionObject,
 ) -> Outcome {
     let session = request.binding.session_id.as_str();
     let requested = Instant::now();
@@ -172,9 +185,11 @@ async fn lock(
         }
     }
     let deadline = answered + config.lock_timeout;
-    let path = match path {
-        Some(path) => Some(path),
-        None => match logind::session_path(bus, session).await {
+    let path = match object {
+        SessionObject::Path(path) => Some(path),
+        // The lookup already failed after its retries: do not wait for it twice.
+        SessionObject::Unknown => None,
+        SessionObject::NotAsked => match logind::session_path(bus, session).await {
             Ok(path) => Some(path),
             Err(CallError::NoSuchSession) => return Outcome::SessionGone,
             Err(error) => {

@@ -43,6 +43,15 @@ pub enum CacheLookup {
     Unusable(String),
 }
 
+/// Why the cache file was not read, with a message naming it.
+enum ReadError {
+    /// Larger than [`MAX_CACHE_SIZE`]: stores keep it under, so something
+    /// else wrote it.
+    Oversized(String),
+    /// Unreadable, or not a root-owned private file.
+    Unusable(String),
+}
+
 #[derive(Debug, Clone)]
 struct Entry {
     certificate: String,
@@ -62,7 +71,10 @@ impl MappingCache {
         &self.path
     }
 
-    fn read(&self) -> Result<Vec<Entry>, String> {
+    fn read(&self) -> Result<Vec<Entry>, ReadError> {
+        let unusable = |error: std::io::Error| {
+            ReadError::Unusable(format!("{}: {error}", self.path.display()))
+        };
         let file = match std::fs::OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
@@ -70,16 +82,14 @@ impl MappingCache {
         {
             Ok(file) => file,
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(error) => return Err(format!("{}: {error}", self.path.display())),
+            Err(error) => return Err(unusable(error)),
         };
-        let metadata = file
-            .metadata()
-            .map_err(|error| format!("{}: {error}", self.path.display()))?;
+        let metadata = file.metadata().map_err(unusable)?;
         if metadata.uid() != 0 || metadata.mode() & 0o077 != 0 || !metadata.is_file() {
-            return Err(format!(
+            return Err(ReadError::Unusable(format!(
                 "{}: not a root-owned private file; ignored",
                 self.path.display()
-            ));
+            )));
         }
         // Read one byte past the bound, so that a file that grew after the
         // stat is refused too rather than cut mid-line (a cut user name is
@@ -87,9 +97,12 @@ impl MappingCache {
         let mut text = String::new();
         file.take(MAX_CACHE_SIZE + 1)
             .read_to_string(&mut text)
-            .map_err(|error| format!("{}: {error}", self.path.display()))?;
+            .map_err(unusable)?;
         if metadata.len() > MAX_CACHE_SIZE || text.len() as u64 > MAX_CACHE_SIZE {
-            return Err(oversized(&self.path));
+            return Err(ReadError::Oversized(format!(
+                "{}: larger than the mapping cache bound of {MAX_CACHE_SIZE} bytes; ignored",
+                self.path.display()
+            )));
         }
         Ok(text.lines().filter_map(parse_line).collect())
     }
@@ -98,7 +111,9 @@ impl MappingCache {
     pub fn lookup(&self, rule: &str, sha256: &str, now: u64) -> CacheLookup {
         let entries = match self.read() {
             Ok(entries) => entries,
-            Err(reason) => return CacheLookup::Unusable(reason),
+            Err(ReadError::Oversized(reason) | ReadError::Unusable(reason)) => {
+                return CacheLookup::Unusable(reason)
+            }
         };
         let rule = hex::encode(rule);
         match entries
@@ -132,13 +147,12 @@ impl MappingCache {
     ) -> Result<(), String> {
         let mut entries = match self.read() {
             Ok(entries) => entries,
-            // Stores keep the file under the bound; one over it was not
-            // written by tessera, and starting afresh is all a cache can do.
-            Err(reason) if reason == oversized(&self.path) => {
+            // Starting afresh is all a cache can do with such a file.
+            Err(ReadError::Oversized(reason)) => {
                 tracing::warn!("{reason}; replacing it");
                 Vec::new()
             }
-            Err(reason) => return Err(reason),
+            Err(ReadError::Unusable(reason)) => return Err(reason),
         };
         let rule = hex::encode(rule);
         entries.retain(|entry| {
@@ -220,13 +234,6 @@ impl MappingCache {
             format!("{}: {error}", self.path.display())
         })
     }
-}
-
-fn oversized(path: &Path) -> String {
-    format!(
-        "{}: larger than the mapping cache bound of {MAX_CACHE_SIZE} bytes; ignored",
-        path.display()
-    )
 }
 
 fn parse_line(line: &str) -> Option<Entry> {

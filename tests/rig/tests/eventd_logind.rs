@@ -778,8 +778,11 @@ fn bench_idle_cost_next_to_pam_pkcs11_event_managers() {
         std::thread::sleep(window);
         // Every return from SCardGetStatusChange logs the reader states
         // (debug), so wake-ups that leave no record stayed inside libpcsclite.
-        let records: Vec<String> = world.unit.journal()[records_before..]
+        let records: Vec<String> = world
+            .unit
+            .journal()
             .iter()
+            .skip(records_before)
             .map(|record| record["MESSAGE"].as_str().unwrap_or_default().to_owned())
             .collect();
         let woken: Vec<String> = thread_switches(world.unit.main_pid())
