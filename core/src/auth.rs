@@ -9,7 +9,6 @@ use rustls_pki_types::{CertificateDer, UnixTime};
 use tessera_mappers::{
     CertificateFields, MappingContext, MappingInput, Outcome, PublicKey, TokenInfo,
 };
-use zeroize::Zeroizing;
 
 use crate::challenge::{Challenge, KeyAlgorithm};
 use crate::config::Config;
@@ -21,44 +20,7 @@ use crate::token::{
 };
 use crate::wait::CardWatcher;
 
-/// A failed conversation with the user (the application hung up, or refused).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("conversation failed: {0}")]
-pub struct ConversationError(pub String);
-
-/// How the flow talks to the user: the PAM conversation in the module, the
-/// terminal in the CLI, a script in tests.
-pub trait Conversation {
-    /// Asks for a secret (the PIN) without echo.
-    fn prompt_secret(&mut self, prompt: &str) -> Result<Zeroizing<String>, ConversationError>;
-    /// Asks a question whose answer may be echoed (a choice from a list).
-    fn prompt_visible(&mut self, prompt: &str) -> Result<String, ConversationError>;
-    /// Shows an informational message.
-    fn info(&mut self, message: &str) -> Result<(), ConversationError>;
-    /// Shows an error message.
-    fn error(&mut self, message: &str) -> Result<(), ConversationError>;
-}
-
-/// A PIN or password: wiped when dropped, never shown by `Debug`.
-pub struct Secret(Zeroizing<String>);
-
-impl Secret {
-    /// Wraps a secret.
-    pub fn new(secret: Zeroizing<String>) -> Self {
-        Self(secret)
-    }
-
-    /// The secret text.
-    pub fn expose(&self) -> &Zeroizing<String> {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
+pub use tessera_ipc::{Conversation, ConversationError, FailureKind, Secret};
 
 /// What the caller knows when authentication starts.
 #[derive(Debug)]
@@ -92,38 +54,6 @@ pub struct AuthSuccess {
     pub validity: (u64, u64),
     /// The PIN, kept only when the policy exports it as PAM_AUTHTOK.
     pub pin: Option<Secret>,
-}
-
-/// Classes of failure; the PAM module maps each to one PAM return code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailureKind {
-    /// The PKCS#11 module file does not exist or cannot be loaded.
-    NoModule,
-    /// No token is present.
-    NoToken,
-    /// Tokens are present, but no valid certificate on them maps to the user.
-    NoMatchingCertificate,
-    /// A mapping source (the directory) is unreachable and nothing is cached.
-    MappingUnavailable,
-    /// The user's certificate is expired, untrusted or otherwise rejected.
-    CertificateRejected,
-    /// The PIN was empty or wrong.
-    WrongPin,
-    /// The PIN is locked on the token.
-    PinLocked,
-    /// Login succeeded but the proof of possession failed.
-    ProofFailed,
-    /// The token disappeared or failed before the PIN was asked.
-    TokenUnavailable,
-    /// The conversation with the user failed.
-    Conversation,
-    /// The configuration or the trust anchors are unusable.
-    Config,
-    /// Anything else that should not happen.
-    Internal,
-    /// A new PIN was refused: the two entries differ, its length is outside
-    /// the token's limits, or the token would not set it.
-    NewPinRejected,
 }
 
 /// A failed authentication: its class and a message for the log.
@@ -305,6 +235,7 @@ fn find_tokens(
         return Ok(tokens);
     }
     conversation.info("Insert your smart card")?;
+    conversation.waiting_for_card(policy.wait_for_card)?;
     let deadline = Instant::now() + policy.wait_for_card;
     loop {
         let now = Instant::now();

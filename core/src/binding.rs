@@ -22,21 +22,7 @@ pub const BINDING_VERSION: u32 = 1;
 /// Largest record read; real ones are a few hundred bytes.
 const MAX_BINDING_SIZE: u64 = 16 * 1024;
 
-/// The token a session was opened with, as eventd matches it on removal.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BoundToken {
-    /// Token label.
-    pub label: String,
-    /// Token manufacturer.
-    pub manufacturer: String,
-    /// Token model.
-    pub model: String,
-    /// Token serial number.
-    pub serial: String,
-    /// Slot description; for PC/SC-backed modules, the reader name.
-    pub slot_description: String,
-}
+pub use tessera_ipc::{AuthRecord, BoundToken};
 
 impl From<&TokenIdentity> for BoundToken {
     fn from(token: &TokenIdentity) -> Self {
@@ -353,36 +339,6 @@ mod tests {
     }
 }
 
-/// What `pam_sm_authenticate` hands to the later PAM calls of the same
-/// transaction (through pam_set_data): enough to write the session binding
-/// and to re-check the certificate's validity in `pam_sm_acct_mgmt`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AuthRecord {
-    /// The authenticated user.
-    pub user: String,
-    /// The token that signed the challenge.
-    pub token: BoundToken,
-    /// SHA-256 of the certificate.
-    pub certificate_sha256: String,
-    /// notBefore, seconds since the epoch.
-    pub not_before: u64,
-    /// notAfter, seconds since the epoch.
-    pub not_after: u64,
-}
-
-impl AuthRecord {
-    /// Serialised form for pam_set_data.
-    pub fn to_bytes(&self) -> Vec<u8> {
-        toml::to_string(self).unwrap_or_default().into_bytes()
-    }
-
-    /// Parses what [`AuthRecord::to_bytes`] produced.
-    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
-        toml::from_str(std::str::from_utf8(bytes).ok()?).ok()
-    }
-}
-
 /// The logind session of this process: `session-<id>.scope` in its cgroup
 /// path, as sd_pid_get_session() finds it. Used when the PAM environment has
 /// no XDG_SESSION_ID.
@@ -399,25 +355,6 @@ pub fn session_id_from_cgroup(cgroup_file: &str) -> Option<String> {
 #[cfg(test)]
 mod record_tests {
     use super::*;
-
-    #[test]
-    fn auth_records_round_trip() {
-        let record = AuthRecord {
-            user: "alice".into(),
-            token: BoundToken {
-                label: "a".into(),
-                manufacturer: "m".into(),
-                model: "x".into(),
-                serial: "1".into(),
-                slot_description: "r".into(),
-            },
-            certificate_sha256: "00".into(),
-            not_before: 1,
-            not_after: 2,
-        };
-        assert_eq!(AuthRecord::from_bytes(&record.to_bytes()), Some(record));
-        assert_eq!(AuthRecord::from_bytes(b"garbage"), None);
-    }
 
     #[test]
     fn session_id_comes_from_the_session_scope() {

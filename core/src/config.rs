@@ -18,8 +18,7 @@ use crate::pki::policy::{
 };
 use crate::policy::{AuthPolicy, AuthSection, Policies, SessionPolicy, SessionSection};
 
-/// Where the configuration lives unless the PAM argument `config=` says otherwise.
-pub const DEFAULT_CONFIG_PATH: &str = "/etc/tessera/tessera.toml";
+pub use tessera_ipc::DEFAULT_CONFIG_PATH;
 
 /// The only configuration format version this build understands.
 pub const CONFIG_VERSION: u32 = 1;
@@ -116,6 +115,7 @@ pub const DEFAULT_CACHE_TTL: u64 = 7 * 24 * 3600;
 struct Pkcs11Section {
     module: Option<Spanned<PathBuf>>,
     token: Option<Spanned<String>>,
+    environment: Option<Spanned<BTreeMap<String, String>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -165,6 +165,9 @@ pub struct Config {
     pub path: PathBuf,
     /// The PKCS#11 module to load.
     pub pkcs11_module: PathBuf,
+    /// `[pkcs11] environment`: the whole environment of the helper that
+    /// loads the module (nothing comes from the PAM application).
+    pub pkcs11_environment: BTreeMap<String, String>,
     /// Trust anchor files or directories.
     pub ca_paths: Vec<PathBuf>,
     /// Certificate policy and revocation checking (`[pki]` but `ca`).
@@ -244,6 +247,32 @@ impl Config {
             }
         };
 
+        let pkcs11_environment = match &raw.pkcs11.environment {
+            None => BTreeMap::new(),
+            Some(environment) => {
+                for (name, value) in environment.get_ref() {
+                    let bad_name = name.is_empty()
+                        || !name
+                            .chars()
+                            .all(|c| c == '_' || c.is_ascii_alphanumeric())
+                        || name.starts_with(|c: char| c.is_ascii_digit());
+                    if bad_name {
+                        return Err(at(
+                            Some(environment.span()),
+                            format!("pkcs11.environment: {name:?} is not a variable name (letters, digits and _)"),
+                        ));
+                    }
+                    if value.contains('\0') {
+                        return Err(at(
+                            Some(environment.span()),
+                            format!("pkcs11.environment.{name}: the value contains a NUL character"),
+                        ));
+                    }
+                }
+                environment.get_ref().clone()
+            }
+        };
+
         let pkcs11_module = match &raw.pkcs11.module {
             Some(module) => absolute(module, "pkcs11.module")?,
             None => default_pkcs11_module(),
@@ -304,6 +333,27 @@ impl Config {
                 .apply(&default_policy)
                 .map_err(|error| at(Some(section.span()), format!("service.{name}.{error}")))?;
             services.insert(name.clone(), policy);
+        }
+        // The revocation budget is spent inside the helper's deadline.
+        let too_short = std::iter::once(("auth", &default_policy, raw.auth.as_ref().map(Spanned::span)))
+            .chain(services.iter().map(|(name, policy)| {
+                (name.as_str(), policy, raw.service.get(name).map(Spanned::span))
+            }))
+            .find(|(_, policy, _)| policy.token_timeout <= pki.revocation_timeout);
+        if let Some((section, policy, span)) = too_short {
+            let section = if section == "auth" {
+                "auth".to_owned()
+            } else {
+                format!("service.{section}")
+            };
+            return Err(at(
+                span,
+                format!(
+                    "{section}.token_timeout ({} ms) must be longer than pki.revocation_timeout_ms ({} ms)",
+                    policy.token_timeout.as_millis(),
+                    pki.revocation_timeout.as_millis()
+                ),
+            ));
         }
         let session = match &raw.session {
             Some(session) => session
@@ -367,6 +417,7 @@ impl Config {
         Ok(Self {
             path: path.to_owned(),
             pkcs11_module,
+            pkcs11_environment,
             ca_paths,
             pki,
             rules,

@@ -7,7 +7,6 @@ pub mod binding;
 pub mod challenge;
 pub mod config;
 pub mod eventd_config;
-pub mod filetrust;
 pub mod mapping;
 pub mod pin_change;
 pub mod pkcs11_uri;
@@ -15,6 +14,9 @@ pub mod pki;
 pub mod policy;
 pub mod token;
 pub mod wait;
+
+/// File-trust checks live with the helper protocol, which the PAM module links.
+pub use tessera_ipc::filetrust;
 
 pub use auth::{authenticate, AuthFailure, AuthRequest, AuthSuccess, Conversation, FailureKind};
 pub use config::Config;

@@ -12,18 +12,16 @@ use crate::binding::SESSIONS_DIR;
 /// Longest `wait_for_card` accepted; PAM callers must never hang for long.
 pub const MAX_WAIT_FOR_CARD: Duration = Duration::from_secs(600);
 
-/// What happens when no usable card is present.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CardRequirement {
-    /// No card, or no certificate for the user: PAM_AUTHINFO_UNAVAIL, so the
-    /// stack may fall back to a password.
-    Optional,
-    /// No card: PAM_AUTH_ERR; no fallback is possible.
-    Required,
-    /// The module does not take part for this service (PAM_IGNORE).
-    Disabled,
-}
+/// Default `token_timeout`: how long the helper may work between two
+/// conversation exchanges before the module kills it.
+pub const DEFAULT_TOKEN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The range `token_timeout` must lie in: long enough for a slow card and a
+/// revocation fetch, short enough that a hung token does not hold a login.
+pub const TOKEN_TIMEOUT_RANGE: (Duration, Duration) =
+    (Duration::from_secs(1), Duration::from_secs(300));
+
+pub use tessera_ipc::CardRequirement;
 
 /// Where the PIN comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -52,6 +50,9 @@ pub struct AuthPolicy {
     /// A PIN change finding the user PIN locked offers to unblock it with the
     /// PUK (SO login, then C_InitPIN).
     pub unblock_pin: bool,
+    /// The longest the helper may work between two conversation exchanges
+    /// (waiting for the person does not count; `wait_for_card` is added).
+    pub token_timeout: Duration,
 }
 
 impl Default for AuthPolicy {
@@ -62,6 +63,7 @@ impl Default for AuthPolicy {
             pin_source: PinSource::Prompt,
             export_pin_as_authtok: false,
             unblock_pin: false,
+            token_timeout: DEFAULT_TOKEN_TIMEOUT,
         }
     }
 }
@@ -75,6 +77,7 @@ pub(crate) struct AuthSection {
     pin_source: Option<PinSource>,
     export_pin_as_authtok: Option<bool>,
     unblock_pin: Option<bool>,
+    token_timeout: Option<String>,
 }
 
 /// `[session]` as written.
@@ -124,6 +127,22 @@ impl AuthSection {
                 .export_pin_as_authtok
                 .unwrap_or(base.export_pin_as_authtok),
             unblock_pin: self.unblock_pin.unwrap_or(base.unblock_pin),
+            token_timeout: match &self.token_timeout {
+                Some(text) => {
+                    let timeout =
+                        parse_duration(text).map_err(|e| format!("token_timeout: {e}"))?;
+                    let (shortest, longest) = TOKEN_TIMEOUT_RANGE;
+                    if timeout < shortest || timeout > longest {
+                        return Err(format!(
+                            "token_timeout: {text:?} must lie between {} s and {} s",
+                            shortest.as_secs(),
+                            longest.as_secs()
+                        ));
+                    }
+                    timeout
+                }
+                None => base.token_timeout,
+            },
         })
     }
 }

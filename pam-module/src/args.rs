@@ -2,21 +2,8 @@
 
 use std::path::PathBuf;
 
-use tessera_core::config::DEFAULT_CONFIG_PATH;
-use tessera_core::policy::CardRequirement;
-
-/// Where log records go.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogTarget {
-    /// journald when its socket exists, otherwise syslog.
-    Auto,
-    /// The systemd journal.
-    Journald,
-    /// syslog through /dev/log (facility authpriv).
-    Syslog,
-    /// Standard error of the PAM application, for debugging with pamtester.
-    Stderr,
-}
+use tessera_ipc::logging::LogTarget;
+use tessera_ipc::{CardRequirement, DEFAULT_CONFIG_PATH};
 
 /// Parsed module arguments.
 #[derive(Debug, Clone)]
@@ -71,13 +58,8 @@ impl ModuleArgs {
                     parsed.config = path;
                 }
                 Some(("log", target)) => {
-                    parsed.log = match target {
-                        "auto" => LogTarget::Auto,
-                        "journald" => LogTarget::Journald,
-                        "syslog" => LogTarget::Syslog,
-                        "stderr" => LogTarget::Stderr,
-                        other => return Err(ArgsError::LogTarget(other.to_owned())),
-                    }
+                    parsed.log = LogTarget::from_name(target)
+                        .ok_or_else(|| ArgsError::LogTarget(target.to_owned()))?
                 }
                 Some(("card", requirement)) => {
                     parsed.card = Some(match requirement {

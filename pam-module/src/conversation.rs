@@ -1,7 +1,7 @@
-//! The core's [`Conversation`] over the PAM conversation function.
+//! The helper's prompts and messages, shown through the PAM conversation.
 
 use pamsm::Pam;
-use tessera_core::auth::{Conversation, ConversationError};
+use tessera_ipc::{Conversation, ConversationError};
 use zeroize::Zeroizing;
 
 use crate::ffi::{self, MessageStyle};

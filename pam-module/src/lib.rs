@@ -1,4 +1,12 @@
-//! `pam_tessera.so`: the PAM adapter over `tessera-core`.
+//! `pam_tessera.so`: the PAM adapter, a thin client of the `tessera-auth`
+//! helper.
+//!
+//! The module reads PAM items, spawns the helper (clean environment,
+//! deadline; `tessera_ipc::client`), relays its prompts through the PAM
+//! conversation and turns its verdict into a PAM code. It loads no PKCS#11
+//! code and parses no certificate, configuration or directory answer: the
+//! PAM application's caller (`su` keeps the invoking user's environment) is
+//! hostile, and none of that may run in its process.
 //!
 //! Every entry point runs under `catch_unwind`; a panic becomes
 //! PAM_SERVICE_ERR. All unsafe code lives in [`ffi`].
@@ -6,17 +14,17 @@
 mod args;
 mod conversation;
 mod ffi;
-mod logging;
 mod session;
+
+pub(crate) use tessera_ipc::logging;
 
 use std::ffi::CString;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use pamsm::{Pam, PamError, PamFlags, PamLibExt, PamServiceModule};
-use tessera_core::auth::{FailureKind, Secret};
-use tessera_core::binding::{AuthRecord, BoundToken};
-use tessera_core::policy::{AuthPolicy, CardRequirement};
-use tessera_core::{AuthRequest, Config};
+use tessera_ipc::client::{self, Exchange, HelperCommand, HelperError};
+use tessera_ipc::protocol::{Authenticated, Operation, Request, Verdict, PROTOCOL_VERSION};
+use tessera_ipc::{AuthRecord, CardRequirement, Conversation, FailureKind, Secret};
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::args::ModuleArgs;
@@ -72,6 +80,20 @@ fn chauthtok_failure_code(kind: FailureKind) -> PamError {
     }
 }
 
+/// The class of failure of a helper that gave no verdict. One that could
+/// not be started (missing, or not root's) is an installation fault; one
+/// that died, hung or broke the protocol is a token that did not answer.
+fn helper_failure_kind(error: &HelperError) -> FailureKind {
+    match error {
+        HelperError::Untrusted(_) | HelperError::Spawn(_) | HelperError::Version { .. } => {
+            FailureKind::Internal
+        }
+        HelperError::Died | HelperError::TimedOut(_) | HelperError::Protocol(_) => {
+            FailureKind::TokenUnavailable
+        }
+    }
+}
+
 /// pam_chauthtok's two passes (pam_sm_chauthtok(3)).
 const PAM_PRELIM_CHECK: i32 = 0x4000;
 const PAM_UPDATE_AUTHTOK: i32 = 0x2000;
@@ -81,14 +103,9 @@ fn chauthtok(pamh: &Pam, flags: PamFlags, raw_args: &[String]) -> PamError {
         Ok(call) => call,
         Err(code) => return code,
     };
-    logging::with_logger(&call.args, || {
+    logging::with_logger(call.args.debug, call.args.log, || {
         let service = call.service.as_str();
-        let config = match call.config() {
-            Ok(config) => config,
-            Err(code) => return code,
-        };
-        let policy = call.policy(&config);
-        if policy.card == CardRequirement::Disabled {
+        if call.args.card == Some(CardRequirement::Disabled) {
             return PamError::IGNORE;
         }
         let user = match cached_user(pamh) {
@@ -98,17 +115,10 @@ fn chauthtok(pamh: &Pam, flags: PamFlags, raw_args: &[String]) -> PamError {
                 return PamError::USER_UNKNOWN;
             }
         };
-        let result = if flags.bits() & PAM_PRELIM_CHECK != 0 {
-            tessera_core::pin_change::prelim_check(&config, &user)
+        let operation = if flags.bits() & PAM_PRELIM_CHECK != 0 {
+            Operation::ChangePinPrelim { user }
         } else if flags.bits() & PAM_UPDATE_AUTHTOK != 0 {
-            let mut conversation = PamConversation::new(pamh, flags.contains(PamFlags::SILENT));
-            tessera_core::pin_change::change_pin(
-                &config,
-                &user,
-                policy.unblock_pin,
-                &mut conversation,
-            )
-            .map(drop)
+            Operation::ChangePinUpdate { user }
         } else {
             tracing::error!(
                 service,
@@ -116,12 +126,18 @@ fn chauthtok(pamh: &Pam, flags: PamFlags, raw_args: &[String]) -> PamError {
             );
             return PamError::SERVICE_ERR;
         };
-        match result {
-            Ok(()) => PamError::SUCCESS,
-            Err(failure) => {
-                let code = chauthtok_failure_code(failure.kind);
-                tracing::warn!(service, user = %user, ?code, "PIN change: {failure}");
-                code
+        let silent = flags.contains(PamFlags::SILENT);
+        match call.run_helper(pamh, silent, operation).result {
+            Ok(Verdict::Done) => PamError::SUCCESS,
+            Ok(Verdict::Ignored) => PamError::IGNORE,
+            Ok(Verdict::Failed { kind, .. }) => chauthtok_failure_code(kind),
+            Ok(Verdict::Authenticated(_)) => {
+                tracing::error!(service, "the helper answered a PIN change with an authentication");
+                PamError::SERVICE_ERR
+            }
+            Err(error) => {
+                tracing::error!(service, "PIN change: {error}");
+                chauthtok_failure_code(helper_failure_kind(&error))
             }
         }
     })
@@ -143,7 +159,7 @@ fn guarded(entry: &str, body: impl FnOnce() -> PamError) -> PamError {
     }
 }
 
-/// What every entry point needs: parsed arguments, service, config, policy.
+/// What every entry point needs: parsed arguments and the service.
 pub(crate) struct Call {
     pub(crate) args: ModuleArgs,
     pub(crate) service: String,
@@ -164,20 +180,18 @@ impl Call {
         Ok(Self { args, service })
     }
 
-    pub(crate) fn config(&self) -> Result<Config, PamError> {
-        Config::load(&self.args.config).map_err(|error| {
-            tracing::error!(service = %self.service, "configuration error: {error}");
-            PamError::SERVICE_ERR
-        })
-    }
-
-    /// The service's policy, with the `card=` module argument on top.
-    fn policy(&self, config: &Config) -> AuthPolicy {
-        let mut policy = config.policies.for_service(&self.service).clone();
-        if let Some(card) = self.args.card {
-            policy.card = card;
-        }
-        policy
+    /// Runs the helper for `operation`, its prompts going through the PAM
+    /// conversation.
+    pub(crate) fn run_helper(&self, pamh: &Pam, silent: bool, operation: Operation) -> Exchange {
+        let command = HelperCommand::installed(&self.args.config, self.args.debug, self.args.log);
+        let request = Request {
+            version: PROTOCOL_VERSION,
+            service: self.service.clone(),
+            card: self.args.card,
+            operation,
+        };
+        let mut conversation = PamConversation::new(pamh, silent);
+        client::run(&command, request, &mut conversation)
     }
 }
 
@@ -194,15 +208,10 @@ fn authenticate(pamh: &Pam, flags: PamFlags, raw_args: &[String]) -> PamError {
         Ok(call) => call,
         Err(code) => return code,
     };
-    logging::with_logger(&call.args, || {
+    logging::with_logger(call.args.debug, call.args.log, || {
         let service = call.service.as_str();
-        let config = match call.config() {
-            Ok(config) => config,
-            Err(code) => return code,
-        };
-        let policy = call.policy(&config);
-        if policy.card == CardRequirement::Disabled {
-            tracing::debug!(service, "module disabled for this service");
+        if call.args.card == Some(CardRequirement::Disabled) {
+            tracing::debug!(service, "module disabled for this stack (card=disabled)");
             return PamError::IGNORE;
         }
         let user = match cached_user(pamh) {
@@ -218,69 +227,70 @@ fn authenticate(pamh: &Pam, flags: PamFlags, raw_args: &[String]) -> PamError {
             .flatten()
             .and_then(|token| token.to_str().ok())
             .map(|token| Secret::new(Zeroizing::new(token.to_owned())));
-        // The one place the module reads the clock; the core takes it as a parameter.
-        #[allow(clippy::disallowed_methods)]
-        let now = rustls_pki_types::UnixTime::now();
-        let request = AuthRequest {
-            user: user.as_deref(),
-            now,
-            policy: &policy,
+        let silent = flags.contains(PamFlags::SILENT);
+        let operation = Operation::Authenticate {
+            user: user.clone(),
             authtok,
         };
-        let mut conversation = PamConversation::new(pamh, flags.contains(PamFlags::SILENT));
-        match tessera_core::authenticate(&config, &request, &mut conversation) {
-            Ok(success) => {
-                if user.is_none() {
-                    if let Err(code) = ffi::set_user(pamh, &success.user) {
-                        tracing::error!(service, "cannot set PAM_USER: {code}");
-                        return PamError::SERVICE_ERR;
-                    }
-                }
-                if let Some(pin) = &success.pin {
-                    if let Err(code) = export_authtok(pamh, pin) {
-                        tracing::error!(service, "cannot set PAM_AUTHTOK: {code}");
-                        return PamError::SERVICE_ERR;
-                    }
-                }
-                let token_name = format!("PKCS11_LOGIN_TOKEN_NAME={}", success.token.label);
-                if let Err(code) = pamh.putenv(&token_name) {
-                    tracing::warn!(service, "cannot set PKCS11_LOGIN_TOKEN_NAME: {code}");
-                }
-                let record = AuthRecord {
-                    user: success.user.clone(),
-                    token: BoundToken::from(&success.token),
-                    certificate_sha256: success.certificate_sha256.clone(),
-                    not_before: success.validity.0,
-                    not_after: success.validity.1,
-                };
-                if let Err(code) = pamh.send_bytes(AUTH_RECORD, record.to_bytes(), None) {
-                    tracing::error!(service, "cannot keep the authentication record: {code}");
-                    return PamError::SERVICE_ERR;
-                }
-                tracing::info!(
-                    service,
-                    user = %success.user,
-                    token = %success.token.describe(),
-                    subject = %success.subject,
-                    sha256 = %success.certificate_sha256,
-                    rule = %success.rule,
-                    "authenticated"
-                );
-                PamError::SUCCESS
+        let exchange = call.run_helper(pamh, silent, operation);
+        let card = exchange
+            .hello
+            .map(|hello| hello.card)
+            .or(call.args.card)
+            .unwrap_or(CardRequirement::Optional);
+        match exchange.result {
+            Ok(Verdict::Authenticated(success)) => {
+                accept(pamh, service, user.as_deref(), success)
             }
-            Err(failure) => {
-                let code = failure_code(failure.kind, policy.card);
-                let user = user.as_deref().unwrap_or("");
-                match failure.kind {
-                    FailureKind::NoToken | FailureKind::NoMatchingCertificate => {
-                        tracing::info!(service, user, ?code, "{failure}")
-                    }
-                    _ => tracing::warn!(service, user, ?code, "authentication failed: {failure}"),
+            Ok(Verdict::Failed { kind, .. }) => failure_code(kind, card),
+            Ok(Verdict::Ignored) => PamError::IGNORE,
+            Ok(Verdict::Done) => {
+                tracing::error!(service, "the helper answered an authentication without a result");
+                PamError::SERVICE_ERR
+            }
+            Err(error) => {
+                let kind = helper_failure_kind(&error);
+                tracing::error!(service, user = user.as_deref().unwrap_or(""), "authentication failed: {error}");
+                if let HelperError::TimedOut(_) = error {
+                    let mut conversation = PamConversation::new(pamh, silent);
+                    let _ = conversation.error("The smart card did not answer in time");
                 }
-                code
+                failure_code(kind, card)
             }
         }
     })
+}
+
+/// Takes the helper's successful verdict into the PAM transaction.
+fn accept(pamh: &Pam, service: &str, requested: Option<&str>, success: Authenticated) -> PamError {
+    match requested {
+        Some(requested) if requested != success.user => {
+            tracing::error!(service, requested, authenticated = %success.user, "the helper authenticated another user");
+            return PamError::SERVICE_ERR;
+        }
+        Some(_) => {}
+        None => {
+            if let Err(code) = ffi::set_user(pamh, &success.user) {
+                tracing::error!(service, "cannot set PAM_USER: {code}");
+                return PamError::SERVICE_ERR;
+            }
+        }
+    }
+    if let Some(pin) = &success.pin {
+        if let Err(code) = export_authtok(pamh, pin) {
+            tracing::error!(service, "cannot set PAM_AUTHTOK: {code}");
+            return PamError::SERVICE_ERR;
+        }
+    }
+    let token_name = format!("PKCS11_LOGIN_TOKEN_NAME={}", success.record.token.label);
+    if let Err(code) = pamh.putenv(&token_name) {
+        tracing::warn!(service, "cannot set PKCS11_LOGIN_TOKEN_NAME: {code}");
+    }
+    if let Err(code) = pamh.send_bytes(AUTH_RECORD, success.record.to_bytes(), None) {
+        tracing::error!(service, "cannot keep the authentication record: {code}");
+        return PamError::SERVICE_ERR;
+    }
+    PamError::SUCCESS
 }
 
 /// Sets PAM_AUTHTOK to the PIN for later modules; the temporary C string is wiped.
@@ -299,12 +309,14 @@ pub(crate) fn auth_record(pamh: &Pam) -> Option<AuthRecord> {
         .and_then(|bytes| AuthRecord::from_bytes(&bytes))
 }
 
+/// The account check needs no token and no configuration: only the record
+/// this module kept, so it runs in the module.
 fn acct_mgmt(pamh: &Pam, raw_args: &[String]) -> PamError {
     let call = match Call::new(pamh, "acct_mgmt", raw_args) {
         Ok(call) => call,
         Err(code) => return code,
     };
-    logging::with_logger(&call.args, || {
+    logging::with_logger(call.args.debug, call.args.log, || {
         let service = call.service.as_str();
         let Some(record) = auth_record(pamh) else {
             // Someone else authenticated this user (a password, another module).
@@ -326,10 +338,7 @@ fn acct_mgmt(pamh: &Pam, raw_args: &[String]) -> PamError {
         if now < record.not_before || now > record.not_after {
             tracing::warn!(service, user = %record.user, "certificate no longer within its validity period");
             let mut conversation = PamConversation::new(pamh, false);
-            let _ = tessera_core::Conversation::error(
-                &mut conversation,
-                "Your smart card certificate is no longer valid",
-            );
+            let _ = conversation.error("Your smart card certificate is no longer valid");
             return PamError::PERM_DENIED;
         }
         PamError::SUCCESS
@@ -353,13 +362,13 @@ impl PamServiceModule for PamTessera {
         guarded("acct_mgmt", || acct_mgmt(&pamh, &args))
     }
 
-    /// Writes the session binding that lets tessera-eventd lock this session
-    /// when its card is pulled.
+    /// Has the helper write the session binding that lets tessera-eventd
+    /// lock this session when its card is pulled.
     fn open_session(pamh: Pam, _: PamFlags, args: Vec<String>) -> PamError {
         guarded("open_session", || session::open(&pamh, &args))
     }
 
-    /// Removes the session binding.
+    /// Has the helper remove the session binding.
     fn close_session(pamh: Pam, _: PamFlags, args: Vec<String>) -> PamError {
         guarded("close_session", || session::close(&pamh, &args))
     }
@@ -374,25 +383,27 @@ impl PamServiceModule for PamTessera {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+
+    const KINDS: [FailureKind; 13] = [
+        FailureKind::NoModule,
+        FailureKind::NoToken,
+        FailureKind::NoMatchingCertificate,
+        FailureKind::MappingUnavailable,
+        FailureKind::CertificateRejected,
+        FailureKind::WrongPin,
+        FailureKind::PinLocked,
+        FailureKind::ProofFailed,
+        FailureKind::TokenUnavailable,
+        FailureKind::Conversation,
+        FailureKind::Config,
+        FailureKind::Internal,
+        FailureKind::NewPinRejected,
+    ];
 
     #[test]
     fn no_failure_maps_to_success_or_ignore() {
-        let kinds = [
-            FailureKind::NoModule,
-            FailureKind::NoToken,
-            FailureKind::NoMatchingCertificate,
-            FailureKind::MappingUnavailable,
-            FailureKind::CertificateRejected,
-            FailureKind::WrongPin,
-            FailureKind::PinLocked,
-            FailureKind::ProofFailed,
-            FailureKind::TokenUnavailable,
-            FailureKind::Conversation,
-            FailureKind::Config,
-            FailureKind::Internal,
-            FailureKind::NewPinRejected,
-        ];
-        for kind in kinds {
+        for kind in KINDS {
             let code = chauthtok_failure_code(kind);
             assert!(
                 code != PamError::SUCCESS && code != PamError::IGNORE,
@@ -404,7 +415,7 @@ mod tests {
             CardRequirement::Required,
             CardRequirement::Disabled,
         ] {
-            for kind in kinds {
+            for kind in KINDS {
                 let code = failure_code(kind, card);
                 assert!(
                     code != PamError::SUCCESS && code != PamError::IGNORE,
@@ -412,6 +423,27 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_helper_that_died_hung_or_misspoke_is_a_token_that_did_not_answer() {
+        for error in [
+            HelperError::Died,
+            HelperError::TimedOut(Duration::from_secs(30)),
+            HelperError::Protocol("junk".into()),
+        ] {
+            let kind = helper_failure_kind(&error);
+            assert_eq!(kind, FailureKind::TokenUnavailable, "{error}");
+            assert_eq!(
+                failure_code(kind, CardRequirement::Optional),
+                PamError::AUTHINFO_UNAVAIL
+            );
+        }
+        let missing = HelperError::Spawn(nix::errno::Errno::ENOENT);
+        assert_eq!(
+            failure_code(helper_failure_kind(&missing), CardRequirement::Optional),
+            PamError::SERVICE_ERR
+        );
     }
 
     #[test]

@@ -1,123 +1,78 @@
 //! `pam_sm_open_session` / `pam_sm_close_session`: the session bindings that
-//! tell tessera-eventd which session was opened with which token.
+//! tell tessera-eventd which session was opened with which token. The
+//! helper writes and removes them; the module only passes the PAM items.
 
-use nix::unistd::{geteuid, User};
+use nix::unistd::geteuid;
 use pamsm::{Pam, PamError, PamLibExt};
-use tessera_core::binding::{session_id_from_cgroup, SessionBinding, BINDING_VERSION};
+use tessera_ipc::protocol::{Operation, Verdict};
 
 use crate::{auth_record, ffi, logging, Call};
 
-/// The logind session: XDG_SESSION_ID from pam_systemd, else this process's cgroup.
-fn session_id(pamh: &Pam) -> Option<String> {
-    let from_env = pamh
-        .getenv("XDG_SESSION_ID")
+/// XDG_SESSION_ID from the PAM environment, if pam_systemd set it.
+fn xdg_session_id(pamh: &Pam) -> Option<String> {
+    pamh.getenv("XDG_SESSION_ID")
         .ok()
         .flatten()
         .and_then(|id| id.to_str().ok())
         .filter(|id| !id.is_empty())
-        .map(str::to_owned);
-    from_env.or_else(|| {
-        std::fs::read_to_string("/proc/self/cgroup")
-            .ok()
-            .and_then(|text| session_id_from_cgroup(&text))
+        .map(str::to_owned)
+}
+
+/// Has the helper write the binding for a session this module authenticated.
+pub fn open(pamh: &Pam, raw_args: &[String]) -> PamError {
+    session_call(pamh, "open_session", raw_args, |pamh| {
+        let record = auth_record(pamh)?;
+        Some(Operation::OpenSession {
+            record,
+            xdg_session_id: xdg_session_id(pamh),
+            tty: ffi::tty(pamh).unwrap_or_default(),
+            host_pid: std::process::id(),
+        })
     })
 }
 
-/// Writes the binding for a session this module authenticated.
-pub fn open(pamh: &Pam, raw_args: &[String]) -> PamError {
-    let call = match Call::new(pamh, "open_session", raw_args) {
+/// Has the helper remove the binding of this session, if there is one.
+pub fn close(pamh: &Pam, raw_args: &[String]) -> PamError {
+    session_call(pamh, "close_session", raw_args, |pamh| {
+        auth_record(pamh)?;
+        Some(Operation::CloseSession {
+            xdg_session_id: xdg_session_id(pamh),
+        })
+    })
+}
+
+/// `operation` is `None` when this module did not authenticate the session.
+fn session_call(
+    pamh: &Pam,
+    entry: &str,
+    raw_args: &[String],
+    operation: impl FnOnce(&Pam) -> Option<Operation>,
+) -> PamError {
+    let call = match Call::new(pamh, entry, raw_args) {
         Ok(call) => call,
         Err(code) => return code,
     };
-    logging::with_logger(&call.args, || {
+    logging::with_logger(call.args.debug, call.args.log, || {
         let service = call.service.as_str();
-        let Some(record) = auth_record(pamh) else {
-            tracing::debug!(
-                service,
-                "session not authenticated by pam_tessera; no binding"
-            );
+        let Some(operation) = operation(pamh) else {
+            tracing::debug!(service, "session not authenticated by pam_tessera");
             return PamError::IGNORE;
         };
         if !geteuid().is_root() {
             // Screen lockers run PAM as the user; bindings are root's business.
-            tracing::debug!(service, "not running as root; session binding skipped");
-            return PamError::SUCCESS;
-        }
-        let config = match call.config() {
-            Ok(config) => config,
-            Err(code) => return code,
-        };
-        let Some(session_id) = session_id(pamh) else {
-            tracing::warn!(service, user = %record.user, "no logind session; pulling the card will not lock this session");
-            return PamError::SUCCESS;
-        };
-        let uid = match User::from_name(&record.user) {
-            Ok(Some(user)) => user.uid.as_raw(),
-            other => {
-                tracing::error!(service, user = %record.user, ?other, "cannot resolve the user's uid");
-                return PamError::SESSION_ERR;
-            }
-        };
-        #[allow(clippy::disallowed_methods)]
-        let created = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|elapsed| elapsed.as_secs())
-            .unwrap_or(0);
-        let binding = SessionBinding {
-            version: BINDING_VERSION,
-            session_id,
-            uid,
-            user: record.user.clone(),
-            service: service.to_owned(),
-            tty: ffi::tty(pamh).unwrap_or_default(),
-            pid: std::process::id(),
-            created,
-            certificate_sha256: record.certificate_sha256.clone(),
-            token: record.token.clone(),
-        };
-        match binding.write(&config.session.bindings_dir) {
-            Ok(path) => {
-                tracing::info!(service, user = %record.user, session = %binding.session_id, path = %path.display(), "session bound to token");
-                PamError::SUCCESS
-            }
-            Err(error) => {
-                tracing::error!(service, "cannot write the session binding: {error}");
-                PamError::SESSION_ERR
-            }
-        }
-    })
-}
-
-/// Removes the binding of this session, if there is one.
-pub fn close(pamh: &Pam, raw_args: &[String]) -> PamError {
-    let call = match Call::new(pamh, "close_session", raw_args) {
-        Ok(call) => call,
-        Err(code) => return code,
-    };
-    logging::with_logger(&call.args, || {
-        let service = call.service.as_str();
-        if auth_record(pamh).is_none() {
-            tracing::debug!(service, "session not authenticated by pam_tessera");
-            return PamError::IGNORE;
-        }
-        if !geteuid().is_root() {
             tracing::debug!(service, "not running as root; session binding left alone");
             return PamError::SUCCESS;
         }
-        let config = match call.config() {
-            Ok(config) => config,
-            Err(code) => return code,
-        };
-        let Some(session_id) = session_id(pamh) else {
-            return PamError::SUCCESS;
-        };
-        match SessionBinding::remove(&config.session.bindings_dir, &session_id) {
-            Ok(()) => {
-                tracing::info!(service, session = %session_id, "session binding removed");
-                PamError::SUCCESS
+        match call.run_helper(pamh, false, operation).result {
+            Ok(Verdict::Done) => PamError::SUCCESS,
+            Ok(Verdict::Ignored) => PamError::IGNORE,
+            Ok(Verdict::Failed { .. }) => PamError::SESSION_ERR,
+            Ok(Verdict::Authenticated(_)) => {
+                tracing::error!(service, "the helper answered a session call with an authentication");
+                PamError::SESSION_ERR
             }
             Err(error) => {
-                tracing::error!(service, "cannot remove the session binding: {error}");
+                tracing::error!(service, "session binding: {error}");
                 PamError::SESSION_ERR
             }
         }

@@ -1,6 +1,6 @@
-//! Logging for the module: journald or syslog with identifier `pam_tessera`,
-//! installed as a scoped dispatcher for one PAM call so nothing leaks into the
-//! host application's own tracing setup. Never stdout.
+//! Logging for the module and its helper: journald or syslog with identifier
+//! `pam_tessera`, installed as a scoped dispatcher for one PAM call so
+//! nothing leaks into the host application's own tracing setup. Never stdout.
 
 use std::io::{self, Write};
 use std::os::unix::net::UnixDatagram;
@@ -12,7 +12,42 @@ use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::Layer;
 
-use crate::args::{LogTarget, ModuleArgs};
+/// Where log records go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogTarget {
+    /// journald when its socket exists, otherwise syslog.
+    Auto,
+    /// The systemd journal.
+    Journald,
+    /// syslog through /dev/log (facility authpriv).
+    Syslog,
+    /// Standard error of the PAM application, for debugging with pamtester.
+    Stderr,
+}
+
+impl LogTarget {
+    /// The name used in `log=` and on the helper's command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            LogTarget::Auto => "auto",
+            LogTarget::Journald => "journald",
+            LogTarget::Syslog => "syslog",
+            LogTarget::Stderr => "stderr",
+        }
+    }
+
+    /// The target called `name`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        [
+            LogTarget::Auto,
+            LogTarget::Journald,
+            LogTarget::Syslog,
+            LogTarget::Stderr,
+        ]
+        .into_iter()
+        .find(|target| target.name() == name)
+    }
+}
 
 /// The syslog identifier / journald SYSLOG_IDENTIFIER.
 pub const IDENTIFIER: &str = "pam_tessera";
@@ -89,13 +124,13 @@ impl<'a> MakeWriter<'a> for SyslogWriter {
 }
 
 /// Runs `body` with the module's logger installed for the current thread.
-pub fn with_logger<T>(args: &ModuleArgs, body: impl FnOnce() -> T) -> T {
-    let level = if args.debug {
+pub fn with_logger<T>(debug: bool, target: LogTarget, body: impl FnOnce() -> T) -> T {
+    let level = if debug {
         LevelFilter::DEBUG
     } else {
         LevelFilter::INFO
     };
-    let target = match args.log {
+    let target = match target {
         LogTarget::Auto if Path::new(JOURNALD_SOCKET).exists() => LogTarget::Journald,
         LogTarget::Auto => LogTarget::Syslog,
         other => other,
@@ -135,6 +170,19 @@ pub fn emergency(message: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_targets_round_trip_by_name() {
+        for target in [
+            LogTarget::Auto,
+            LogTarget::Journald,
+            LogTarget::Syslog,
+            LogTarget::Stderr,
+        ] {
+            assert_eq!(LogTarget::from_name(target.name()), Some(target));
+        }
+        assert_eq!(LogTarget::from_name("file"), None);
+    }
 
     #[test]
     fn syslog_records_use_authpriv_and_the_pam_tessera_identifier() {

@@ -1,0 +1,176 @@
+//! `tessera-auth`: the token and certificate work of `pam_tessera.so`, in a
+//! process of its own.
+//!
+//! The PAM module spawns it for each call that needs a token, the
+//! configuration or a session binding, with an empty environment and its
+//! end of a socket pair as standard input; nothing of the PAM application's
+//! caller reaches the PKCS#11 module, pcsc-lite or a parser. The module
+//! kills it when it overruns `token_timeout`. See docs/pam.md, "The helper".
+
+mod operations;
+mod remote;
+mod sanitize;
+
+use std::ffi::OsString;
+use std::os::unix::process::CommandExt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
+use std::process::{Command, ExitCode, Stdio};
+
+use tessera_core::config::DEFAULT_CONFIG_PATH;
+use tessera_core::Config;
+use tessera_ipc::channel::Channel;
+use tessera_ipc::logging::{self, LogTarget};
+use tessera_ipc::protocol::{FromHelper, ToHelper, Verdict, PROTOCOL_VERSION};
+use tessera_ipc::FailureKind;
+
+/// The command line the module passes (never the caller's).
+#[derive(Debug)]
+struct Args {
+    config: PathBuf,
+    log: LogTarget,
+    debug: bool,
+    /// Set on the second start, once `[pkcs11] environment` is in place.
+    environment_applied: bool,
+}
+
+impl Args {
+    fn parse(mut argv: impl Iterator<Item = OsString>) -> Result<Self, String> {
+        let mut args = Args {
+            config: PathBuf::from(DEFAULT_CONFIG_PATH),
+            log: LogTarget::Auto,
+            debug: false,
+            environment_applied: false,
+        };
+        argv.next();
+        while let Some(arg) = argv.next() {
+            match arg.to_str() {
+                Some("--config") => {
+                    let path = PathBuf::from(argv.next().ok_or("--config needs a path")?);
+                    if !path.is_absolute() {
+                        return Err(format!("--config {path:?} is not absolute"));
+                    }
+                    args.config = path;
+                }
+                Some("--log") => {
+                    let name = argv.next().ok_or("--log needs a target")?;
+                    args.log = name
+                        .to_str()
+                        .and_then(LogTarget::from_name)
+                        .ok_or_else(|| format!("unknown log target {name:?}"))?;
+                }
+                Some("--debug") => args.debug = true,
+                Some("--environment-applied") => args.environment_applied = true,
+                _ => return Err(format!("unknown argument {arg:?}")),
+            }
+        }
+        Ok(args)
+    }
+}
+
+fn main() -> ExitCode {
+    // Before anything reads a file or loads a library.
+    let socket = match sanitize::process() {
+        Ok(socket) => socket,
+        Err(error) => {
+            logging::emergency(&format!("tessera-auth: refusing to run: {error}"));
+            return ExitCode::FAILURE;
+        }
+    };
+    let channel = Channel::from_socket(socket);
+    let args = match Args::parse(std::env::args_os()) {
+        Ok(args) => args,
+        Err(error) => {
+            logging::emergency(&format!("tessera-auth: {error}"));
+            let _ = channel.send(&FromHelper::Verdict(Verdict::Failed {
+                kind: FailureKind::Internal,
+                message: error,
+            }));
+            return ExitCode::FAILURE;
+        }
+    };
+    logging::with_logger(args.debug, args.log, || {
+        let verdict = match catch_unwind(AssertUnwindSafe(|| serve(&args, channel))) {
+            Ok(None) => return ExitCode::SUCCESS,
+            Ok(Some((channel, verdict))) => {
+                let _ = channel.send(&FromHelper::Verdict(verdict));
+                return ExitCode::SUCCESS;
+            }
+            Err(payload) => payload,
+        };
+        let what = verdict
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| verdict.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".to_owned());
+        // The channel went down with the panicking closure: the module sees
+        // the helper end without a verdict and fails closed.
+        tracing::error!("internal error (panic: {what})");
+        ExitCode::FAILURE
+    })
+}
+
+/// Loads the configuration, re-executes with `[pkcs11] environment` when it
+/// sets one, then reads the module's request and carries it out. `None`
+/// when nothing is left to send.
+fn serve(args: &Args, channel: Channel) -> Option<(Channel, Verdict)> {
+    let failed = |kind, message: String| Verdict::Failed { kind, message };
+    let config = match Config::load(&args.config) {
+        Ok(config) => config,
+        Err(error) => {
+            tracing::error!("configuration error: {error}");
+            return Some((channel, failed(FailureKind::Config, error.to_string())));
+        }
+    };
+    if !config.pkcs11_environment.is_empty() && !args.environment_applied {
+        // Variables such as LD_PRELOAD only take effect at exec, and
+        // libraries read the others at any time: the whole environment is
+        // set by the kernel, once, before any of them is loaded.
+        let error = reexecute(args, &config, channel);
+        tracing::error!("cannot re-execute with [pkcs11] environment: {error}");
+        return None;
+    }
+    let request = match channel.recv::<ToHelper>(None) {
+        Ok(ToHelper::Request(request)) if request.version == PROTOCOL_VERSION => request,
+        Ok(ToHelper::Request(request)) => {
+            let message = format!(
+                "the PAM module speaks protocol version {}, this helper {PROTOCOL_VERSION}",
+                request.version
+            );
+            tracing::error!("{message}");
+            return Some((channel, failed(FailureKind::Internal, message)));
+        }
+        Ok(_) => {
+            let message = "the PAM module sent something else than a request".to_owned();
+            tracing::error!("{message}");
+            return Some((channel, failed(FailureKind::Internal, message)));
+        }
+        Err(error) => {
+            tracing::error!("no request from the PAM module: {error}");
+            return None;
+        }
+    };
+    let verdict = operations::carry_out(&config, request, &channel);
+    Some((channel, verdict))
+}
+
+/// Executes this helper again with exactly the configured environment;
+/// returns only on failure.
+fn reexecute(args: &Args, config: &Config, channel: Channel) -> std::io::Error {
+    let executable = match std::env::current_exe() {
+        Ok(path) => path,
+        Err(error) => return error,
+    };
+    let mut command = Command::new(executable);
+    command
+        .arg("--config")
+        .arg(&args.config)
+        .args(["--log", args.log.name(), "--environment-applied"])
+        .env_clear()
+        .envs(&config.pkcs11_environment)
+        .stdin(Stdio::from(channel.into_socket()));
+    if args.debug {
+        command.arg("--debug");
+    }
+    command.exec()
+}

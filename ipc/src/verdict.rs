@@ -1,0 +1,128 @@
+//! The outcome types both sides of the helper protocol name: classes of
+//! failure, the card requirement that turns them into PAM codes, and the
+//! record a successful authentication leaves for the session calls.
+
+use serde::{Deserialize, Serialize};
+
+/// Classes of failure; the PAM module maps each to one PAM return code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FailureKind {
+    /// The PKCS#11 module file does not exist or cannot be loaded.
+    NoModule,
+    /// No token is present.
+    NoToken,
+    /// Tokens are present, but no valid certificate on them maps to the user.
+    NoMatchingCertificate,
+    /// A mapping source (the directory) is unreachable and nothing is cached.
+    MappingUnavailable,
+    /// The user's certificate is expired, untrusted or otherwise rejected.
+    CertificateRejected,
+    /// The PIN was empty or wrong.
+    WrongPin,
+    /// The PIN is locked on the token.
+    PinLocked,
+    /// Login succeeded but the proof of possession failed.
+    ProofFailed,
+    /// The token disappeared or failed before the PIN was asked, or did
+    /// not answer within the helper's deadline.
+    TokenUnavailable,
+    /// The conversation with the user failed.
+    Conversation,
+    /// The configuration or the trust anchors are unusable.
+    Config,
+    /// Anything else that should not happen.
+    Internal,
+    /// A new PIN was refused: the two entries differ, its length is outside
+    /// the token's limits, or the token would not set it.
+    NewPinRejected,
+}
+
+/// What happens when no usable card is present.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CardRequirement {
+    /// No card, or no certificate for the user: PAM_AUTHINFO_UNAVAIL, so the
+    /// stack may fall back to a password.
+    Optional,
+    /// No card: PAM_AUTH_ERR; no fallback is possible.
+    Required,
+    /// The module does not take part for this service (PAM_IGNORE).
+    Disabled,
+}
+
+/// The token a session was opened with, as eventd matches it on removal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BoundToken {
+    /// Token label.
+    pub label: String,
+    /// Token manufacturer.
+    pub manufacturer: String,
+    /// Token model.
+    pub model: String,
+    /// Token serial number.
+    pub serial: String,
+    /// Slot description; for PC/SC-backed modules, the reader name.
+    pub slot_description: String,
+}
+
+/// What `pam_sm_authenticate` hands to the later PAM calls of the same
+/// transaction (through pam_set_data): enough to write the session binding
+/// and to re-check the certificate's validity in `pam_sm_acct_mgmt`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthRecord {
+    /// The authenticated user.
+    pub user: String,
+    /// The token that signed the challenge.
+    pub token: BoundToken,
+    /// SHA-256 of the certificate.
+    pub certificate_sha256: String,
+    /// notBefore, seconds since the epoch.
+    pub not_before: u64,
+    /// notAfter, seconds since the epoch.
+    pub not_after: u64,
+}
+
+impl AuthRecord {
+    /// Serialised form for pam_set_data.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        postcard::to_allocvec(self).unwrap_or_default()
+    }
+
+    /// Parses what [`AuthRecord::to_bytes`] produced.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        match postcard::take_from_bytes(bytes) {
+            Ok((record, rest)) if rest.is_empty() => Some(record),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auth_records_round_trip_and_garbage_is_refused() {
+        let record = AuthRecord {
+            user: "alice".into(),
+            token: BoundToken {
+                label: "a".into(),
+                manufacturer: "m".into(),
+                model: "x".into(),
+                serial: "1".into(),
+                slot_description: "r".into(),
+            },
+            certificate_sha256: "00".into(),
+            not_before: 1,
+            not_after: 2,
+        };
+        let bytes = record.to_bytes();
+        assert_eq!(AuthRecord::from_bytes(&bytes), Some(record));
+        assert_eq!(AuthRecord::from_bytes(b"garbage"), None);
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert_eq!(AuthRecord::from_bytes(&longer), None, "trailing bytes");
+    }
+}
