@@ -69,27 +69,30 @@ impl Args {
 }
 
 fn main() -> ExitCode {
-    // Before anything reads a file or loads a library.
-    let socket = match sanitize::process() {
-        Ok(socket) => socket,
-        Err(error) => {
-            logging::emergency(&format!("tessera-auth: refusing to run: {error}"));
-            return ExitCode::FAILURE;
-        }
-    };
-    let channel = Channel::from_socket(socket);
+    // Before anything reads a file or loads a library (the logger opens a
+    // socket, which must not be closed as an inherited descriptor).
+    let sanitized = sanitize::process();
     let args = match Args::parse(std::env::args_os()) {
         Ok(args) => args,
         Err(error) => {
             logging::emergency(&format!("tessera-auth: {error}"));
-            let _ = channel.send(&FromHelper::Verdict(Verdict::Failed {
-                kind: FailureKind::Internal,
-                message: error,
-            }));
+            if let Ok(socket) = sanitized {
+                let _ = Channel::from_socket(socket).send(&FromHelper::Verdict(Verdict::Failed {
+                    kind: FailureKind::Internal,
+                    message: error,
+                }));
+            }
             return ExitCode::FAILURE;
         }
     };
     logging::with_logger(args.debug, args.log, || {
+        let channel = match sanitized {
+            Ok(socket) => Channel::from_socket(socket),
+            Err(error) => {
+                tracing::error!("tessera-auth: refusing to run: {error}");
+                return ExitCode::FAILURE;
+            }
+        };
         let verdict = match catch_unwind(AssertUnwindSafe(|| serve(&args, channel))) {
             Ok(None) => return ExitCode::SUCCESS,
             Ok(Some((channel, verdict))) => {

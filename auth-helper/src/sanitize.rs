@@ -103,13 +103,17 @@ fn reset_limits() -> Result<(), String> {
     for &(resource, wanted) in LIMITS {
         let (_, hard) =
             getrlimit(resource).map_err(|errno| format!("getrlimit {resource:?}: {errno}"))?;
-        let (soft, hard) = if root {
-            (wanted, if wanted == 0 { 0 } else { hard.max(wanted) })
+        let capped = (wanted.min(hard), hard);
+        let raised = (wanted, if wanted == 0 { 0 } else { hard.max(wanted) });
+        // Raising a hard limit needs CAP_SYS_RESOURCE, which a root in a
+        // container may lack: then the caller's hard limit caps ours.
+        let result = if root && raised != capped {
+            setrlimit(resource, raised.0, raised.1)
+                .or_else(|_| setrlimit(resource, capped.0, capped.1))
         } else {
-            (wanted.min(hard), hard)
+            setrlimit(resource, capped.0, capped.1)
         };
-        setrlimit(resource, soft, hard)
-            .map_err(|errno| format!("setrlimit {resource:?}: {errno}"))?;
+        result.map_err(|errno| format!("setrlimit {resource:?}: {errno}"))?;
     }
     Ok(())
 }

@@ -339,7 +339,10 @@ impl Config {
             .chain(services.iter().map(|(name, policy)| {
                 (name.as_str(), policy, raw.service.get(name).map(Spanned::span))
             }))
-            .find(|(_, policy, _)| policy.token_timeout <= pki.revocation_timeout);
+            .find(|(_, policy, _)| {
+                pki.revocation != RevocationMode::None
+                    && policy.token_timeout <= pki.revocation_timeout
+            });
         if let Some((section, policy, span)) = too_short {
             let section = if section == "auth" {
                 "auth".to_owned()
@@ -628,6 +631,65 @@ user = "{cn}"                                 # template over certificate fields
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(Path::new("/etc/tessera/tessera.toml"), text)
+    }
+
+    #[test]
+    fn pkcs11_environment_is_the_helpers_whole_environment_and_names_are_checked() {
+        let config = parse(&CONTRACT.replace(
+            "[pki]",
+            "environment = { OPENSC_CONF = \"/etc/opensc/site.conf\", SOFTHSM2_CONF = \"/x\" }\n[pki]",
+        ))
+        .unwrap();
+        assert_eq!(
+            config.pkcs11_environment.get("OPENSC_CONF").map(String::as_str),
+            Some("/etc/opensc/site.conf")
+        );
+        assert_eq!(config.pkcs11_environment.len(), 2);
+        assert!(parse(CONTRACT).unwrap().pkcs11_environment.is_empty());
+
+        let (line, _, message) = position(
+            parse(&CONTRACT.replace("[pki]", "environment = { \"A=B\" = \"x\" }\n[pki]"))
+                .unwrap_err(),
+        );
+        assert_eq!(line, 5);
+        assert!(message.contains("\"A=B\" is not a variable name"), "{message}");
+        let (_, _, message) = position(
+            parse(&CONTRACT.replace("[pki]", "environment = { X = \"a\\u0000b\" }\n[pki]"))
+                .unwrap_err(),
+        );
+        assert!(message.contains("NUL"), "{message}");
+    }
+
+    #[test]
+    fn token_timeout_defaults_to_30_s_is_bounded_and_outlasts_the_revocation_budget() {
+        let config = parse(CONTRACT).unwrap();
+        assert_eq!(
+            config.policies.default.token_timeout,
+            std::time::Duration::from_secs(30)
+        );
+        let config = parse(&format!(
+            "{CONTRACT}[auth]\ntoken_timeout = \"10s\"\n[service.sudo]\ntoken_timeout = \"20s\"\n"
+        ))
+        .unwrap();
+        assert_eq!(config.policies.for_service("login").token_timeout.as_secs(), 10);
+        assert_eq!(config.policies.for_service("sudo").token_timeout.as_secs(), 20);
+        for bad in ["500ms", "301s", "10"] {
+            let error = parse(&format!("{CONTRACT}[auth]\ntoken_timeout = \"{bad}\"\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains("token_timeout"), "{bad}: {error}");
+        }
+        // The default revocation budget is 5 s: a 5 s deadline could never
+        // see a fetch through.
+        let error = parse(&format!("{CONTRACT}[service.sudo]\ntoken_timeout = \"5s\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("service.sudo.token_timeout (5000 ms) must be longer than pki.revocation_timeout_ms (5000 ms)"),
+            "{error}"
+        );
+        let no_revocation = CONTRACT.replace("[pki]\n", "[pki]\nrevocation = \"none\"\n");
+        assert!(parse(&format!("{no_revocation}[auth]\ntoken_timeout = \"2s\"\n")).is_ok());
     }
 
     fn position(error: ConfigError) -> (usize, usize, String) {

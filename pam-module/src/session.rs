@@ -20,7 +20,7 @@ fn xdg_session_id(pamh: &Pam) -> Option<String> {
 
 /// Has the helper write the binding for a session this module authenticated.
 pub fn open(pamh: &Pam, raw_args: &[String]) -> PamError {
-    session_call(pamh, "open_session", raw_args, |pamh| {
+    session_call(pamh, "open_session", "session binding skipped", raw_args, |pamh| {
         let record = auth_record(pamh)?;
         Some(Operation::OpenSession {
             record,
@@ -33,7 +33,7 @@ pub fn open(pamh: &Pam, raw_args: &[String]) -> PamError {
 
 /// Has the helper remove the binding of this session, if there is one.
 pub fn close(pamh: &Pam, raw_args: &[String]) -> PamError {
-    session_call(pamh, "close_session", raw_args, |pamh| {
+    session_call(pamh, "close_session", "session binding left alone", raw_args, |pamh| {
         auth_record(pamh)?;
         Some(Operation::CloseSession {
             xdg_session_id: xdg_session_id(pamh),
@@ -45,6 +45,7 @@ pub fn close(pamh: &Pam, raw_args: &[String]) -> PamError {
 fn session_call(
     pamh: &Pam,
     entry: &str,
+    unprivileged: &str,
     raw_args: &[String],
     operation: impl FnOnce(&Pam) -> Option<Operation>,
 ) -> PamError {
@@ -60,7 +61,7 @@ fn session_call(
         };
         if !geteuid().is_root() {
             // Screen lockers run PAM as the user; bindings are root's business.
-            tracing::debug!(service, "not running as root; session binding left alone");
+            tracing::debug!(service, "not running as root; {unprivileged}");
             return PamError::SUCCESS;
         }
         match call.run_helper(pamh, false, operation).result {

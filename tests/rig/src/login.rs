@@ -49,6 +49,8 @@ pub struct LoginRig {
     pub ca: TestCa,
     users: Vec<(String, String)>,
     extra_env: Vec<(String, std::ffi::OsString)>,
+    /// `[pkcs11] environment` of the config: the helper gets nothing else.
+    helper_env: Vec<(String, std::ffi::OsString)>,
     run_as: Option<u32>,
     wrapper: Vec<std::ffi::OsString>,
 }
@@ -68,11 +70,25 @@ impl LoginRig {
             .expect("scratch dir");
         let hsm = SoftHsm::new(&dir.path().join("softhsm"));
         let ca = TestCa::new("Tessera Test Root CA");
+        let (softhsm_key, softhsm_conf) = hsm.env();
+        let helper_env = vec![
+            (softhsm_key.to_owned(), softhsm_conf.into_os_string()),
+            ("LD_PRELOAD".to_owned(), NSS_WRAPPER.into()),
+            (
+                "NSS_WRAPPER_PASSWD".to_owned(),
+                dir.path().join("passwd").into_os_string(),
+            ),
+            (
+                "NSS_WRAPPER_GROUP".to_owned(),
+                dir.path().join("group").into_os_string(),
+            ),
+        ];
         let rig = Self {
             hsm,
             ca,
             users: Vec::new(),
             extra_env: Vec::new(),
+            helper_env,
             run_as: None,
             wrapper: Vec::new(),
             dir,
@@ -116,14 +132,39 @@ impl LoginRig {
         dir
     }
 
-    /// The config the rig starts with: SoftHSM, the rig CA (whose
+    /// The config the rig starts with: SoftHSM, the helper's environment
+    /// (SoftHSM's config, nss_wrapper's users), the rig CA (whose
     /// certificates name no CRL or OCSP responder, hence no revocation
     /// checking), `user = "{cn}"`.
     pub fn default_config(&self) -> String {
         format!(
-            "version = 1\n[pkcs11]\nmodule = \"{SOFTHSM_MODULE}\"\n[pki]\nca = [\"{}\"]\nrevocation = \"none\"\n[[rule]]\nuser = \"{{cn}}\"\n",
+            "version = 1\n[pkcs11]\nmodule = \"{SOFTHSM_MODULE}\"\n{}\n[pki]\nca = [\"{}\"]\nrevocation = \"none\"\n[[rule]]\nuser = \"{{cn}}\"\n",
+            self.environment_line(),
             self.ca_dir().display()
         )
+    }
+
+    /// The `[pkcs11] environment = { ... }` line of the config.
+    pub fn environment_line(&self) -> String {
+        let quote = |text: &str| format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""));
+        let pairs: Vec<String> = self
+            .helper_env
+            .iter()
+            .map(|(name, value)| format!("{} = {}", quote(name), quote(&value.to_string_lossy())))
+            .collect();
+        format!("environment = {{ {} }}", pairs.join(", "))
+    }
+
+    /// Sets (or replaces) a variable of the helper's environment and
+    /// rewrites the config's `environment` line, if it has one.
+    pub fn set_helper_env(&mut self, name: &str, value: impl Into<std::ffi::OsString>) {
+        let old_line = self.environment_line();
+        self.helper_env.retain(|(key, _)| key != name);
+        self.helper_env.push((name.to_owned(), value.into()));
+        let config = std::fs::read_to_string(self.config_path()).unwrap_or_default();
+        if config.contains(&old_line) {
+            self.write_config(&config.replace(&old_line, &self.environment_line()));
+        }
     }
 
     /// Replaces the tessera config (mode 0644).
@@ -136,9 +177,14 @@ impl LoginRig {
         std::fs::write(self.confdir().join(SERVICE), text).expect("write service");
     }
 
-    /// Adds environment variables for the PAM application (e.g. pcscd's `OPENSC_CONF`).
+    /// Adds environment variables for the token stack (e.g. pcscd's
+    /// `OPENSC_CONF`): to the helper's `[pkcs11] environment`, and to the
+    /// PAM application's environment for the rig's own tools.
     pub fn add_env(&mut self, vars: impl IntoIterator<Item = (String, std::ffi::OsString)>) {
-        self.extra_env.extend(vars);
+        for (name, value) in vars {
+            self.set_helper_env(&name, value.clone());
+            self.extra_env.push((name, value));
+        }
     }
 
     /// Sets (or with `None` removes) a variable of the PAM application's

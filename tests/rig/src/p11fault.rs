@@ -222,6 +222,28 @@ pub struct FaultRig {
 }
 
 impl FaultRig {
+    /// Points the helper at a new plan file (it reads nothing from the PAM
+    /// application's environment).
+    fn use_plan(&self, plan_path: &Path) {
+        let config = std::fs::read_to_string(self.rig.config_path()).expect("read config");
+        let line = self.rig.environment_line();
+        let with_plan = line.replacen(
+            "environment = { ",
+            &format!("environment = {{ \"{PLAN_VAR}\" = \"{}\", ", plan_path.display()),
+            1,
+        );
+        let current = config
+            .lines()
+            .find(|l| l.starts_with("environment = { "))
+            .expect("the config has an environment line")
+            .to_owned();
+        assert!(
+            current == line || current.contains(PLAN_VAR),
+            "unexpected environment line {current:?}"
+        );
+        self.rig.write_config(&config.replace(&current, &with_plan));
+    }
+
     /// Switches `rig`'s config to the fault module.
     pub fn new(rig: LoginRig) -> Self {
         rig.use_pkcs11_module(&module().display().to_string());
@@ -289,6 +311,7 @@ impl FaultRig {
         let log = dir.join("calls.log");
         let plan_path = dir.join("plan.toml");
         std::fs::write(&plan_path, plan.render(&log)).expect("write plan");
+        self.use_plan(&plan_path);
 
         let harness = self.rig.harness_command(user, answers, ops, &[]);
         let mut command = match memcheck_report {

@@ -254,7 +254,7 @@ fn unknown_config_key_is_service_err_naming_key_and_line() {
     let run = rig.authenticate(Some("alice"), &[PIN]);
     assert_eq!(run.result("authenticate"), "PAM_SERVICE_ERR", "{run}");
     let expected = format!(
-        "{}:5:1: unknown field `ca_file`",
+        "{}:6:1: unknown field `ca_file`",
         rig.config_path().display()
     );
     assert!(
