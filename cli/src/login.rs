@@ -6,6 +6,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use tessera_core::{authenticate, AuthRequest, Config};
+use tessera_ipc::client::{self, HelperCommand};
+use tessera_ipc::logging::LogTarget;
+use tessera_ipc::protocol::{Operation, Request, Verdict, PROTOCOL_VERSION};
 use tracing::level_filters::LevelFilter;
 use tracing_subscriber::fmt::time::FormatTime;
 use tracing_subscriber::layer::SubscriberExt;
@@ -36,6 +39,7 @@ pub fn run(
     user: Option<&str>,
     service: &str,
     repeat: u32,
+    helper: bool,
 ) -> Result<bool, String> {
     let started = Arc::new(Mutex::new(Instant::now()));
     let steps = tracing_subscriber::fmt::layer()
@@ -48,10 +52,56 @@ pub fn run(
         let mut all_succeeded = true;
         for _ in 0..repeat {
             *started.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
-            all_succeeded &= run_once(config_path, user, service)?;
+            all_succeeded &= if helper {
+                run_in_helper(config_path, user, service)
+            } else {
+                run_once(config_path, user, service)?
+            };
         }
         Ok(all_succeeded)
     })
+}
+
+/// One login through the helper, from spawning it to its verdict: what
+/// pam_tessera.so does, without libpam.
+fn run_in_helper(config_path: &Path, user: Option<&str>, service: &str) -> bool {
+    let started = Instant::now();
+    let command = HelperCommand::installed(config_path, true, LogTarget::Stderr);
+    let request = Request {
+        version: PROTOCOL_VERSION,
+        service: service.to_owned(),
+        card: None,
+        operation: Operation::Authenticate {
+            user: user.map(str::to_owned),
+            authtok: None,
+        },
+    };
+    let exchange = client::run(&command, request, &mut TerminalConversation);
+    let elapsed = started.elapsed().as_secs_f64() * 1000.0;
+    match exchange.result {
+        Ok(Verdict::Authenticated(success)) => {
+            eprintln!(
+                "login OK: user {} with token {} (certificate SHA-256 {}), in the helper {}, {elapsed:.3} ms",
+                success.user,
+                success.record.token.label,
+                success.record.certificate_sha256,
+                command.path.display()
+            );
+            true
+        }
+        Ok(Verdict::Failed { kind, message }) => {
+            eprintln!("login FAILED ({kind:?}): {message}, {elapsed:.3} ms");
+            false
+        }
+        Ok(other) => {
+            eprintln!("login FAILED: the helper answered {other:?}, {elapsed:.3} ms");
+            false
+        }
+        Err(error) => {
+            eprintln!("login FAILED: {error}, {elapsed:.3} ms");
+            false
+        }
+    }
 }
 
 /// One login, from loading the config to the result line.

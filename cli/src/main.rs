@@ -67,6 +67,11 @@ enum Command {
         /// with its own timeline (the first run pays for loading libraries).
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
         repeat: u32,
+        /// Run each login in the helper tessera-auth, spawned the way
+        /// pam_tessera.so spawns it (clean environment, deadline), instead of
+        /// in this process; its log goes to standard error.
+        #[arg(long)]
+        helper: bool,
     },
     /// Write a starting configuration (mode 0644) and copy the CA next to
     /// it, check it like check-config, and print the next step. Exit status
@@ -292,7 +297,8 @@ fn main() -> ExitCode {
             user,
             service,
             repeat,
-        } => match login::run(config, user.as_deref(), service, *repeat) {
+            helper,
+        } => match login::run(config, user.as_deref(), service, *repeat, *helper) {
             Ok(true) => ExitCode::SUCCESS,
             Ok(false) => ExitCode::FAILURE,
             Err(error) => {

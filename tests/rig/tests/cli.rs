@@ -201,6 +201,51 @@ fn login_runs_the_flow_without_pam_and_prints_each_step() {
     assert!(stderr.contains("login FAILED (WrongPin)"), "{stderr}");
 }
 
+#[test]
+fn login_with_helper_runs_the_flow_in_tessera_auth_with_only_the_configured_environment() {
+    let mut rig = LoginRig::new();
+    rig.enroll("alice", KeyType::P256);
+    let run = |pins: &[&str]| {
+        let mut child = tessera(&rig)
+            // The CLI's own environment names no usable token: only the
+            // helper, which gets the config's [pkcs11] environment, can log in.
+            .env("SOFTHSM2_CONF", "/nonexistent/softhsm2.conf")
+            .args(["login", "--helper", "--user", "alice", "--repeat"])
+            .arg(pins.len().to_string())
+            .arg("--config")
+            .arg(rig.config_path())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        for pin in pins {
+            writeln!(stdin, "{pin}").unwrap();
+        }
+        drop(stdin);
+        child.wait_with_output().unwrap()
+    };
+    let good = run(&[PIN, PIN]);
+    let stderr = String::from_utf8_lossy(&good.stderr);
+    assert!(good.status.success(), "{stderr}");
+    assert_eq!(
+        stderr
+            .matches("login OK: user alice with token alice-token")
+            .count(),
+        2,
+        "{stderr}"
+    );
+    assert!(stderr.contains("in the helper"), "{stderr}");
+    assert!(stderr.contains("challenge signature verified"), "{stderr}");
+    assert!(!stderr.contains(PIN), "{stderr}");
+    let bad = run(&["000000"]);
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(bad.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("login FAILED (WrongPin)"), "{stderr}");
+}
+
 fn run_tessera(rig: &LoginRig, args: &[&std::ffi::OsStr]) -> std::process::Output {
     tessera(rig).args(args).output().unwrap()
 }
