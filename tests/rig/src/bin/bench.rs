@@ -21,6 +21,42 @@ use tessera_testrig::references::{self, PAM_P11_SERVICE, PAM_PKCS11_SERVICE};
 use tessera_testrig::softhsm::{KeyType, SOFTHSM_MODULE};
 use tessera_testrig::vcard::CardSpec;
 
+/// The PAM service of the baseline module, when there is one.
+const BASELINE_SERVICE: &str = "tessera-baseline";
+
+/// The row name of the baseline module.
+fn baseline_label() -> String {
+    format!(
+        "pam_tessera before the helper ({})",
+        std::env::var("TESSERA_BENCH_BASELINE").unwrap_or_else(|_| "baseline".to_owned())
+    )
+}
+
+/// The pam_tessera.so of an earlier commit, named by
+/// `TESSERA_BENCH_BASELINE_MODULE` (scripts/bench builds it from the git ref
+/// `TESSERA_BENCH_BASELINE`), as service [`BASELINE_SERVICE`]: the rig's
+/// current config without `[pkcs11] environment`, since that build loaded
+/// the token stack in the PAM application and read its variables there
+/// (the harness sets them).
+fn baseline_service(rig: &LoginRig) -> Option<&'static str> {
+    let module = std::env::var_os("TESSERA_BENCH_BASELINE_MODULE")?;
+    let config = std::fs::read_to_string(rig.config_path())
+        .unwrap()
+        .replace(&rig.environment_line(), "");
+    let path = rig.path().join("baseline.toml");
+    std::fs::write(&path, config).unwrap();
+    std::fs::write(
+        rig.confdir().join(BASELINE_SERVICE),
+        format!(
+            "auth required {} config={}\naccount required pam_permit.so\n",
+            std::path::Path::new(&module).display(),
+            path.display()
+        ),
+    )
+    .unwrap();
+    Some(BASELINE_SERVICE)
+}
+
 /// Rounds per interleaved chunk, and chunks (the first is warm-up).
 const ROUNDS: usize = 10;
 const CHUNKS: usize = 6;
@@ -95,6 +131,7 @@ fn softhsm_logins(key_type: KeyType, name: &str) -> String {
         ));
         services.clear();
     }
+    services.extend(baseline_service(&rig));
     notes.push(
         "pam_p11 0.3.1 hangs on SoftHSM2 2.6.1 (libp11 0.4.12 waits forever on the \
          uninitialised token SoftHSM always shows, cf. OpenSC/libp11#525), so it is measured \
@@ -119,11 +156,12 @@ fn softhsm_logins(key_type: KeyType, name: &str) -> String {
         }
         for (service, micros) in &results {
             let label = match service.as_str() {
-                SERVICE => "pam_tessera",
-                PAM_PKCS11_SERVICE => "pam_pkcs11 (ca,signature; cn mapper)",
-                other => other,
+                SERVICE => "pam_tessera".to_owned(),
+                PAM_PKCS11_SERVICE => "pam_pkcs11 (ca,signature; cn mapper)".to_owned(),
+                BASELINE_SERVICE => baseline_label(),
+                other => other.to_owned(),
             };
-            samples.add(label, micros);
+            samples.add(&label, micros);
         }
         samples.add("floor: C_Initialize+C_Login+C_Sign", &floor);
     }
@@ -305,7 +343,8 @@ fn virtual_card_logins() -> String {
         "alice",
         &pem_encode("CERTIFICATE", &certificate),
     );
-    let services = [PAM_PKCS11_SERVICE, PAM_P11_SERVICE];
+    let mut services = vec![PAM_PKCS11_SERVICE, PAM_P11_SERVICE];
+    services.extend(baseline_service(&rig));
     let mut samples = Samples::default();
     for chunk in 0..CHUNKS {
         let results = rig.bench_services("alice", PIN, ROUNDS / 2, &services);
@@ -313,7 +352,7 @@ fn virtual_card_logins() -> String {
             continue;
         }
         for (service, micros) in &results {
-            samples.add(card_label(service), micros);
+            samples.add(&card_label(service), micros);
         }
     }
     let traffic = card_traffic(&rig, card.log_path(), &services);
@@ -326,12 +365,13 @@ fn virtual_card_logins() -> String {
 }
 
 /// The row name of a service in the virtual card's tables.
-fn card_label(service: &str) -> &str {
+fn card_label(service: &str) -> String {
     match service {
-        SERVICE => "pam_tessera",
-        PAM_PKCS11_SERVICE => "pam_pkcs11 (ca,signature; cn mapper)",
-        PAM_P11_SERVICE => "pam_p11 (authorized certificate)",
-        other => other,
+        SERVICE => "pam_tessera".to_owned(),
+        PAM_PKCS11_SERVICE => "pam_pkcs11 (ca,signature; cn mapper)".to_owned(),
+        PAM_P11_SERVICE => "pam_p11 (authorized certificate)".to_owned(),
+        BASELINE_SERVICE => baseline_label(),
+        other => other.to_owned(),
     }
 }
 
@@ -483,16 +523,18 @@ fn load_times() -> String {
         "auth required pam_permit.so\n",
     )
     .unwrap();
-    let stacks: Vec<(&str, String)> = [
-        ("pam_tessera.so", SERVICE),
-        ("pam_pkcs11.so", PAM_PKCS11_SERVICE),
-        ("pam_p11.so", PAM_P11_SERVICE),
-        ("pam_permit.so (libpam alone)", "ref-permit"),
+    let baseline = baseline_service(&rig).map(|service| (baseline_label(), service));
+    let stacks: Vec<(String, String)> = [
+        ("pam_tessera.so".to_owned(), SERVICE),
+        ("pam_pkcs11.so".to_owned(), PAM_PKCS11_SERVICE),
+        ("pam_p11.so".to_owned(), PAM_P11_SERVICE),
+        ("pam_permit.so (libpam alone)".to_owned(), "ref-permit"),
     ]
-    .iter()
+    .into_iter()
+    .chain(baseline)
     .map(|(label, service)| {
         (
-            *label,
+            label,
             std::fs::read_to_string(rig.confdir().join(service)).unwrap(),
         )
     })
@@ -558,11 +600,28 @@ fn footprint() -> String {
     };
     let tessera_peak = peak(&[], None);
     let pkcs11_peak = peak(&[], Some(PAM_PKCS11_SERVICE));
+    let baseline = baseline_service(&rig).map(|service| peak(&[], Some(service)));
     let mut text = String::from("### Footprint\n\n| module | file size | peak RSS of the PAM process over 5 logins |\n|---|---|---|\n");
     let _ = writeln!(
         text,
         "| pam_tessera.so | {} KiB | {tessera_peak} KiB |",
         size(&pam_module()) / 1024
+    );
+    if let (Some(baseline_peak), Some(module)) = (
+        baseline,
+        std::env::var_os("TESSERA_BENCH_BASELINE_MODULE"),
+    ) {
+        let _ = writeln!(
+            text,
+            "| {} | {} KiB | {baseline_peak} KiB |",
+            baseline_label(),
+            size(std::path::Path::new(&module)) / 1024
+        );
+    }
+    let _ = writeln!(
+        text,
+        "| tessera-auth (the helper, run per PAM call) | {} KiB | (its own process) |",
+        size(&tessera_testrig::bins::artefact("tessera-auth")) / 1024
     );
     let _ = writeln!(
         text,
