@@ -153,7 +153,7 @@ fn serve(args: &Args, channel: Channel) -> Option<(Channel, Verdict)> {
             return None;
         }
     };
-    let verdict = operations::carry_out(&config, request, &channel);
+    let verdict = operations::carry_out(&config, *request, &channel);
     Some((channel, verdict))
 }
 

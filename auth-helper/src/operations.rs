@@ -27,7 +27,10 @@ pub fn carry_out(config: &Config, request: Request, channel: &Channel) -> Verdic
         card: policy.card,
     };
     if let Err(error) = channel.send(&FromHelper::Hello(hello)) {
-        return failed(FailureKind::Internal, format!("cannot greet the PAM module: {error}"));
+        return failed(
+            FailureKind::Internal,
+            format!("cannot greet the PAM module: {error}"),
+        );
     }
     let mut conversation = RemoteConversation::new(channel);
     match request.operation {
@@ -101,7 +104,7 @@ fn authenticate(
                 rule = %success.rule,
                 "authenticated"
             );
-            Verdict::Authenticated(Authenticated {
+            Verdict::Authenticated(Box::new(Authenticated {
                 record: AuthRecord {
                     user: success.user.clone(),
                     token: BoundToken::from(&success.token),
@@ -111,7 +114,7 @@ fn authenticate(
                 },
                 user: success.user,
                 pin: success.pin,
-            })
+            }))
         }
         Err(failure) => {
             let user = user.as_deref().unwrap_or("");

@@ -38,7 +38,9 @@ impl<'a> RemoteConversation<'a> {
         })? {
             ToHelper::Ack => Ok(()),
             ToHelper::ConversationFailed(reason) => Err(ConversationError(reason)),
-            _ => Err(ConversationError("unexpected reply from the PAM module".into())),
+            _ => Err(ConversationError(
+                "unexpected reply from the PAM module".into(),
+            )),
         }
     }
 
@@ -49,7 +51,9 @@ impl<'a> RemoteConversation<'a> {
         })? {
             ToHelper::Answer(answer) => Ok(answer.expose().clone()),
             ToHelper::ConversationFailed(reason) => Err(ConversationError(reason)),
-            _ => Err(ConversationError("unexpected reply from the PAM module".into())),
+            _ => Err(ConversationError(
+                "unexpected reply from the PAM module".into(),
+            )),
         }
     }
 }
@@ -60,7 +64,8 @@ impl Conversation for RemoteConversation<'_> {
     }
 
     fn prompt_visible(&mut self, prompt: &str) -> Result<String, ConversationError> {
-        self.ask(true, prompt).map(|answer| answer.as_str().to_owned())
+        self.ask(true, prompt)
+            .map(|answer| answer.as_str().to_owned())
     }
 
     fn info(&mut self, message: &str) -> Result<(), ConversationError> {

@@ -55,8 +55,12 @@ fn take_socket() -> Result<OwnedFd, String> {
         .map_err(|errno| format!("no socket on standard input: {errno}"))?;
     fcntl(&socket, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))
         .map_err(|errno| format!("cannot set close-on-exec on the socket: {errno}"))?;
-    let null = nix::fcntl::open("/dev/null", OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
-        .map_err(|errno| format!("cannot open /dev/null: {errno}"))?;
+    let null = nix::fcntl::open(
+        "/dev/null",
+        OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|errno| format!("cannot open /dev/null: {errno}"))?;
     nix::unistd::dup2_stdin(&null).map_err(|errno| format!("cannot replace stdin: {errno}"))?;
     Ok(socket)
 }

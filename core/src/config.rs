@@ -252,9 +252,7 @@ impl Config {
             Some(environment) => {
                 for (name, value) in environment.get_ref() {
                     let bad_name = name.is_empty()
-                        || !name
-                            .chars()
-                            .all(|c| c == '_' || c.is_ascii_alphanumeric())
+                        || !name.chars().all(|c| c == '_' || c.is_ascii_alphanumeric())
                         || name.starts_with(|c: char| c.is_ascii_digit());
                     if bad_name {
                         return Err(at(
@@ -265,7 +263,9 @@ impl Config {
                     if value.contains('\0') {
                         return Err(at(
                             Some(environment.span()),
-                            format!("pkcs11.environment.{name}: the value contains a NUL character"),
+                            format!(
+                                "pkcs11.environment.{name}: the value contains a NUL character"
+                            ),
                         ));
                     }
                 }
@@ -335,14 +335,21 @@ impl Config {
             services.insert(name.clone(), policy);
         }
         // The revocation budget is spent inside the helper's deadline.
-        let too_short = std::iter::once(("auth", &default_policy, raw.auth.as_ref().map(Spanned::span)))
-            .chain(services.iter().map(|(name, policy)| {
-                (name.as_str(), policy, raw.service.get(name).map(Spanned::span))
-            }))
-            .find(|(_, policy, _)| {
-                pki.revocation != RevocationMode::None
-                    && policy.token_timeout <= pki.revocation_timeout
-            });
+        let too_short = std::iter::once((
+            "auth",
+            &default_policy,
+            raw.auth.as_ref().map(Spanned::span),
+        ))
+        .chain(services.iter().map(|(name, policy)| {
+            (
+                name.as_str(),
+                policy,
+                raw.service.get(name).map(Spanned::span),
+            )
+        }))
+        .find(|(_, policy, _)| {
+            pki.revocation != RevocationMode::None && policy.token_timeout <= pki.revocation_timeout
+        });
         if let Some((section, policy, span)) = too_short {
             let section = if section == "auth" {
                 "auth".to_owned()
@@ -641,7 +648,10 @@ user = "{cn}"                                 # template over certificate fields
         ))
         .unwrap();
         assert_eq!(
-            config.pkcs11_environment.get("OPENSC_CONF").map(String::as_str),
+            config
+                .pkcs11_environment
+                .get("OPENSC_CONF")
+                .map(String::as_str),
             Some("/etc/opensc/site.conf")
         );
         assert_eq!(config.pkcs11_environment.len(), 2);
@@ -652,7 +662,10 @@ user = "{cn}"                                 # template over certificate fields
                 .unwrap_err(),
         );
         assert_eq!(line, 5);
-        assert!(message.contains("\"A=B\" is not a variable name"), "{message}");
+        assert!(
+            message.contains("\"A=B\" is not a variable name"),
+            "{message}"
+        );
         let (_, _, message) = position(
             parse(&CONTRACT.replace("[pki]", "environment = { X = \"a\\u0000b\" }\n[pki]"))
                 .unwrap_err(),
@@ -671,8 +684,14 @@ user = "{cn}"                                 # template over certificate fields
             "{CONTRACT}[auth]\ntoken_timeout = \"10s\"\n[service.sudo]\ntoken_timeout = \"20s\"\n"
         ))
         .unwrap();
-        assert_eq!(config.policies.for_service("login").token_timeout.as_secs(), 10);
-        assert_eq!(config.policies.for_service("sudo").token_timeout.as_secs(), 20);
+        assert_eq!(
+            config.policies.for_service("login").token_timeout.as_secs(),
+            10
+        );
+        assert_eq!(
+            config.policies.for_service("sudo").token_timeout.as_secs(),
+            20
+        );
         for bad in ["500ms", "301s", "10"] {
             let error = parse(&format!("{CONTRACT}[auth]\ntoken_timeout = \"{bad}\"\n"))
                 .unwrap_err()
@@ -681,9 +700,11 @@ user = "{cn}"                                 # template over certificate fields
         }
         // The default revocation budget is 5 s: a 5 s deadline could never
         // see a fetch through.
-        let error = parse(&format!("{CONTRACT}[service.sudo]\ntoken_timeout = \"5s\"\n"))
-            .unwrap_err()
-            .to_string();
+        let error = parse(&format!(
+            "{CONTRACT}[service.sudo]\ntoken_timeout = \"5s\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
         assert!(
             error.contains("service.sudo.token_timeout (5000 ms) must be longer than pki.revocation_timeout_ms (5000 ms)"),
             "{error}"

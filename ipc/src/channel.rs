@@ -165,7 +165,9 @@ mod tests {
         let (module, helper) = Channel::pair().unwrap();
         let helper = Channel::from_socket(helper);
         module
-            .send(&ToHelper::Answer(Secret::new(Zeroizing::new("1234".into()))))
+            .send(&ToHelper::Answer(Secret::new(Zeroizing::new(
+                "1234".into(),
+            ))))
             .unwrap();
         match helper.recv::<ToHelper>(None).unwrap() {
             ToHelper::Answer(pin) => assert_eq!(pin.expose().as_str(), "1234"),

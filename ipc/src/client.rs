@@ -21,10 +21,10 @@ use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
+use nix::spawn::{posix_spawn, PosixSpawnAttr, PosixSpawnFileActions, PosixSpawnFlags};
 use nix::sys::signal::{killpg, SigSet, Signal};
 use nix::sys::stat::Mode;
 use nix::sys::wait::{waitpid, WaitPidFlag};
-use nix::spawn::{posix_spawn, PosixSpawnAttr, PosixSpawnFileActions, PosixSpawnFlags};
 use nix::unistd::Pid;
 use zeroize::Zeroizing;
 
@@ -72,9 +72,8 @@ impl HelperCommand {
     }
 
     fn argv(&self) -> Result<Vec<CString>, HelperError> {
-        let text = |bytes: &[u8]| {
-            CString::new(bytes).map_err(|_| HelperError::Spawn(Errno::EINVAL))
-        };
+        let text =
+            |bytes: &[u8]| CString::new(bytes).map_err(|_| HelperError::Spawn(Errno::EINVAL));
         let mut argv = vec![
             text(self.path.as_os_str().as_bytes())?,
             text(b"--config")?,
@@ -214,7 +213,7 @@ impl Running {
         conversation: &mut dyn Conversation,
         hello_seen: &mut Option<Hello>,
     ) -> Result<Verdict, HelperError> {
-        self.send(&ToHelper::Request(request))?;
+        self.send(&ToHelper::Request(Box::new(request)))?;
         let mut timeout = STARTUP_TIMEOUT;
         let mut deadline = Instant::now() + timeout;
         let mut card_wait_granted = false;
@@ -246,7 +245,9 @@ impl Running {
                         return Err(HelperError::Protocol("a verdict before the hello".into()))
                     }
                 },
-                FromHelper::Prompt { .. } | FromHelper::Message { .. } | FromHelper::WaitingForCard
+                FromHelper::Prompt { .. }
+                | FromHelper::Message { .. }
+                | FromHelper::WaitingForCard
                     if hello_seen.is_none() =>
                 {
                     return Err(HelperError::Protocol("a prompt before the hello".into()))
@@ -286,10 +287,10 @@ impl Running {
                         return Err(HelperError::Protocol("a second card wait".into()));
                     }
                     card_wait_granted = true;
-                    let _ = conversation.waiting_for_card(Duration::from_millis(hello.wait_for_card_ms));
-                    deadline = Instant::now()
-                        + Duration::from_millis(hello.wait_for_card_ms)
-                        + timeout;
+                    let _ = conversation
+                        .waiting_for_card(Duration::from_millis(hello.wait_for_card_ms));
+                    deadline =
+                        Instant::now() + Duration::from_millis(hello.wait_for_card_ms) + timeout;
                 }
             }
         }
@@ -324,7 +325,9 @@ impl Running {
             Ok(_) => {}
             // The host reaped it (its SIGCHLD handler) or ignores SIGCHLD.
             Err(Errno::ECHILD) => {}
-            Err(errno) => tracing::debug!(pid = self.pid.as_raw(), %errno, "cannot reap the helper"),
+            Err(errno) => {
+                tracing::debug!(pid = self.pid.as_raw(), %errno, "cannot reap the helper")
+            }
         }
         if !exited {
             tracing::warn!(

@@ -80,7 +80,7 @@ pub enum Operation {
 #[derive(Debug, Serialize, Deserialize)]
 pub enum ToHelper {
     /// The first message.
-    Request(Request),
+    Request(Box<Request>),
     /// The reply to a [`FromHelper::Prompt`].
     Answer(Secret),
     /// A [`FromHelper::Message`] was shown.
@@ -133,7 +133,7 @@ pub struct Hello {
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Verdict {
     /// Authentication succeeded.
-    Authenticated(Authenticated),
+    Authenticated(Box<Authenticated>),
     /// A PIN change or session call succeeded.
     Done,
     /// The module does not take part (disabled for the service).

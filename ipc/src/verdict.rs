@@ -93,7 +93,7 @@ impl AuthRecord {
     /// Parses what [`AuthRecord::to_bytes`] produced.
     pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
         match postcard::take_from_bytes(bytes) {
-            Ok((record, rest)) if rest.is_empty() => Some(record),
+            Ok((record, [])) => Some(record),
             _ => None,
         }
     }

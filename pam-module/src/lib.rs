@@ -132,7 +132,10 @@ fn chauthtok(pamh: &Pam, flags: PamFlags, raw_args: &[String]) -> PamError {
             Ok(Verdict::Ignored) => PamError::IGNORE,
             Ok(Verdict::Failed { kind, .. }) => chauthtok_failure_code(kind),
             Ok(Verdict::Authenticated(_)) => {
-                tracing::error!(service, "the helper answered a PIN change with an authentication");
+                tracing::error!(
+                    service,
+                    "the helper answered a PIN change with an authentication"
+                );
                 PamError::SERVICE_ERR
             }
             Err(error) => {
@@ -239,18 +242,23 @@ fn authenticate(pamh: &Pam, flags: PamFlags, raw_args: &[String]) -> PamError {
             .or(call.args.card)
             .unwrap_or(CardRequirement::Optional);
         match exchange.result {
-            Ok(Verdict::Authenticated(success)) => {
-                accept(pamh, service, user.as_deref(), success)
-            }
+            Ok(Verdict::Authenticated(success)) => accept(pamh, service, user.as_deref(), success),
             Ok(Verdict::Failed { kind, .. }) => failure_code(kind, card),
             Ok(Verdict::Ignored) => PamError::IGNORE,
             Ok(Verdict::Done) => {
-                tracing::error!(service, "the helper answered an authentication without a result");
+                tracing::error!(
+                    service,
+                    "the helper answered an authentication without a result"
+                );
                 PamError::SERVICE_ERR
             }
             Err(error) => {
                 let kind = helper_failure_kind(&error);
-                tracing::error!(service, user = user.as_deref().unwrap_or(""), "authentication failed: {error}");
+                tracing::error!(
+                    service,
+                    user = user.as_deref().unwrap_or(""),
+                    "authentication failed: {error}"
+                );
                 if let HelperError::TimedOut(_) = error {
                     let mut conversation = PamConversation::new(pamh, silent);
                     let _ = conversation.error("The smart card did not answer in time");
@@ -262,7 +270,12 @@ fn authenticate(pamh: &Pam, flags: PamFlags, raw_args: &[String]) -> PamError {
 }
 
 /// Takes the helper's successful verdict into the PAM transaction.
-fn accept(pamh: &Pam, service: &str, requested: Option<&str>, success: Authenticated) -> PamError {
+fn accept(
+    pamh: &Pam,
+    service: &str,
+    requested: Option<&str>,
+    success: Box<Authenticated>,
+) -> PamError {
     match requested {
         Some(requested) if requested != success.user => {
             tracing::error!(service, requested, authenticated = %success.user, "the helper authenticated another user");

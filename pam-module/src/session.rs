@@ -20,25 +20,37 @@ fn xdg_session_id(pamh: &Pam) -> Option<String> {
 
 /// Has the helper write the binding for a session this module authenticated.
 pub fn open(pamh: &Pam, raw_args: &[String]) -> PamError {
-    session_call(pamh, "open_session", "session binding skipped", raw_args, |pamh| {
-        let record = auth_record(pamh)?;
-        Some(Operation::OpenSession {
-            record,
-            xdg_session_id: xdg_session_id(pamh),
-            tty: ffi::tty(pamh).unwrap_or_default(),
-            host_pid: std::process::id(),
-        })
-    })
+    session_call(
+        pamh,
+        "open_session",
+        "session binding skipped",
+        raw_args,
+        |pamh| {
+            let record = auth_record(pamh)?;
+            Some(Operation::OpenSession {
+                record,
+                xdg_session_id: xdg_session_id(pamh),
+                tty: ffi::tty(pamh).unwrap_or_default(),
+                host_pid: std::process::id(),
+            })
+        },
+    )
 }
 
 /// Has the helper remove the binding of this session, if there is one.
 pub fn close(pamh: &Pam, raw_args: &[String]) -> PamError {
-    session_call(pamh, "close_session", "session binding left alone", raw_args, |pamh| {
-        auth_record(pamh)?;
-        Some(Operation::CloseSession {
-            xdg_session_id: xdg_session_id(pamh),
-        })
-    })
+    session_call(
+        pamh,
+        "close_session",
+        "session binding left alone",
+        raw_args,
+        |pamh| {
+            auth_record(pamh)?;
+            Some(Operation::CloseSession {
+                xdg_session_id: xdg_session_id(pamh),
+            })
+        },
+    )
 }
 
 /// `operation` is `None` when this module did not authenticate the session.
@@ -69,7 +81,10 @@ fn session_call(
             Ok(Verdict::Ignored) => PamError::IGNORE,
             Ok(Verdict::Failed { .. }) => PamError::SESSION_ERR,
             Ok(Verdict::Authenticated(_)) => {
-                tracing::error!(service, "the helper answered a session call with an authentication");
+                tracing::error!(
+                    service,
+                    "the helper answered a session call with an authentication"
+                );
                 PamError::SESSION_ERR
             }
             Err(error) => {
