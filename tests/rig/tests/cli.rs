@@ -132,29 +132,40 @@ fn inspect_shows_tokens_certificates_verdicts_and_mapping_as_json() {
     assert!(!text.contains("alice-token"), "{text}");
 }
 
+/// `tessera login EXTRA... --user alice --repeat N`, one PIN per run on
+/// standard input.
+fn login_with_pins(
+    command: &mut Command,
+    rig: &LoginRig,
+    extra: &[&str],
+    pins: &[&str],
+) -> std::process::Output {
+    let mut child = command
+        .arg("login")
+        .args(extra)
+        .args(["--user", "alice", "--repeat"])
+        .arg(pins.len().to_string())
+        .arg("--config")
+        .arg(rig.config_path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    let mut stdin = child.stdin.take().unwrap();
+    for pin in pins {
+        writeln!(stdin, "{pin}").unwrap();
+    }
+    drop(stdin);
+    child.wait_with_output().unwrap()
+}
+
 #[test]
 fn login_runs_the_flow_without_pam_and_prints_each_step() {
     let mut rig = LoginRig::new();
     rig.enroll("alice", KeyType::P256);
-    let run_all = |pins: &[&str]| {
-        let mut child = tessera(&rig)
-            .args(["login", "--user", "alice", "--repeat"])
-            .arg(pins.len().to_string())
-            .arg("--config")
-            .arg(rig.config_path())
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        use std::io::Write;
-        let mut stdin = child.stdin.take().unwrap();
-        for pin in pins {
-            writeln!(stdin, "{pin}").unwrap();
-        }
-        drop(stdin);
-        child.wait_with_output().unwrap()
-    };
+    let run_all = |pins: &[&str]| login_with_pins(&mut tessera(&rig), &rig, &[], pins);
     let run = |pin: &str| run_all(&[pin]);
     let good = run(PIN);
     let stderr = String::from_utf8_lossy(&good.stderr);
@@ -206,26 +217,11 @@ fn login_with_helper_runs_the_flow_in_tessera_auth_with_only_the_configured_envi
     let mut rig = LoginRig::new();
     rig.enroll("alice", KeyType::P256);
     let run = |pins: &[&str]| {
-        let mut child = tessera(&rig)
-            // The CLI's own environment names no usable token: only the
-            // helper, which gets the config's [pkcs11] environment, can log in.
-            .env("SOFTHSM2_CONF", "/nonexistent/softhsm2.conf")
-            .args(["login", "--helper", "--user", "alice", "--repeat"])
-            .arg(pins.len().to_string())
-            .arg("--config")
-            .arg(rig.config_path())
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        use std::io::Write;
-        let mut stdin = child.stdin.take().unwrap();
-        for pin in pins {
-            writeln!(stdin, "{pin}").unwrap();
-        }
-        drop(stdin);
-        child.wait_with_output().unwrap()
+        let mut command = tessera(&rig);
+        // The CLI's own environment names no usable token: only the helper,
+        // which gets the config's [pkcs11] environment, can log in.
+        command.env("SOFTHSM2_CONF", "/nonexistent/softhsm2.conf");
+        login_with_pins(&mut command, &rig, &["--helper"], pins)
     };
     let good = run(&[PIN, PIN]);
     let stderr = String::from_utf8_lossy(&good.stderr);
