@@ -97,6 +97,10 @@ fn main() -> ExitCode {
             Ok(None) => return ExitCode::SUCCESS,
             Ok(Some((channel, verdict))) => {
                 let _ = channel.send(&FromHelper::Verdict(verdict));
+                // The socket stays open until the kernel closes it at exit,
+                // after the libraries' destructors: its end is how the
+                // module knows this process is gone.
+                std::mem::forget(channel);
                 return ExitCode::SUCCESS;
             }
             Err(payload) => payload,

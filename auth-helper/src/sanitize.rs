@@ -85,15 +85,19 @@ fn close_inherited_descriptors(socket: &OwnedFd) -> Result<(), String> {
 /// A setuid host (su, sudo) runs us with the caller's real uid: make real,
 /// effective and saved ids the effective ones, so that nothing below
 /// mistakes us for the caller or runs in secure-execution half-states.
-/// As root, the caller's supplementary groups go too.
+/// As root, the caller's groups go too: gid 0, no supplementary groups.
 fn equalise_ids() -> Result<(), String> {
     let uids = getresuid().map_err(|errno| format!("getresuid: {errno}"))?;
     let gids = getresgid().map_err(|errno| format!("getresgid: {errno}"))?;
-    if uids.effective.is_root() {
+    // su is setuid but not setgid: as root, the caller's group must not
+    // own what the helper creates (caches, session bindings).
+    let gid = if uids.effective.is_root() {
         setgroups(&[]).map_err(|errno| format!("cannot drop supplementary groups: {errno}"))?;
-    }
-    setresgid(gids.effective, gids.effective, gids.effective)
-        .map_err(|errno| format!("setresgid: {errno}"))?;
+        nix::unistd::Gid::from_raw(0)
+    } else {
+        gids.effective
+    };
+    setresgid(gid, gid, gid).map_err(|errno| format!("setresgid: {errno}"))?;
     setresuid(uids.effective, uids.effective, uids.effective)
         .map_err(|errno| format!("setresuid: {errno}"))?;
     Ok(())

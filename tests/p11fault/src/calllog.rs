@@ -47,7 +47,20 @@ impl CallLog {
 
     /// Appends the line for a finished call.
     pub fn record(&self, function: &str, call: u64, rv: CK_RV, notes: &[String]) {
-        let mut line = format!("{function} {call} {}", rv::name(rv));
+        self.write_line(&format!("{function} {call} {}", rv::name(rv)), notes);
+    }
+
+    /// Appends the line for a call that will never return (`fault` is
+    /// `hang` or `abort`): `FUNCTION N - fault=FAULT injected`.
+    pub fn record_unfinished(&self, function: &str, call: u64, fault: &str) {
+        self.write_line(
+            &format!("{function} {call} -"),
+            &[format!("fault={fault}"), "injected".to_owned()],
+        );
+    }
+
+    fn write_line(&self, start: &str, notes: &[String]) {
+        let mut line = start.to_owned();
         for note in notes {
             line.push(' ');
             line.push_str(note);
@@ -90,11 +103,12 @@ mod tests {
         assert_eq!(log.count("C_Sign"), 2);
         assert_eq!(log.count("C_Login"), 1);
         log.record("C_Sign", 2, CKR_DEVICE_ERROR, &["injected".to_owned()]);
+        log.record_unfinished("C_Login", 1, "hang");
         let text = std::fs::read_to_string(&path).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
         assert_eq!(
             text,
-            "C_Sign 1 CKR_OK\nC_Sign 2 CKR_DEVICE_ERROR injected\n"
+            "C_Sign 1 CKR_OK\nC_Sign 2 CKR_DEVICE_ERROR injected\nC_Login 1 - fault=hang injected\n"
         );
     }
 

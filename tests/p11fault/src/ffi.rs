@@ -101,6 +101,11 @@ macro_rules! forward {
     };
 }
 
+extern "C" {
+    fn fork() -> i32;
+    fn pause() -> i32;
+}
+
 /// Runs one call: counts it, applies `fail`/`sleep_ms` rules, runs `body`
 /// with any other action that matches, and logs the outcome.
 fn dispatch(
@@ -121,6 +126,34 @@ fn dispatch(
             Some(Action::SleepMs(ms)) => {
                 std::thread::sleep(Duration::from_millis(ms));
                 notes.push(format!("slept_ms={ms}"));
+                notes.push("injected".to_owned());
+                body(runtime, None, &mut notes)
+            }
+            // Neither returns: the line is written before, so that the log
+            // shows the fault fired.
+            Some(Action::Hang) => {
+                runtime.log.record_unfinished(function, call, "hang");
+                loop {
+                    // park may return spuriously; nothing ever unparks us.
+                    std::thread::park();
+                }
+            }
+            Some(Action::Abort) => {
+                runtime.log.record_unfinished(function, call, "abort");
+                std::process::abort()
+            }
+            Some(Action::Linger) => {
+                // SAFETY: fork has no memory-safety preconditions; in a
+                // threaded process the child may only make async-signal-safe
+                // calls, and it makes nothing but pause() until it is killed.
+                let pid = unsafe { fork() };
+                if pid == 0 {
+                    loop {
+                        // SAFETY: pause is async-signal-safe and takes nothing.
+                        unsafe { pause() };
+                    }
+                }
+                notes.push(format!("lingering_pid={pid}"));
                 notes.push("injected".to_owned());
                 body(runtime, None, &mut notes)
             }

@@ -3,7 +3,8 @@
 //! fault plan names: failing with any CKR code (optionally on the Nth call
 //! only), CKR_BUFFER_TOO_SMALL forever, absurd lengths, forged signatures,
 //! a constant C_GenerateRandom, garbage certificate values, floods of fake
-//! certificate or public-key objects and slow calls. It logs every call to a
+//! certificate or public-key objects, slow calls, calls that never return
+//! and calls that abort the process. It logs every call to a
 //! file so tests can assert which functions ran, in what order, and which
 //! faults fired.
 //!
@@ -19,7 +20,9 @@
 //! function = "C_Login"
 //! call = 1                                       # optional: only the 1st call
 //! action = { fail = "CKR_USER_ALREADY_LOGGED_IN" }
-//! # other actions: { sleep_ms = 1500 }, "buffer_too_small",
+//! # other actions: { sleep_ms = 1500 }, "hang" (never returns),
+//! # "abort" (std::process::abort), "linger" (fork a process that keeps the
+//! # caller's descriptors and sleeps until killed), "buffer_too_small",
 //! # { absurd_length = 1099511627776 }, { overreport = 16 }, { constant_random = 0 },
 //! # { signature = { length = 512, fill = "real" | "garbage" } },
 //! # "garbage_value",

@@ -109,6 +109,9 @@ struct FaultEntry {
 enum ActionEntry {
     Fail(String),
     SleepMs(u64),
+    Hang,
+    Abort,
+    Linger,
     BufferTooSmall,
     AbsurdLength(u64),
     Overreport(u64),
@@ -165,6 +168,15 @@ pub enum Action {
     Fail(CK_RV),
     /// Sleep, then forward.
     SleepMs(u64),
+    /// Never return: block the calling thread for ever (a token or reader
+    /// that stopped answering; PKCS#11 calls cannot be cancelled).
+    Hang,
+    /// Abort the process (`std::process::abort`): a module that crashes.
+    Abort,
+    /// Fork a process that keeps every descriptor of the caller and
+    /// sleeps until killed (a module that starts a daemon without
+    /// detaching it), then forward.
+    Linger,
     /// Answer length queries truthfully and every call with a buffer with
     /// CKR_BUFFER_TOO_SMALL.
     BufferTooSmall,
@@ -291,6 +303,9 @@ impl Fault {
                 rv::code(&name).ok_or_else(|| format!("unknown return code {name:?}"))?,
             ),
             ActionEntry::SleepMs(ms) => Action::SleepMs(ms),
+            ActionEntry::Hang => Action::Hang,
+            ActionEntry::Abort => Action::Abort,
+            ActionEntry::Linger => Action::Linger,
             ActionEntry::BufferTooSmall => Action::BufferTooSmall,
             ActionEntry::AbsurdLength(length) => Action::AbsurdLength(length),
             ActionEntry::Overreport(extra) => Action::Overreport(extra),
@@ -316,7 +331,11 @@ impl Fault {
             ),
         };
         let allowed: &[&str] = match action {
-            Action::Fail(_) | Action::SleepMs(_) => &FUNCTIONS,
+            Action::Fail(_)
+            | Action::SleepMs(_)
+            | Action::Hang
+            | Action::Abort
+            | Action::Linger => &FUNCTIONS,
             Action::BufferTooSmall | Action::AbsurdLength(_) => {
                 &["C_GetSlotList", "C_GetAttributeValue", "C_Sign"]
             }
@@ -428,6 +447,45 @@ mod tests {
                 CKF_USER_PIN_LOCKED | CKF_SO_PIN_FINAL_TRY
             ))
         );
+    }
+
+    #[test]
+    fn hang_abort_and_linger_apply_to_any_function_and_take_no_argument() {
+        let plan = Plan::parse(
+            r#"
+            [[fault]]
+            function = "C_Finalize"
+            action = "hang"
+            [[fault]]
+            function = "C_Sign"
+            call = 2
+            action = "abort"
+            [[fault]]
+            function = "C_Initialize"
+            action = "abort"
+            [[fault]]
+            function = "C_GetInfo"
+            action = "linger"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(plan.action("C_Finalize", 1), Some(Action::Hang));
+        assert_eq!(plan.action("C_Finalize", 7), Some(Action::Hang));
+        assert_eq!(plan.action("C_Sign", 1), None);
+        assert_eq!(plan.action("C_Sign", 2), Some(Action::Abort));
+        assert_eq!(plan.action("C_Initialize", 1), Some(Action::Abort));
+        assert_eq!(plan.action("C_GetInfo", 3), Some(Action::Linger));
+        assert_eq!(plan.flood(), None);
+        for wrong in [
+            // A unit variant: no table form, no argument.
+            "[[fault]]\nfunction = \"C_Sign\"\naction = { hang = 1 }",
+            "[[fault]]\nfunction = \"C_Sign\"\naction = { abort = 1 }",
+            "[[fault]]\nfunction = \"C_Sign\"\naction = \"hung\"",
+            "[[fault]]\nfunction = \"C_Sign\"\ncall = 0\naction = \"hang\"",
+            "[[fault]]\nfunction = \"C_Sigh\"\naction = \"abort\"",
+        ] {
+            assert!(Plan::parse(wrong).is_err(), "{wrong:?} parsed");
+        }
     }
 
     #[test]

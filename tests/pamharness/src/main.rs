@@ -14,6 +14,7 @@ use std::collections::VecDeque;
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::process::ExitCode;
 use std::ptr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use clap::Parser;
@@ -153,6 +154,68 @@ struct Cli {
     /// Stop at the first operation that does not return PAM_SUCCESS.
     #[arg(long)]
     stop_on_failure: bool,
+    /// Reap every child in a SIGCHLD handler (`waitpid(-1, WNOHANG)` in a
+    /// loop), as sudo and GDM do: the module must not rely on reaping its
+    /// helper itself.
+    #[arg(long, conflicts_with = "ignore_sigchld")]
+    reap_children: bool,
+    /// Set SIGCHLD to SIG_IGN, so the kernel reaps children at once and
+    /// `waitpid` fails with ECHILD.
+    #[arg(long)]
+    ignore_sigchld: bool,
+}
+
+/// SIGCHLD signals [`reap_children`] handled.
+static SIGCHLD_SEEN: AtomicUsize = AtomicUsize::new(0);
+/// Children [`reap_children`] reaped (it races the module's own waitpid).
+static REAPED: AtomicUsize = AtomicUsize::new(0);
+
+/// SIGCHLD handler of `--reap-children`: reaps whatever has ended. Only
+/// async-signal-safe calls; errno is restored for the interrupted code.
+extern "C" fn reap_children(_signal: c_int) {
+    SIGCHLD_SEEN.fetch_add(1, Ordering::SeqCst);
+    // SAFETY: __errno_location returns this thread's errno slot.
+    let errno = unsafe { libc::__errno_location() };
+    // SAFETY: reads this thread's errno.
+    let saved = unsafe { *errno };
+    loop {
+        // SAFETY: waitpid is async-signal-safe; a null status pointer is allowed.
+        let pid = unsafe { libc::waitpid(-1, ptr::null_mut(), libc::WNOHANG) };
+        if pid <= 0 {
+            break;
+        }
+        REAPED.fetch_add(1, Ordering::SeqCst);
+    }
+    // SAFETY: restores this thread's errno.
+    unsafe { *errno = saved };
+}
+
+/// Installs `handler` (a function or SIG_IGN) for SIGCHLD.
+fn set_sigchld(handler: libc::sighandler_t) -> std::io::Result<()> {
+    // SAFETY: a zeroed sigaction is valid (empty mask, no flags) before we fill it in.
+    let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
+    action.sa_sigaction = handler;
+    action.sa_flags = libc::SA_RESTART | libc::SA_NOCLDSTOP;
+    // SAFETY: valid sigaction struct; the old action is not wanted.
+    if unsafe { libc::sigaction(libc::SIGCHLD, &action, ptr::null_mut()) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The current SIGCHLD disposition: "default", "ignore" or "handler".
+fn sigchld_disposition() -> &'static str {
+    // SAFETY: zeroed sigaction is a valid out-buffer; a null new action only queries.
+    let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    if unsafe { libc::sigaction(libc::SIGCHLD, ptr::null(), &mut action) } != 0 {
+        return "unknown";
+    }
+    match action.sa_sigaction {
+        libc::SIG_DFL => "default",
+        libc::SIG_IGN => "ignore",
+        _ => "handler",
+    }
 }
 
 struct Script {
@@ -234,6 +297,19 @@ unsafe fn free_replies(replies: *mut PamResponse, filled: usize) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let sigchld = if cli.reap_children {
+        Some(reap_children as extern "C" fn(c_int) as libc::sighandler_t)
+    } else if cli.ignore_sigchld {
+        Some(libc::SIG_IGN)
+    } else {
+        None
+    };
+    if let Some(handler) = sigchld {
+        if let Err(error) = set_sigchld(handler) {
+            eprintln!("cannot set the SIGCHLD disposition: {error}");
+            return ExitCode::from(2);
+        }
+    }
     let script = RefCell::new(Script {
         answers: cli.answers.into_iter().collect(),
     });
@@ -439,6 +515,15 @@ fn main() -> ExitCode {
         }
     }
     println!("{}", json!({"event": "env", "vars": environment}));
+    println!(
+        "{}",
+        json!({
+            "event": "sigchld",
+            "disposition": sigchld_disposition(),
+            "signals": SIGCHLD_SEEN.load(Ordering::SeqCst),
+            "reaped": REAPED.load(Ordering::SeqCst),
+        })
+    );
     // SAFETY: ends the transaction started above; the handle is not used again.
     unsafe { pam_end(handle, last) };
     ExitCode::SUCCESS

@@ -213,6 +213,143 @@ impl std::fmt::Display for FaultRun {
     }
 }
 
+/// The wrapper command line that runs the PAM application under valgrind's
+/// memcheck and, through `--trace-children=yes`, every program it starts:
+/// the helper `tessera-auth`, both of its starts (it re-executes itself with
+/// the config's environment; valgrind copes with the empty environment the
+/// module gives it, adding what it needs at each exec).
+///
+/// Every instance reports on its standard error, which the rig's helper
+/// shares with the application (`log=stderr`): a report file per process
+/// would not do, as the helper's second start has the same pid as its first
+/// and would overwrite its report. `--child-silent-after-fork` keeps quiet
+/// the application's copy between fork and exec. Check the output with
+/// [`memcheck_reports`].
+pub fn memcheck_command() -> Vec<std::ffi::OsString> {
+    [
+        "valgrind",
+        "--tool=memcheck",
+        "--error-exitcode=99",
+        "--track-origins=yes",
+        "--trace-children=yes",
+        "--child-silent-after-fork=yes",
+    ]
+    .map(Into::into)
+    .to_vec()
+}
+
+/// What one valgrind instance (one program, between exec and exit or the
+/// next exec) reported.
+#[derive(Debug, Clone, Default)]
+pub struct MemcheckReport {
+    /// The process id.
+    pub pid: u32,
+    /// The program and its arguments.
+    pub command: String,
+    /// The report's lines, without the `==PID==` prefix.
+    pub lines: Vec<String>,
+}
+
+impl MemcheckReport {
+    /// True when this is a report on the helper.
+    pub fn is_helper(&self) -> bool {
+        self.command
+            .split_whitespace()
+            .next()
+            .is_some_and(|program| program.ends_with("/tessera-auth"))
+    }
+
+    /// The error count of the final summary, if the program ran to its exit.
+    pub fn errors(&self) -> Option<u64> {
+        self.lines.iter().find_map(|line| {
+            line.strip_prefix("ERROR SUMMARY: ")?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+    }
+
+    /// True when memcheck printed an error (errors come with a stack;
+    /// warnings such as "invalid file descriptor" without).
+    pub fn has_error_report(&self) -> bool {
+        self.lines.iter().any(|line| {
+            let line = line.trim_start();
+            line.starts_with("at 0x") || line.starts_with("by 0x")
+        })
+    }
+}
+
+/// Splits the standard error of a run under [`memcheck_command`] into one
+/// report per valgrind instance, and checks them: memcheck followed the run
+/// into the helper, every instance that exited says "0 errors", every one
+/// that did not exited by exec (another instance of the same pid follows),
+/// and no instance printed an error. The reports, or what is wrong.
+pub fn memcheck_reports(stderr: &str) -> Result<Vec<MemcheckReport>, String> {
+    let mut reports: Vec<MemcheckReport> = Vec::new();
+    for line in stderr.lines() {
+        let Some((pid, text)) = line
+            .strip_prefix("==")
+            .and_then(|rest| rest.split_once("== "))
+            .or_else(|| {
+                line.strip_prefix("==")?
+                    .strip_suffix("==")
+                    .map(|pid| (pid, ""))
+            })
+        else {
+            continue;
+        };
+        let Ok(pid) = pid.parse::<u32>() else {
+            continue;
+        };
+        if text.starts_with("Memcheck, a memory error detector") {
+            reports.push(MemcheckReport {
+                pid,
+                ..MemcheckReport::default()
+            });
+        }
+        let Some(report) = reports.iter_mut().rev().find(|report| report.pid == pid) else {
+            return Err(format!("a valgrind line before its header: {line:?}"));
+        };
+        if let Some(command) = text.strip_prefix("Command: ") {
+            report.command = command.to_owned();
+        }
+        report.lines.push(text.to_owned());
+    }
+    let describe = |report: &MemcheckReport| {
+        format!(
+            "==== pid {} ({})\n{}",
+            report.pid,
+            report.command,
+            report.lines.join("\n")
+        )
+    };
+    let all = reports.iter().map(describe).collect::<Vec<_>>().join("\n");
+    if !reports
+        .iter()
+        .any(|report| report.is_helper() && report.errors().is_some())
+    {
+        return Err(format!("memcheck did not follow into the helper:\n{all}"));
+    }
+    for (index, report) in reports.iter().enumerate() {
+        let exec_followed = reports[index + 1..]
+            .iter()
+            .any(|later| later.pid == report.pid);
+        let bad = report.has_error_report()
+            || match report.errors() {
+                Some(count) => count != 0,
+                None => !exec_followed,
+            };
+        if bad {
+            return Err(format!(
+                "memcheck found errors in pid {} ({}), or it did not finish:\n{all}",
+                report.pid, report.command
+            ));
+        }
+    }
+    Ok(reports)
+}
+
 /// A login rig whose config points at the fault module.
 #[derive(Debug)]
 pub struct FaultRig {
@@ -229,7 +366,10 @@ impl FaultRig {
         let line = self.rig.environment_line();
         let with_plan = line.replacen(
             "environment = { ",
-            &format!("environment = {{ \"{PLAN_VAR}\" = \"{}\", ", plan_path.display()),
+            &format!(
+                "environment = {{ \"{PLAN_VAR}\" = \"{}\", ",
+                plan_path.display()
+            ),
             1,
         );
         let current = config
@@ -255,7 +395,7 @@ impl FaultRig {
 
     /// `pam_authenticate` as `user` under `plan`, killed after [`RUN_BOUND`].
     pub fn login(&self, plan: &FaultPlan, user: Option<&str>, answers: &[&str]) -> FaultRun {
-        self.run(plan, user, answers, &["authenticate"], None, RUN_BOUND)
+        self.run(plan, user, answers, &["authenticate"], false, RUN_BOUND)
     }
 
     /// The PAM calls `ops` (e.g. `["chauthtok"]`) as `user` under `plan`,
@@ -267,31 +407,28 @@ impl FaultRig {
         answers: &[&str],
         ops: &[&str],
     ) -> FaultRun {
-        self.run(plan, user, answers, ops, None, RUN_BOUND)
+        self.run(plan, user, answers, ops, false, RUN_BOUND)
     }
 
-    /// Like [`FaultRig::login`], under valgrind's memcheck (slow: bounded at
-    /// a minute); returns the run and memcheck's report. Memcheck errors make
-    /// the harness exit with status 99.
+    /// Like [`FaultRig::login`], under valgrind's memcheck following into
+    /// the helper (slow: bounded at a minute); returns the run and
+    /// [`memcheck_reports`] of it.
     pub fn login_under_memcheck(
         &self,
         plan: &FaultPlan,
         user: Option<&str>,
         answers: &[&str],
-    ) -> (FaultRun, String) {
-        let report = self.rig.path().join(format!(
-            "memcheck-{}.log",
-            self.runs.load(Ordering::Relaxed)
-        ));
+    ) -> (FaultRun, Result<Vec<MemcheckReport>, String>) {
         let run = self.run(
             plan,
             user,
             answers,
             &["authenticate"],
-            Some(&report),
+            true,
             Duration::from_secs(60),
         );
-        (run, std::fs::read_to_string(&report).unwrap_or_default())
+        let reports = memcheck_reports(&run.run.log);
+        (run, reports)
     }
 
     fn run(
@@ -300,7 +437,7 @@ impl FaultRig {
         user: Option<&str>,
         answers: &[&str],
         ops: &[&str],
-        memcheck_report: Option<&Path>,
+        memcheck: bool,
         bound: Duration,
     ) -> FaultRun {
         let dir = self.rig.path().join(format!(
@@ -314,23 +451,22 @@ impl FaultRig {
         self.use_plan(&plan_path);
 
         let harness = self.rig.harness_command(user, answers, ops, &[]);
-        let mut command = match memcheck_report {
-            None => harness,
-            Some(report) => {
-                let mut valgrind = Command::new("valgrind");
-                valgrind
-                    .args(["--tool=memcheck", "--error-exitcode=99"])
-                    .arg(format!("--log-file={}", report.display()))
-                    .arg(harness.get_program())
-                    .args(harness.get_args());
-                for (key, value) in harness.get_envs() {
-                    match value {
-                        Some(value) => valgrind.env(key, value),
-                        None => valgrind.env_remove(key),
-                    };
-                }
-                valgrind
+        let mut command = if memcheck {
+            let wrapper = memcheck_command();
+            let mut valgrind = Command::new(&wrapper[0]);
+            valgrind
+                .args(&wrapper[1..])
+                .arg(harness.get_program())
+                .args(harness.get_args());
+            for (key, value) in harness.get_envs() {
+                match value {
+                    Some(value) => valgrind.env(key, value),
+                    None => valgrind.env_remove(key),
+                };
             }
+            valgrind
+        } else {
+            harness
         };
         command
             .env(PLAN_VAR, &plan_path)
@@ -389,6 +525,77 @@ impl FaultRig {
             timed_out,
             elapsed,
             calls,
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    const HARNESS: &str = "==10== Memcheck, a memory error detector\n\
+        ==10== Command: /t/tessera-pam-harness --op authenticate\n\
+        DEBUG helper started\n\
+        ==10== ERROR SUMMARY: 0 errors from 0 contexts (suppressed: 0 from 0)\n";
+
+    fn helper_start(pid: u32, args: &str, body: &str) -> String {
+        format!(
+            "=={pid}== Memcheck, a memory error detector\n\
+             =={pid}== Command: /t/tessera-auth --config /c.toml{args}\n{body}"
+        )
+    }
+
+    const ERROR: &str = "==11== Conditional jump or move depends on uninitialised value(s)\n\
+        ==11==    at 0x4EF51C9: dispatch (ffi.rs:119)\n\
+        ==11==    by 0x4EDAAFC: C_Initialize (ffi.rs:171)\n";
+    const CLEAN_END: &str = "==11== ERROR SUMMARY: 0 errors from 0 contexts\n";
+
+    #[test]
+    fn a_clean_run_through_both_helper_starts_passes() {
+        let log = format!(
+            "{}{}{HARNESS}",
+            helper_start(
+                11,
+                "",
+                "==11== Warning: invalid file descriptor 1 in syscall close()\n"
+            ),
+            helper_start(11, " --environment-applied", CLEAN_END),
+        );
+        let reports = memcheck_reports(&log).unwrap();
+        assert_eq!(reports.len(), 3);
+        assert!(reports[1].is_helper() && reports[1].errors() == Some(0));
+    }
+
+    #[test]
+    fn errors_in_either_helper_start_or_a_helper_that_never_finished_fail() {
+        for log in [
+            // An error before the re-execution, which prints no summary.
+            format!(
+                "{}{}{HARNESS}",
+                helper_start(11, "", ERROR),
+                helper_start(11, " --environment-applied", CLEAN_END),
+            ),
+            // An error in the second start.
+            format!(
+                "{}{}{HARNESS}",
+                helper_start(11, "", ""),
+                helper_start(11, " --environment-applied", &format!("{ERROR}{CLEAN_END}")),
+            ),
+            // A non-zero summary.
+            format!(
+                "{}{HARNESS}",
+                helper_start(11, "", "==11== ERROR SUMMARY: 2 errors from 1 contexts\n"),
+            ),
+            // Killed before its summary (no exec followed).
+            format!(
+                "{}{HARNESS}",
+                helper_start(11, " --environment-applied", "")
+            ),
+            // Memcheck never saw the helper.
+            HARNESS.to_owned(),
+        ] {
+            assert!(memcheck_reports(&log).is_err(), "passed:\n{log}");
         }
     }
 }

@@ -54,6 +54,22 @@ impl Overlay {
         self
     }
 
+    /// Lays an empty directory over the directory `target`, e.g.
+    /// `/run/pcscd`, so that a command cannot reach a daemon of other tests.
+    /// Nothing to hide (and nothing to mount on) when `target` is absent.
+    pub fn empty_dir(&mut self, target: &str) -> &mut Self {
+        if !Path::new(target).is_dir() {
+            return self;
+        }
+        let source = self.dir.join(format!(
+            "{}.empty",
+            target.trim_start_matches('/').replace('/', "_")
+        ));
+        std::fs::create_dir_all(&source).expect("empty overlay dir");
+        self.binds.push((source, PathBuf::from(target)));
+        self
+    }
+
     /// Adds `/etc/passwd` and `/etc/group` entries (to copies of the real files).
     pub fn users(&mut self, users: &[(&str, u32)]) -> &mut Self {
         let mut passwd = std::fs::read_to_string("/etc/passwd").expect("read /etc/passwd");

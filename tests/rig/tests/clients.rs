@@ -63,12 +63,13 @@ fn text(output: &Output) -> String {
 fn su(rig: &LoginRig, stack: &str, input: &str) -> Output {
     let mut overlay = Overlay::new(&rig.path().join("overlay-su"));
     overlay.users(&[("alice", 20001)]).pam_service("su", stack);
-    let (key, value) = rig.hsm.env();
+    // No SOFTHSM2_CONF here: the helper gets its environment from the
+    // config's `[pkcs11] environment` only, never from su's caller.
     with_stdin(
         overlay
             .command("su")
             .args(["alice", "-c", "id -u"])
-            .env(key, value),
+            .env_remove("SOFTHSM2_CONF"),
         input,
     )
 }
@@ -76,15 +77,9 @@ fn su(rig: &LoginRig, stack: &str, input: &str) -> Output {
 /// `sudo -S -k id -u` as alice, through the test's sudo stack.
 fn sudo(rig: &LoginRig, stack: &str, input: &str) -> Output {
     let mut overlay = Overlay::new(&rig.path().join("overlay-sudo"));
-    // sudo does not pass SOFTHSM2_CONF on to its PAM stack; SoftHSM then
-    // reads its system-wide configuration, so lay the test's over it.
-    let (_, softhsm_conf) = rig.hsm.env();
+    // sudo passes no SOFTHSM2_CONF on, and need not: the helper finds the
+    // test's SoftHSM through the config's `[pkcs11] environment`.
     overlay
-        .file(
-            "/etc/softhsm/softhsm2.conf",
-            &std::fs::read_to_string(softhsm_conf).unwrap(),
-            0o644,
-        )
         .users(&[("alice", 20001)])
         .pam_service("sudo", stack)
         .file(
@@ -119,13 +114,12 @@ fn pamtester_authenticates_with_the_card_and_refuses_a_wrong_pin() {
             rig.config_path().display()
         ),
     );
-    let (key, value) = rig.hsm.env();
     let run = |pin: &str| {
         with_stdin(
             overlay
                 .command("pamtester")
                 .args(["tessera-pamtester", "alice", "authenticate"])
-                .env(key, &value),
+                .env_remove("SOFTHSM2_CONF"),
             &format!("{pin}\n"),
         )
     };

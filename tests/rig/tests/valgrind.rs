@@ -5,12 +5,12 @@
 //! memory-safety bugs were in their CRL paths and only seen under valgrind.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
 use rcgen::RevocationReason;
 use tessera_testrig::login::{LoginRig, PamRun, PIN};
+use tessera_testrig::p11fault::{memcheck_command, memcheck_reports};
 use tessera_testrig::pcscd::{Pcscd, OPENSC_PKCS11};
 use tessera_testrig::pki::{Pointers, Revoked, UserCert};
 use tessera_testrig::run;
@@ -18,26 +18,18 @@ use tessera_testrig::softhsm::KeyType;
 use tessera_testrig::vcard::CardSpec;
 use time::OffsetDateTime;
 
-/// Runs the rig's PAM application under memcheck from now on; returns the log.
-fn memcheck(rig: &mut LoginRig, name: &str) -> PathBuf {
-    let log = rig.path().join(format!("valgrind-{name}.log"));
-    rig.run_under([
-        "valgrind".to_owned(),
-        "--tool=memcheck".to_owned(),
-        "--error-exitcode=99".to_owned(),
-        "--track-origins=yes".to_owned(),
-        format!("--log-file={}", log.display()),
-    ]);
-    log
+/// Runs the rig's PAM application, and the helper it starts, under
+/// memcheck from now on.
+fn memcheck(rig: &mut LoginRig) {
+    rig.run_under(memcheck_command());
 }
 
-/// `run` ended with `expected` and memcheck found nothing.
-fn clean(log: &PathBuf, run: &PamRun, expected: &str) {
-    let report = std::fs::read_to_string(log).unwrap_or_default();
-    assert!(
-        report.contains("ERROR SUMMARY: 0 errors"),
-        "valgrind found errors:\n{report}\n{run}"
-    );
+/// `run` ended with `expected` and memcheck, which followed it into the
+/// helper, found nothing in any process.
+fn clean(run: &PamRun, expected: &str) {
+    if let Err(error) = memcheck_reports(&run.log) {
+        panic!("{error}\n{run}");
+    }
     assert_eq!(run.result("authenticate"), expected, "{run}");
 }
 
@@ -45,14 +37,9 @@ fn clean(log: &PathBuf, run: &PamRun, expected: &str) {
 fn a_login_and_a_failed_login_are_clean_under_memcheck() {
     let mut rig = LoginRig::new();
     rig.enroll("alice", KeyType::Rsa2048);
-    let log = memcheck(&mut rig, "softhsm");
+    memcheck(&mut rig);
+    clean(&rig.authenticate(Some("alice"), &[PIN]), "PAM_SUCCESS");
     clean(
-        &log,
-        &rig.authenticate(Some("alice"), &[PIN]),
-        "PAM_SUCCESS",
-    );
-    clean(
-        &log,
         &rig.authenticate(Some("alice"), &["000000"]),
         "PAM_AUTH_ERR",
     );
@@ -99,14 +86,10 @@ fn crl_checks_of_a_good_and_a_revoked_certificate_are_clean_under_memcheck() {
         rig.hsm
             .write_object(&token, PIN, "02", "cert", issuing.der());
     }
-    let log = memcheck(&mut rig, "crl");
-    clean(
-        &log,
-        &rig.authenticate(Some("alice"), &[PIN]),
-        "PAM_SUCCESS",
-    );
+    memcheck(&mut rig);
+    clean(&rig.authenticate(Some("alice"), &[PIN]), "PAM_SUCCESS");
     let run = rig.authenticate(Some("bob"), &[PIN]);
-    clean(&log, &run, "PAM_AUTH_ERR");
+    clean(&run, "PAM_AUTH_ERR");
     assert!(run.log.contains("revoked (keyCompromise)"), "{run}");
 }
 
@@ -147,14 +130,9 @@ fn a_virtual_card_login_and_a_failed_one_are_clean_under_memcheck() {
     pcscd.wait_card(0, true, Duration::from_secs(5)).unwrap();
     rig.add_env(pcscd.env());
     rig.use_pkcs11_module(OPENSC_PKCS11);
-    let log = memcheck(&mut rig, "vcard");
+    memcheck(&mut rig);
+    clean(&rig.authenticate(Some("alice"), &[PIN]), "PAM_SUCCESS");
     clean(
-        &log,
-        &rig.authenticate(Some("alice"), &[PIN]),
-        "PAM_SUCCESS",
-    );
-    clean(
-        &log,
         &rig.authenticate(Some("alice"), &["000000"]),
         "PAM_AUTH_ERR",
     );
