@@ -9,6 +9,7 @@ use rustls_pki_types::{CertificateDer, UnixTime};
 use tessera_mappers::{
     CertificateFields, MappingContext, MappingInput, Outcome, PublicKey, TokenInfo,
 };
+use zeroize::Zeroizing;
 
 use crate::challenge::{Challenge, KeyAlgorithm};
 use crate::config::Config;
@@ -510,14 +511,21 @@ fn choose<'a>(
             ));
         }
         conversation.info(&listing)?;
-        let answer = conversation.prompt_visible(&format!("Choose [1-{}]: ", options.len()))?;
+        // People type their PIN here by mistake: the answer is wiped, and
+        // neither logged nor shown back.
+        let answer = Zeroizing::new(
+            conversation.prompt_visible(&format!("Choose [1-{}]: ", options.len()))?,
+        );
         match answer.trim().parse::<usize>() {
             Ok(number) if (1..=options.len()).contains(&number) => number - 1,
             _ => {
                 conversation.error("Invalid choice")?;
                 return Err(AuthFailure::new(
                     FailureKind::WrongPin,
-                    format!("invalid certificate choice {:?}", answer.trim()),
+                    format!(
+                        "the answer to the certificate choice was not a number from 1 to {}",
+                        options.len()
+                    ),
                 ));
             }
         }
@@ -616,8 +624,15 @@ fn log_in_with_pin(
     request: &AuthRequest<'_>,
     conversation: &mut dyn Conversation,
 ) -> Result<Secret, AuthFailure> {
+    // A password meant for an earlier module must not spend the last PIN
+    // tries: with the retry counter low, the person is asked instead.
+    let counter_low = token.pin_final_try || token.pin_count_low;
     let first_pass = match request.policy.pin_source {
         PinSource::Prompt => None,
+        PinSource::UseFirstPass | PinSource::TryFirstPass if counter_low => {
+            tracing::info!(token = %token.describe(), "the PIN retry counter is low; asking for the PIN instead of trying PAM_AUTHTOK");
+            None
+        }
         PinSource::UseFirstPass | PinSource::TryFirstPass => request
             .authtok
             .as_ref()
@@ -637,7 +652,7 @@ fn log_in_with_pin(
                 return Err(failure);
             }
         }
-    } else if request.policy.pin_source == PinSource::UseFirstPass {
+    } else if request.policy.pin_source == PinSource::UseFirstPass && !counter_low {
         return Err(AuthFailure::new(
             FailureKind::WrongPin,
             "pin_source = \"use_first_pass\" but no earlier module set PAM_AUTHTOK",

@@ -45,9 +45,30 @@ pub enum TrustError {
     /// Not a regular file.
     #[error("{0}: not a regular file")]
     NotAFile(PathBuf),
+    /// A symbolic link someone other than root made.
+    #[error("{path}: a symbolic link owned by uid {uid}; only root's links are followed")]
+    SymlinkOwner {
+        /// The link.
+        path: PathBuf,
+        /// Its owner.
+        uid: u32,
+    },
 }
 
-fn check_owner_and_mode(path: &Path, metadata: &Metadata) -> Result<(), TrustError> {
+/// Whether a root-owned sticky directory counts as safe: yes above the
+/// trusted file or directory (others cannot replace entries they do not
+/// own), never for the trusted directory itself (anyone can add entries).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Sticky {
+    Ancestor,
+    Trusted,
+}
+
+fn check_owner_and_mode(
+    path: &Path,
+    metadata: &Metadata,
+    sticky: Sticky,
+) -> Result<(), TrustError> {
     if metadata.uid() != 0 {
         return Err(TrustError::Owner {
             path: path.to_owned(),
@@ -57,7 +78,7 @@ fn check_owner_and_mode(path: &Path, metadata: &Metadata) -> Result<(), TrustErr
     let mode = metadata.mode() & 0o7777;
     // A root-owned sticky directory such as /tmp is safe: others cannot
     // replace or rename entries they do not own.
-    let sticky_dir = metadata.is_dir() && mode & STICKY != 0;
+    let sticky_dir = sticky == Sticky::Ancestor && metadata.is_dir() && mode & STICKY != 0;
     if mode & GROUP_OR_OTHER_WRITE != 0 && !sticky_dir {
         return Err(TrustError::Writable {
             path: path.to_owned(),
@@ -73,11 +94,28 @@ fn check_ancestors(path: &Path) -> Result<(), TrustError> {
     // Every directory above the file: a writable one could swap the file.
     for component in &components[..components.len().saturating_sub(1)] {
         ancestor.push(component);
+        check_link(&ancestor)?;
         let metadata = std::fs::metadata(&ancestor).map_err(|source| TrustError::Io {
             path: ancestor.clone(),
             source,
         })?;
-        check_owner_and_mode(&ancestor, &metadata)?;
+        check_owner_and_mode(&ancestor, &metadata, Sticky::Ancestor)?;
+    }
+    Ok(())
+}
+
+/// A symbolic link is followed only if root made it: in a sticky directory
+/// anyone may plant one pointing at any root-owned file.
+fn check_link(path: &Path) -> Result<(), TrustError> {
+    let metadata = std::fs::symlink_metadata(path).map_err(|source| TrustError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    if metadata.file_type().is_symlink() && metadata.uid() != 0 {
+        return Err(TrustError::SymlinkOwner {
+            path: path.to_owned(),
+            uid: metadata.uid(),
+        });
     }
     Ok(())
 }
@@ -94,6 +132,7 @@ fn trusted_real_path(path: &Path) -> Result<PathBuf, TrustError> {
         return Err(TrustError::Relative(path.to_owned()));
     }
     check_ancestors(path)?;
+    check_link(path)?;
     let real = std::fs::canonicalize(path).map_err(|source| TrustError::Io {
         path: path.to_owned(),
         source,
@@ -105,7 +144,7 @@ fn trusted_real_path(path: &Path) -> Result<PathBuf, TrustError> {
         path: real.clone(),
         source,
     })?;
-    check_owner_and_mode(&real, &metadata)?;
+    check_owner_and_mode(&real, &metadata, Sticky::Trusted)?;
     Ok(real)
 }
 
@@ -128,7 +167,7 @@ pub fn open_trusted_file(path: &Path) -> Result<File, TrustError> {
     if !metadata.is_file() {
         return Err(TrustError::NotAFile(path.to_owned()));
     }
-    check_owner_and_mode(path, &metadata)?;
+    check_owner_and_mode(path, &metadata, Sticky::Trusted)?;
     Ok(file)
 }
 
@@ -195,6 +234,58 @@ mod tests {
             matches!(error, TrustError::Owner { uid: 65534, .. }),
             "{error}"
         );
+    }
+
+    #[test]
+    fn a_sticky_directory_is_safe_above_a_trusted_file_but_never_trusted_itself() {
+        if !running_as_root() {
+            eprintln!("skipped: needs root to create root-owned files");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let shared = dir.path().join("shared");
+        std::fs::create_dir(&shared).unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let file = shared.join("ca.pem");
+        std::fs::write(&file, "x").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(
+            check_trusted_path(&file).is_ok(),
+            "root's file below /tmp-like"
+        );
+        assert!(open_trusted_file(&file).is_ok());
+        // As a CA directory, anyone could add anchors to it.
+        let error = check_trusted_path(&shared).unwrap_err();
+        assert!(
+            matches!(&error, TrustError::Writable { path, mode: 0o1777 } if *path == shared),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_users_symlink_to_a_root_owned_file_is_refused() {
+        if !running_as_root() {
+            eprintln!("skipped: needs root to chown");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let shared = dir.path().join("shared");
+        std::fs::create_dir(&shared).unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let target = dir.path().join("some-root-ca.pem");
+        std::fs::write(&target, "x").unwrap();
+        let link = shared.join("planted.pem");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        std::os::unix::fs::lchown(&link, Some(65534), Some(65534)).unwrap();
+        let error = check_trusted_path(&link).unwrap_err();
+        assert!(
+            matches!(&error, TrustError::SymlinkOwner { uid: 65534, path } if *path == link),
+            "{error}"
+        );
+        assert!(open_trusted_file(&link).is_err());
+        // The same link made by root is followed.
+        std::os::unix::fs::lchown(&link, Some(0), Some(0)).unwrap();
+        assert!(check_trusted_path(&link).is_ok());
     }
 
     #[test]
