@@ -1,8 +1,9 @@
 //! The Debian package, installed with dpkg into writable overlays over
 //! /usr, /etc, /var and /run in a private mount namespace: its files, its
 //! maintainer scripts, its man pages, `tessera setup` and a login through
-//! `@include common-auth` with the installed module, then removal. The
-//! machine's own files are never changed, and the test checks that too.
+//! `@include common-auth` with the installed module and its installed
+//! helper, then removal. The machine's own files are never changed, and the
+//! test checks that too.
 //!
 //! The .deb is built before the tests by scripts/test
 //! (`TESSERA_DEB_PROFILE=deb-test scripts/build-deb`).
@@ -20,9 +21,14 @@ use tessera_testrig::system::Overlay;
 
 const MODULE: &str = "/usr/lib/x86_64-linux-gnu/security/pam_tessera.so";
 
+/// Where the package puts the module's helper, and the path the module was
+/// built to run (scripts/build-deb sets TESSERA_AUTH_HELPER).
+const HELPER: &str = "/usr/libexec/tessera/tessera-auth";
+
 /// Every path the package must install.
 const PACKAGED: &[&str] = &[
     MODULE,
+    HELPER,
     "/usr/bin/tessera",
     "/usr/sbin/tessera-eventd",
     "/etc/tessera/tessera.toml",
@@ -145,6 +151,15 @@ fn the_package_installs_sets_up_and_logs_in_through_common_auth_then_removes_cle
     for path in PACKAGED {
         assert!(listed.contains(path), "dpkg -L lacks {path}: {listed:?}");
     }
+    // The helper runs as root inside su and sudo: root's, writable by root
+    // alone, as the module demands (it refuses it otherwise).
+    let helper = succeeds(
+        &overlay,
+        &rig,
+        &format!("stat -c '%U %G %a' {HELPER} /usr/libexec/tessera"),
+        "",
+    );
+    assert_eq!(helper, "root root 755\nroot root 755\n", "{HELPER}");
     let conffiles = succeeds(
         &overlay,
         &rig,
@@ -195,7 +210,37 @@ fn the_package_installs_sets_up_and_logs_in_through_common_auth_then_removes_cle
         "@include common-auth\n@include common-account\n",
     )
     .unwrap();
+    // The same module with its log on pamtester's stderr, to see the helper.
+    std::fs::write(
+        etc.join("pam.d/tessera-package-debug"),
+        "auth required pam_tessera.so log=stderr debug\naccount required pam_permit.so\n",
+    )
+    .unwrap();
     let login = "pam-auth-update --package --enable tessera && pamtester tessera-package-check alice authenticate";
+    let debug_login = "pamtester tessera-package-debug alice authenticate";
+
+    // SOFTHSM2_CONF is in pamtester's environment (run() sets it), but the
+    // helper starts with an empty one: SoftHSM finds no token of the rig.
+    let output = run(&overlay, &rig, debug_login, &format!("{PIN}\n"));
+    assert!(
+        !output.status.success(),
+        "the caller's environment reached the token stack: {}",
+        text(&output)
+    );
+    // The admin gives the helper its environment in the configuration.
+    let config = succeeds(&overlay, &rig, "cat /etc/tessera/tessera.toml", "");
+    let (key, value) = rig.hsm.env();
+    let config = config.replacen(
+        "[pkcs11]\n",
+        &format!(
+            "[pkcs11]\nenvironment = {{ {key} = \"{}\" }}\n",
+            value.display()
+        ),
+        1,
+    );
+    assert!(config.contains("environment = {"), "{config}");
+    succeeds(&overlay, &rig, "cat > /etc/tessera/tessera.toml", &config);
+
     let output = run(&overlay, &rig, login, &format!("{PIN}\n"));
     assert!(
         String::from_utf8_lossy(&output.stdout).contains("successfully authenticated"),
@@ -204,6 +249,33 @@ fn the_package_installs_sets_up_and_logs_in_through_common_auth_then_removes_cle
     );
     let output = run(&overlay, &rig, login, "000000\n");
     assert!(!output.status.success(), "a wrong PIN: {}", text(&output));
+
+    // The login went through the installed helper: the module names it,
+    // and the helper's own record follows.
+    let output = run(&overlay, &rig, debug_login, &format!("{PIN}\n"));
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{}", text(&output));
+    assert!(
+        log.contains(&format!("helper started helper={HELPER}")),
+        "{}",
+        text(&output)
+    );
+    assert!(
+        log.contains("authenticated service=\"tessera-package-debug\" user=alice"),
+        "{}",
+        text(&output)
+    );
+    // Without a trustworthy helper there is no card login: made
+    // group-writable, the helper is refused and never started
+    // (PAM_SERVICE_ERR, "Error in service module" from pamtester).
+    succeeds(&overlay, &rig, &format!("chmod 0775 {HELPER}"), "");
+    let output = run(&overlay, &rig, debug_login, &format!("{PIN}\n"));
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{}", text(&output));
+    assert!(log.contains("refusing the helper"), "{}", text(&output));
+    assert!(log.contains("Error in service module"), "{}", text(&output));
+    assert!(!log.contains("helper started"), "{}", text(&output));
+    succeeds(&overlay, &rig, &format!("chmod 0755 {HELPER}"), "");
 
     // Removal takes the module out of the stacks before the file goes.
     succeeds(&overlay, &rig, "dpkg --purge tessera", "");
