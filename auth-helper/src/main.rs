@@ -30,7 +30,8 @@ struct Args {
     config: PathBuf,
     log: LogTarget,
     debug: bool,
-    /// Set on the second start, once `[pkcs11] environment` is in place.
+    /// Set on the second start, once `[pkcs11] environment` is in place
+    /// (only when it sets variables read at exec).
     environment_applied: bool,
 }
 
@@ -117,9 +118,9 @@ fn main() -> ExitCode {
     })
 }
 
-/// Loads the configuration, re-executes with `[pkcs11] environment` when it
-/// sets one, then reads the module's request and carries it out. `None`
-/// when nothing is left to send.
+/// Loads the configuration, applies `[pkcs11] environment` (executing itself
+/// again when it sets variables only read at exec), then reads the module's
+/// request and carries it out. `None` when nothing is left to send.
 fn serve(args: &Args, channel: Channel) -> Option<(Channel, Verdict)> {
     let failed = |kind, message: String| Verdict::Failed { kind, message };
     let config = match Config::load(&args.config) {
@@ -129,13 +130,22 @@ fn serve(args: &Args, channel: Channel) -> Option<(Channel, Verdict)> {
             return Some((channel, failed(FailureKind::Config, error.to_string())));
         }
     };
-    if !config.pkcs11_environment.is_empty() && !args.environment_applied {
-        // Variables such as LD_PRELOAD only take effect at exec, and
-        // libraries read the others at any time: the whole environment is
-        // set by the kernel, once, before any of them is loaded.
-        let error = reexecute(args, &config, channel);
-        tracing::error!("cannot re-execute with [pkcs11] environment: {error}");
-        return None;
+    if !args.environment_applied {
+        if config
+            .pkcs11_environment
+            .keys()
+            .any(|name| read_at_exec(name))
+        {
+            // The dynamic loader and libc read these once, at exec.
+            let error = reexecute(args, &config, channel);
+            tracing::error!("cannot re-execute with [pkcs11] environment: {error}");
+            return None;
+        }
+        // Nothing has read the (empty) environment yet and no other thread
+        // runs: the libraries loaded from here on see exactly these.
+        for (name, value) in &config.pkcs11_environment {
+            std::env::set_var(name, value);
+        }
     }
     let request = match channel.recv::<ToHelper>(None) {
         Ok(ToHelper::Request(request)) if request.version == PROTOCOL_VERSION => request,
@@ -159,6 +169,13 @@ fn serve(args: &Args, channel: Channel) -> Option<(Channel, Verdict)> {
     };
     let verdict = operations::carry_out(&config, *request, &channel);
     Some((channel, verdict))
+}
+
+/// Variables that take effect only when a program starts: the dynamic
+/// loader's (LD_PRELOAD, LD_LIBRARY_PATH...), glibc's tunables and malloc
+/// settings.
+fn read_at_exec(name: &str) -> bool {
+    name.starts_with("LD_") || name.starts_with("MALLOC_") || name == "GLIBC_TUNABLES"
 }
 
 /// Executes this helper again with exactly the configured environment;

@@ -2,7 +2,9 @@
 
 use nix::unistd::{geteuid, User};
 use tessera_core::auth::AuthRequest;
-use tessera_core::binding::{session_id_from_cgroup, SessionBinding, BINDING_VERSION};
+use tessera_core::binding::{
+    session_leader, validate_session_id, SessionBinding, BINDING_VERSION, LOGIND_SESSIONS_DIR,
+};
 use tessera_core::policy::AuthPolicy;
 use tessera_core::{pin_change, AuthFailure, Config};
 use tessera_ipc::channel::Channel;
@@ -58,9 +60,19 @@ pub fn carry_out(config: &Config, request: Request, channel: &Channel) -> Verdic
             tty,
             host_pid,
         } => open_session(config, service, record, xdg_session_id, tty, host_pid),
-        Operation::CloseSession { xdg_session_id } => {
-            close_session(config, service, xdg_session_id)
-        }
+        Operation::CloseSession {
+            session_id,
+            host_pid,
+            user,
+            certificate_sha256,
+        } => close_session(
+            config,
+            service,
+            &session_id,
+            host_pid,
+            &user,
+            &certificate_sha256,
+        ),
     }
 }
 
@@ -141,14 +153,50 @@ fn pin_change_verdict(service: &str, user: &str, result: Result<(), AuthFailure>
     }
 }
 
-/// The logind session: XDG_SESSION_ID from pam_systemd, else the cgroup
-/// this process shares with the PAM application.
-fn session_id(xdg_session_id: Option<String>) -> Option<String> {
-    xdg_session_id.filter(|id| !id.is_empty()).or_else(|| {
-        std::fs::read_to_string("/proc/self/cgroup")
-            .ok()
-            .and_then(|text| session_id_from_cgroup(&text))
-    })
+/// The logind session this PAM transaction created, or `None`.
+///
+/// Only XDG_SESSION_ID from this handle's PAM environment counts:
+/// pam_systemd sets it only when it created the session. A PAM application
+/// that runs inside a session already (`su` or `sudo` in a desktop session)
+/// gets none, and the session its process sits in belongs to its caller:
+/// binding that one would rebind the caller's session to another card, and
+/// close_session would then delete the caller's binding. Where logind's
+/// state file is readable, its leader must be the PAM application itself
+/// (pam_systemd's CreateSession passes the application's PID).
+fn created_session(service: &str, xdg_session_id: Option<String>, host_pid: u32) -> Option<String> {
+    let Some(id) = xdg_session_id.filter(|id| !id.is_empty()) else {
+        tracing::info!(
+            service,
+            "no logind session created by this PAM transaction (no XDG_SESSION_ID); nothing bound"
+        );
+        return None;
+    };
+    if let Err(error) = validate_session_id(&id) {
+        tracing::warn!(service, "{error}; nothing bound");
+        return None;
+    }
+    let state = std::path::Path::new(LOGIND_SESSIONS_DIR).join(&id);
+    match std::fs::read_to_string(&state) {
+        Ok(text) => match session_leader(&text) {
+            Some(leader) if leader == host_pid => Some(id),
+            leader => {
+                tracing::warn!(
+                    service,
+                    session = %id,
+                    ?leader,
+                    host_pid,
+                    "the logind session was not created by this PAM application; nothing bound"
+                );
+                None
+            }
+        },
+        // No logind state to compare with (not logind, or not readable):
+        // XDG_SESSION_ID from pam_systemd is all there is.
+        Err(error) => {
+            tracing::debug!(service, session = %id, path = %state.display(), %error, "no logind state file; trusting XDG_SESSION_ID");
+            Some(id)
+        }
+    }
 }
 
 fn open_session(
@@ -164,8 +212,7 @@ fn open_session(
         tracing::debug!(service, "not running as root; session binding skipped");
         return Verdict::Done;
     }
-    let Some(session_id) = session_id(xdg_session_id) else {
-        tracing::warn!(service, user = %record.user, "no logind session; pulling the card will not lock this session");
+    let Some(session_id) = created_session(service, xdg_session_id, host_pid) else {
         return Verdict::Done;
     };
     let uid = match User::from_name(&record.user) {
@@ -207,17 +254,35 @@ fn open_session(
     }
 }
 
-fn close_session(config: &Config, service: &str, xdg_session_id: Option<String>) -> Verdict {
+fn close_session(
+    config: &Config,
+    service: &str,
+    session_id: &str,
+    host_pid: u32,
+    user: &str,
+    certificate_sha256: &str,
+) -> Verdict {
     if !geteuid().is_root() {
         tracing::debug!(service, "not running as root; session binding left alone");
         return Verdict::Done;
     }
-    let Some(session_id) = session_id(xdg_session_id) else {
-        return Verdict::Done;
+    let written_by_this_transaction = |record: &SessionBinding| {
+        record.pid == host_pid
+            && record.service == service
+            && record.user == user
+            && record.certificate_sha256 == certificate_sha256
     };
-    match SessionBinding::remove(&config.session.bindings_dir, &session_id) {
-        Ok(()) => {
+    match SessionBinding::remove_if(
+        &config.session.bindings_dir,
+        session_id,
+        written_by_this_transaction,
+    ) {
+        Ok(true) => {
             tracing::info!(service, session = %session_id, "session binding removed");
+            Verdict::Done
+        }
+        Ok(false) => {
+            tracing::info!(service, session = %session_id, "the session's binding is not the one this transaction wrote; left alone");
             Verdict::Done
         }
         Err(error) => {

@@ -172,8 +172,57 @@ fn softhsm_logins(key_type: KeyType, name: &str) -> String {
         Some("floor: C_Initialize+C_Login+C_Sign"),
         &notes,
     );
+    text.push_str(&fresh_process_logins(&rig, &services, &enrolled, name));
     text.push_str(&timeline);
     text
+}
+
+/// The same logins, one per fresh process, as `su`, `sudo` and `login`
+/// make them: every module and the floor load their libraries (libcrypto
+/// through SoftHSM, or linked) in each round, where the chunked table above
+/// lets a process keep them. Interleaved; the first chunk is dropped.
+fn fresh_process_logins(
+    rig: &LoginRig,
+    others: &[&str],
+    enrolled: &tessera_testrig::login::Enrolled,
+    name: &str,
+) -> String {
+    let ours = std::fs::read_to_string(rig.confdir().join(SERVICE)).unwrap();
+    let stacks: Vec<(String, String)> = std::iter::once((SERVICE.to_owned(), ours.clone()))
+        .chain(others.iter().map(|service| {
+            (
+                (*service).to_owned(),
+                std::fs::read_to_string(rig.confdir().join(service)).unwrap(),
+            )
+        }))
+        .collect();
+    let mut samples = Samples::default();
+    for round in 0..ROUNDS * CHUNKS {
+        for (service, stack) in &stacks {
+            rig.write_service(stack);
+            let micros = rig.bench_authenticate("alice", PIN, 1);
+            if round >= ROUNDS {
+                let label = match service.as_str() {
+                    SERVICE => "pam_tessera".to_owned(),
+                    PAM_PKCS11_SERVICE => "pam_pkcs11 (ca,signature; cn mapper)".to_owned(),
+                    BASELINE_SERVICE => baseline_label(),
+                    other => other.to_owned(),
+                };
+                samples.add(&label, &micros);
+            }
+        }
+        let floor = floor_micros(rig, &enrolled.token, &enrolled.id, 1);
+        if round >= ROUNDS {
+            samples.add("floor: C_Initialize+C_Login+C_Sign", &floor);
+        }
+    }
+    rig.write_service(&ours);
+    table(
+        &format!("One login per process, SoftHSM2, {name} (pam_start + pam_authenticate + pam_end in a fresh process)"),
+        &samples,
+        Some("floor: C_Initialize+C_Login+C_Sign"),
+        &["Each round is a new process for every module and for the floor, so each pays for loading SoftHSM and libcrypto, as a `sudo` or `su` does; pam_tessera also pays for starting its helper.".to_owned()],
+    )
 }
 
 /// The steps `tessera login` logs, in order, with what each one's interval covers.
@@ -607,10 +656,9 @@ fn footprint() -> String {
         "| pam_tessera.so | {} KiB | {tessera_peak} KiB |",
         size(&pam_module()) / 1024
     );
-    if let (Some(baseline_peak), Some(module)) = (
-        baseline,
-        std::env::var_os("TESSERA_BENCH_BASELINE_MODULE"),
-    ) {
+    if let (Some(baseline_peak), Some(module)) =
+        (baseline, std::env::var_os("TESSERA_BENCH_BASELINE_MODULE"))
+    {
         let _ = writeln!(
             text,
             "| {} | {} KiB | {baseline_peak} KiB |",
