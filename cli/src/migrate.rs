@@ -441,19 +441,46 @@ pub fn pam_pkcs11(text: &str) -> Result<String, String> {
     Ok(out.render("pam_pkcs11.conf"))
 }
 
+/// Where tessera looks for CAs when the old configuration named none: the
+/// system store, which the comment before it asks to narrow down.
+const SYSTEM_CA_FILE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// `starttls = true` when any URI is `ldap://`: tessera refuses cleartext
+/// LDAP (see `ldap.allow_cleartext_…` in tessera.toml(5)), so a migrated
+/// config never asks for it.
+fn push_starttls(uris: &[String], out: &mut Output) {
+    if uris.iter().any(|uri| uri.starts_with("ldap://")) {
+        out.ldap.push("starttls = true".to_owned());
+    }
+}
+
 fn ldap_from_pam_pkcs11(options: &[Item], out: &mut Output) {
+    // pam_pkcs11's ldap mapper: ssl = tls is StartTLS, ssl = on or ssl is
+    // LDAPS, anything else (off, the default) is cleartext.
+    let ssl = value(options, "ssl").unwrap_or("off").to_ascii_lowercase();
+    let starttls = matches!(ssl.as_str(), "tls" | "start_tls");
+    let ldaps = matches!(ssl.as_str(), "on" | "ssl");
     let uri = value(options, "URI")
         .map(|uris| {
             uris.split(',')
                 .map(str::trim)
+                .filter(|uri| !uri.is_empty())
                 .map(str::to_owned)
                 .collect::<Vec<_>>()
         })
         .unwrap_or_else(|| {
             let host = value(options, "ldaphost").unwrap_or("localhost");
-            let port = value(options, "ldapport").unwrap_or("389");
-            vec![format!("ldap://{host}:{port}")]
+            match (ldaps, value(options, "ldapport")) {
+                (true, Some(port)) => vec![format!("ldaps://{host}:{port}")],
+                (true, None) => vec![format!("ldaps://{host}")],
+                (false, port) => vec![format!("ldap://{host}:{}", port.unwrap_or("389"))],
+            }
         });
+    if !starttls && uri.iter().any(|uri| uri.starts_with("ldap://")) {
+        out.note(format!(
+            "UNSAFE in pam_pkcs11: ssl = {ssl} sent the LDAP search (and the bind password) over the network in cleartext: anyone on the path could read the password, or answer the search and map any valid card to any user. The [ldap] section below uses StartTLS instead."
+        ));
+    }
     let list: Vec<String> = uri.iter().map(|u| quote(u)).collect();
     out.ldap.push(format!("uri = [{}]", list.join(", ")));
     out.ldap.push(format!(
@@ -468,22 +495,21 @@ fn ldap_from_pam_pkcs11(options: &[Item], out: &mut Output) {
         };
         out.ldap.push(format!("scope = {}", quote(scope)));
     }
-    let tls =
-        value(options, "ssl").is_some_and(|ssl| ssl == "tls" || ssl == "start_tls" || ssl == "on");
-    if tls {
-        out.ldap.push("starttls = true".to_owned());
-    }
+    push_starttls(&uri, out);
     match value(options, "tls_cacertfile") {
         Some(ca) => out.ldap.push(format!("tls_ca = {}", quote(ca))),
-        None if tls => {
-            out.ldap.push(
-                "# pam_pkcs11 trusted the system CA store; name the CA that signs the directory."
-                    .to_owned(),
-            );
-            out.ldap
-                .push("tls_ca = \"/etc/ssl/certs/ca-certificates.crt\"".to_owned());
+        None => {
+            match value(options, "tls_cacertdir") {
+                Some(dir) => out.ldap.push(format!(
+                    "# pam_pkcs11 read the CAs in tls_cacertdir = {dir}; tessera reads one PEM file: name the CA that signs the directory."
+                )),
+                None => out.ldap.push(
+                    "# pam_pkcs11 trusted the system CA store; name the CA that signs the directory."
+                        .to_owned(),
+                ),
+            }
+            out.ldap.push(format!("tls_ca = {}", quote(SYSTEM_CA_FILE)));
         }
-        None => {}
     }
     if let Some(dn) = value(options, "binddn").filter(|dn| !dn.is_empty()) {
         out.ldap.push(format!("bind_dn = {}", quote(dn)));
@@ -629,17 +655,40 @@ pub fn sssd(text: &str) -> Result<String, String> {
 }
 
 fn ldap_from_sssd(keys: &BTreeMap<String, String>, provider: &str, domain: &str, out: &mut Output) {
+    let yes = |key: &str| {
+        keys.get(key)
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+    };
+    // SSSD's AD provider talks ldap:// to the domain controllers, sealed with
+    // GSSAPI (Kerberos), or ldaps:// with ad_use_ldaps. tessera binds simply
+    // or anonymously, so it needs TLS instead: StartTLS on ldap://.
+    let ad_scheme = if yes("ad_use_ldaps") { "ldaps" } else { "ldap" };
     let uris: Vec<String> = match keys.get("ldap_uri") {
-        Some(list) => list.split(',').map(str::trim).map(str::to_owned).collect(),
-        None if provider == "ad" => keys
-            .get("ad_server")
-            .map(|servers| {
+        Some(list) => list
+            .split(',')
+            .map(str::trim)
+            .filter(|uri| !uri.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        None if provider == "ad" => {
+            // `_srv_` is DNS discovery: the domain's name stands for it.
+            let servers: Vec<String> = keys
+                .get("ad_server")
+                .map(|servers| {
+                    servers
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|server| !server.is_empty() && *server != "_srv_")
+                        .map(|server| format!("{ad_scheme}://{server}"))
+                        .collect()
+                })
+                .unwrap_or_default();
+            if servers.is_empty() {
+                vec![format!("{ad_scheme}://{domain}")]
+            } else {
                 servers
-                    .split(',')
-                    .map(|s| format!("ldap://{}", s.trim()))
-                    .collect()
-            })
-            .unwrap_or_else(|| vec![format!("ldap://{domain}")]),
+            }
+        }
         None => vec!["ldap://localhost".to_owned()],
     };
     let list: Vec<String> = uris.iter().map(|u| quote(u)).collect();
@@ -655,15 +704,45 @@ fn ldap_from_sssd(keys: &BTreeMap<String, String>, provider: &str, domain: &str,
             .join(",")
     });
     out.ldap.push(format!("base = {}", quote(&base)));
-    if keys
-        .get("ldap_id_use_start_tls")
-        .map(|v| v.eq_ignore_ascii_case("true"))
-        == Some(true)
-    {
-        out.ldap.push("starttls = true".to_owned());
+    if uris.iter().any(|uri| uri.starts_with("ldap://")) && !yes("ldap_id_use_start_tls") {
+        let gssapi = provider == "ad"
+            || keys
+                .get("ldap_sasl_mech")
+                .is_some_and(|mech| mech.eq_ignore_ascii_case("gssapi"));
+        out.ldap.push(if gssapi {
+            "# SSSD sealed ldap:// with GSSAPI (Kerberos), which tessera does not do; tessera refuses cleartext LDAP, so it uses StartTLS (the servers need a TLS certificate)."
+                .to_owned()
+        } else {
+            "# SSSD did not use StartTLS (ldap_id_use_start_tls); tessera refuses cleartext LDAP, so it does."
+                .to_owned()
+        });
     }
-    if let Some(ca) = keys.get("ldap_tls_cacert") {
-        out.ldap.push(format!("tls_ca = {}", quote(ca)));
+    push_starttls(&uris, out);
+    match keys.get("ldap_tls_cacert") {
+        Some(ca) => out.ldap.push(format!("tls_ca = {}", quote(ca))),
+        None => {
+            match keys.get("ldap_tls_cacertdir") {
+                Some(dir) => out.ldap.push(format!(
+                    "# SSSD read the CAs in ldap_tls_cacertdir = {dir}; tessera reads one PEM file: name the CA that signs the directory."
+                )),
+                None => out.ldap.push(
+                    "# SSSD trusted the system CA store (or TLS_CACERT of ldap.conf); name the CA that signs the directory."
+                        .to_owned(),
+                ),
+            }
+            out.ldap.push(format!("tls_ca = {}", quote(SYSTEM_CA_FILE)));
+        }
+    }
+    if let Some(reqcert) = keys
+        .get("ldap_tls_reqcert")
+        .filter(|value| matches!(value.to_ascii_lowercase().as_str(), "never" | "allow"))
+    {
+        out.ldap.push(format!(
+            "# UNSAFE in SSSD: ldap_tls_reqcert = {reqcert} accepted servers without a valid certificate; tessera always checks it against tls_ca."
+        ));
+    }
+    if provider == "ad" && !keys.contains_key("ldap_default_bind_dn") {
+        out.ldap.push("# SSSD searched as the machine account (Kerberos); Active Directory refuses anonymous searches: add bind_dn and bind_password_file for a reader account.".to_owned());
     }
     if let Some(dn) = keys.get("ldap_default_bind_dn") {
         out.ldap.push(format!("bind_dn = {}", quote(dn)));
@@ -825,6 +904,179 @@ priority = 5
         let names: Vec<&str> = config.rules.iter().map(|r| r.name()).collect();
         assert_eq!(names, ["strong", "smartcards"]);
         assert!(toml.contains("ldap_filter = \"(altSecurityIdentities=X509:<I>{issuer_dn!ad_x500}<SR>{serial_number!hex_ur})\""));
+    }
+
+    const INSECURE: &str = "allow_cleartext_i_understand_anyone_on_the_network_can_map_users";
+    const SYSTEM_CA: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+    /// The `[ldap]` keys of a migrated config, `key = value` lines in order.
+    fn ldap_section(toml: &str) -> Vec<&str> {
+        toml.split_once("\n[ldap]\n")
+            .map(|(_, rest)| rest)
+            .unwrap_or("")
+            .lines()
+            .take_while(|line| !line.starts_with('['))
+            .filter(|line| !line.is_empty() && !line.starts_with('#'))
+            .collect()
+    }
+
+    /// Every server is reached over TLS: `ldaps://`, or `ldap://` with StartTLS,
+    /// and a CA to check it with; never the insecure key.
+    fn assert_tls_only(toml: &str) {
+        let ldap = ldap_section(toml);
+        assert!(!ldap.is_empty(), "{toml}");
+        let starttls = ldap.contains(&"starttls = true");
+        let uri = ldap
+            .iter()
+            .find_map(|line| line.strip_prefix("uri = "))
+            .unwrap_or_else(|| panic!("{toml}"));
+        let uris: Vec<String> = toml::from_str::<toml::Table>(&format!("uri = {uri}")).unwrap()
+            ["uri"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|uri| uri.as_str().unwrap().to_owned())
+            .collect();
+        for uri in &uris {
+            assert!(
+                uri.starts_with("ldaps://") || (uri.starts_with("ldap://") && starttls),
+                "{uri} in cleartext:\n{toml}"
+            );
+        }
+        assert!(
+            ldap.iter().any(|line| line.starts_with("tls_ca = ")),
+            "{toml}"
+        );
+        assert!(!toml.contains(INSECURE), "{toml}");
+        // tessera takes it: with the CA file of this machine in place of the
+        // (absent here) one named.
+        if std::path::Path::new(SYSTEM_CA).exists() {
+            let local: String = toml
+                .lines()
+                .map(|line| {
+                    if line.starts_with("tls_ca = ") {
+                        format!("tls_ca = {}\n", quote(SYSTEM_CA))
+                    } else {
+                        format!("{line}\n")
+                    }
+                })
+                .collect();
+            assert!(parses(&local).ldap.is_some());
+        } else {
+            eprintln!("{SYSTEM_CA} absent: the migrated config is not parsed");
+        }
+    }
+
+    #[test]
+    fn sssd_migration_never_writes_cleartext_ldap() {
+        // AD: SSSD used ldap:// with GSSAPI sealing, which tessera has not.
+        let toml = sssd(SSSD).unwrap();
+        assert_tls_only(&toml);
+        assert!(
+            toml.contains("uri = [\"ldap://dc1.example.com\", \"ldap://dc2.example.com\"]\n"),
+            "{toml}"
+        );
+        assert!(toml.contains("\nstarttls = true\n"), "{toml}");
+        assert!(toml.contains("GSSAPI"), "{toml}");
+        assert!(
+            toml.contains(&format!("\ntls_ca = {}\n", quote(SYSTEM_CA))),
+            "{toml}"
+        );
+
+        // SSSD's CA is carried over.
+        let with_ca = sssd(&SSSD.replace(
+            "ad_domain = example.com",
+            "ad_domain = example.com\nldap_tls_cacert = /etc/sssd/pki/ldap-ca.pem",
+        ))
+        .unwrap();
+        assert_tls_only(&with_ca);
+        assert!(
+            with_ca.contains("\ntls_ca = \"/etc/sssd/pki/ldap-ca.pem\"\n"),
+            "{with_ca}"
+        );
+
+        // AD over LDAPS.
+        let ldaps = sssd(&SSSD.replace(
+            "ad_domain = example.com",
+            "ad_domain = example.com\nad_use_ldaps = true",
+        ))
+        .unwrap();
+        assert_tls_only(&ldaps);
+        assert!(
+            ldaps.contains("uri = [\"ldaps://dc1.example.com\", \"ldaps://dc2.example.com\"]\n"),
+            "{ldaps}"
+        );
+        assert!(!ldaps.contains("starttls"), "{ldaps}");
+
+        // AD found through DNS: the domain's name.
+        let srv = sssd(&SSSD.replace(
+            "ad_server = dc1.example.com, dc2.example.com",
+            "ad_server = _srv_",
+        ))
+        .unwrap();
+        assert_tls_only(&srv);
+        assert!(srv.contains("uri = [\"ldap://example.com\"]\n"), "{srv}");
+
+        // id_provider = ldap, in cleartext with a simple bind, and without a
+        // URI at all.
+        let ldap = SSSD.replace(
+            "id_provider = ad\nad_domain = example.com\nad_server = dc1.example.com, dc2.example.com",
+            "id_provider = ldap\nldap_uri = ldap://ldap1.example.com, ldaps://ldap2.example.com\nldap_default_bind_dn = cn=reader,dc=example,dc=com\nldap_tls_cacert = /etc/openldap/certs/ca.pem\nldap_tls_reqcert = never",
+        );
+        let toml = sssd(&ldap).unwrap();
+        assert_tls_only(&toml);
+        assert!(toml.contains("\nstarttls = true\n"), "{toml}");
+        assert!(
+            toml.contains("\ntls_ca = \"/etc/openldap/certs/ca.pem\"\n"),
+            "{toml}"
+        );
+        assert!(toml.contains("ldap_tls_reqcert = never"), "{toml}");
+        let no_uri = sssd(&ldap.replace(
+            "ldap_uri = ldap://ldap1.example.com, ldaps://ldap2.example.com\n",
+            "",
+        ))
+        .unwrap();
+        assert_tls_only(&no_uri);
+        let ldaps_only = sssd(&ldap.replace(
+            "ldap_uri = ldap://ldap1.example.com, ldaps://ldap2.example.com",
+            "ldap_uri = ldaps://ldap1.example.com",
+        ))
+        .unwrap();
+        assert_tls_only(&ldaps_only);
+        assert!(!ldaps_only.contains("starttls"), "{ldaps_only}");
+    }
+
+    #[test]
+    fn pam_pkcs11_migration_never_writes_cleartext_ldap() {
+        // ssl = off, a bind DN: the password went over the network in clear.
+        let toml = pam_pkcs11(PAM_PKCS11).unwrap();
+        assert_tls_only(&toml);
+        assert!(
+            toml.contains("uri = [\"ldap://ldap.example.com:389\"]\n"),
+            "{toml}"
+        );
+        assert!(toml.contains("ssl = off"), "{toml}");
+        let ldaps = pam_pkcs11(&PAM_PKCS11.replace(
+            "ssl = off;",
+            "ssl = ssl;\n    tls_cacertfile = /etc/ldap/ca.pem;",
+        ))
+        .unwrap();
+        assert_tls_only(&ldaps);
+        assert!(
+            ldaps.contains("\ntls_ca = \"/etc/ldap/ca.pem\"\n"),
+            "{ldaps}"
+        );
+        assert!(
+            ldaps.contains("uri = [\"ldaps://ldap.example.com:389\"]\n")
+                || ldaps.contains("uri = [\"ldaps://ldap.example.com\"]\n"),
+            "{ldaps}"
+        );
+        let uri = pam_pkcs11(&PAM_PKCS11.replace(
+            "ldaphost = \"ldap.example.com\";",
+            "URI = \"ldap://a.example.com, ldaps://b.example.com\";",
+        ))
+        .unwrap();
+        assert_tls_only(&uri);
     }
 
     #[test]

@@ -211,6 +211,33 @@ impl SessionBinding {
         Ok(binding)
     }
 
+    /// Removes the record of `session_id` from `dir` only if `written_by`
+    /// accepts it: close_session removes the record its own transaction
+    /// wrote, never one another transaction wrote for the same session. A
+    /// missing record is fine (`Ok(false)`); an unreadable or refused one is
+    /// left alone (`Ok(false)`). `Ok(true)`: removed.
+    pub fn remove_if(
+        dir: &Path,
+        session_id: &str,
+        written_by: impl FnOnce(&SessionBinding) -> bool,
+    ) -> Result<bool, BindingError> {
+        let path = binding_path(dir, session_id)?;
+        let record = match Self::read(&path) {
+            Ok(record) => record,
+            Err(BindingError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                return Ok(false)
+            }
+            Err(BindingError::Io { path, source }) => {
+                return Err(BindingError::Io { path, source })
+            }
+            Err(_) => return Ok(false),
+        };
+        if record.session_id != session_id || !written_by(&record) {
+            return Ok(false);
+        }
+        Self::remove(dir, session_id).map(|()| true)
+    }
+
     /// Removes the record of `session_id` from `dir`; a missing one is fine.
     pub fn remove(dir: &Path, session_id: &str) -> Result<(), BindingError> {
         let path = binding_path(dir, session_id)?;
@@ -227,10 +254,10 @@ fn read_bounded(file: File, text: &mut String) -> io::Result<usize> {
 }
 
 #[cfg(test)]
-mod tests {
+mod tests_support {
     use super::*;
 
-    fn sample(session_id: &str) -> SessionBinding {
+    pub(super) fn sample(session_id: &str) -> SessionBinding {
         SessionBinding {
             version: BINDING_VERSION,
             session_id: session_id.to_owned(),
@@ -250,6 +277,12 @@ mod tests {
             },
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tests_support::sample;
+    use super::*;
 
     #[test]
     fn written_records_read_back_and_are_private() {
@@ -352,9 +385,48 @@ pub fn session_id_from_cgroup(cgroup_file: &str) -> Option<String> {
     })
 }
 
+/// logind's state directory: one file per session, `KEY=value` lines.
+pub const LOGIND_SESSIONS_DIR: &str = "/run/systemd/sessions";
+
+/// The `LEADER=` PID in a logind session state file: the process that
+/// called CreateSession, which pam_systemd does with the PAM application's
+/// own PID.
+pub fn session_leader(state_file: &str) -> Option<u32> {
+    state_file
+        .lines()
+        .find_map(|line| line.strip_prefix("LEADER="))
+        .and_then(|pid| pid.trim().parse().ok())
+}
+
 #[cfg(test)]
 mod record_tests {
     use super::*;
+
+    #[test]
+    fn the_session_leader_comes_from_loginds_state_file() {
+        let state = "# This is private data. Do not parse.\nUID=1000\nUSER=alice\nACTIVE=1\nLEADER=3266\nTYPE=tty\n";
+        assert_eq!(session_leader(state), Some(3266));
+        assert_eq!(session_leader("UID=1000\n"), None);
+        assert_eq!(session_leader("LEADER=x\n"), None);
+    }
+
+    #[test]
+    fn remove_if_leaves_a_record_another_transaction_wrote() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: records must be root-owned");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let mut record = super::tests_support::sample("c3");
+        record.write(dir.path()).unwrap();
+        assert!(!SessionBinding::remove_if(dir.path(), "c3", |r| r.pid == 7).unwrap());
+        assert!(dir.path().join("c3.toml").exists());
+        record.pid = 7;
+        record.write(dir.path()).unwrap();
+        assert!(SessionBinding::remove_if(dir.path(), "c3", |r| r.pid == 7).unwrap());
+        assert!(!dir.path().join("c3.toml").exists());
+        assert!(!SessionBinding::remove_if(dir.path(), "c3", |_| true).unwrap());
+    }
 
     #[test]
     fn session_id_comes_from_the_session_scope() {

@@ -984,7 +984,7 @@ max_bytes = 8192
     #[test]
     fn ldap_and_mapping_sections_parse() {
         let text = format!(
-            "{CONTRACT}[ldap]\nuri = [\"ldap://127.0.0.1:1\", \"ldap://127.0.0.1:2\"]\nbase = \"dc=example,dc=test\"\nsearch_timeout = 1.5\n[mapping]\ncache = \"/var/cache/tessera/mapping\"\ncache_ttl = 60\n"
+            "{CONTRACT}[ldap]\nuri = [\"ldap://127.0.0.1:1\", \"ldap://127.0.0.1:2\"]\nbase = \"dc=example,dc=test\"\nsearch_timeout = 1.5\nallow_cleartext_i_understand_anyone_on_the_network_can_map_users = true\n[mapping]\ncache = \"/var/cache/tessera/mapping\"\ncache_ttl = 60\n"
         );
         let config = parse(&text).unwrap();
         assert!(config.ldap.is_some());

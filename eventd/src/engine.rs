@@ -248,6 +248,7 @@ impl Engine {
                         return effects;
                     }
                     effects.push(Effect::CheckSession(session_id.clone()));
+                    self.act_if_card_absent(&binding, &mut effects);
                 }
                 self.sessions.insert(session_id, *binding);
             }
@@ -446,6 +447,50 @@ impl Engine {
         });
     }
 
+    /// A new binding for a card that is in no reader: it was pulled
+    /// between pam_sm_authenticate and pam_sm_open_session, and that pull
+    /// concerned no session yet. Act on the new session at once, unless
+    /// eventd cannot tell (pcscd away, a card in the bound reader not
+    /// identified yet) or a grace delay for that card is running (it covers
+    /// this session when it ends).
+    fn act_if_card_absent(&mut self, binding: &SessionBinding, effects: &mut Vec<Effect>) {
+        if !self.pcsc_available || self.token_present(&binding.token) {
+            return;
+        }
+        let unidentified_in_its_reader = self.readers.iter().any(|(reader, card)| {
+            matches!(card, Some(card) if matches!(card.identity, Identity::Pending | Identity::Unreadable))
+                && same_reader(&binding.token.slot_description, reader)
+        });
+        let grace_running = self.grace.values().any(
+            |pull| matches!(&pull.identity, Identity::Token(token) if same_token(token, &binding.token)),
+        );
+        if unidentified_in_its_reader || grace_running {
+            return;
+        }
+        let session_id = binding.session_id.clone();
+        tracing::warn!(
+            id = "eventd.binding.card_absent",
+            session = %session_id,
+            user = %binding.user,
+            token = %binding.token.label,
+            serial = %binding.token.serial,
+            "session bound to a card that is in no reader (pulled before the session opened); acting at once"
+        );
+        if self.in_flight.contains_key(&session_id) {
+            return;
+        }
+        self.in_flight.insert(session_id, InFlight { queued: None });
+        effects.push(Effect::Act(Box::new(ActionRequest {
+            binding: binding.clone(),
+            pull: Pull {
+                reader: binding.token.slot_description.trim_end().to_owned(),
+                atr: Vec::new(),
+                identity: Identity::Token(binding.token.clone()),
+                seen: Instant::now(),
+            },
+        })));
+    }
+
     fn act_on_pull(&mut self, pull: &Pull, effects: &mut Vec<Effect>) {
         let concerned: Vec<SessionBinding> = self
             .sessions
@@ -571,6 +616,35 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    #[test]
+    fn a_binding_for_a_card_already_pulled_is_acted_on_at_once() {
+        let mut script = Script::new(EventdConfig::default());
+        script.engine.handle(Input::PcscAvailable(true));
+        let alice = token("alice", "0001", R0);
+        script.insert(R0, Identity::Token(alice.clone()));
+        // Present: nothing to do.
+        script.bind(binding("c1", "alice", alice.clone()));
+        // Pulled between authenticate and open_session: c2 is bound after.
+        assert!(acted_on(&script.pull(R0)).contains(&"c1".to_owned()));
+        let effects = script.engine.handle(Input::Binding {
+            session_id: "c2".into(),
+            binding: Some(Box::new(binding("c2", "alice", alice.clone()))),
+        });
+        assert_eq!(acted_on(&effects), vec!["c2"]);
+        // A card not yet identified in the bound reader may be it: wait.
+        script
+            .engine
+            .handle(reader_input(ReaderEvent::CardInserted {
+                reader: R0.into(),
+                atr: vec![0x3b],
+            }));
+        let effects = script.engine.handle(Input::Binding {
+            session_id: "c3".into(),
+            binding: Some(Box::new(binding("c3", "alice", alice))),
+        });
+        assert!(acted_on(&effects).is_empty());
     }
 
     #[test]

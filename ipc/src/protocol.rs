@@ -15,7 +15,7 @@ use crate::verdict::{AuthRecord, CardRequirement, FailureKind};
 /// Bumped whenever a message changes shape. A long-running host (gdm) can
 /// keep an old `pam_tessera.so` mapped across a package upgrade; the two
 /// sides then refuse each other by this number instead of misreading.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Largest datagram either side accepts.
 pub const MAX_FRAME_BYTES: usize = 64 * 1024;
@@ -58,21 +58,33 @@ pub enum Operation {
         /// PAM_USER.
         user: String,
     },
-    /// pam_sm_open_session: write the session binding.
+    /// pam_sm_open_session: write the session binding of the logind
+    /// session this PAM transaction created.
     OpenSession {
         /// What pam_sm_authenticate left for this transaction.
         record: AuthRecord,
-        /// XDG_SESSION_ID from the PAM environment, if pam_systemd set it.
+        /// XDG_SESSION_ID from this handle's PAM environment: pam_systemd
+        /// sets it only when it created the session. `None` (a PAM
+        /// application already inside a session, as `su` in a desktop
+        /// session): nothing is bound.
         xdg_session_id: Option<String>,
         /// PAM_TTY.
         tty: String,
         /// PID of the PAM application.
         host_pid: u32,
     },
-    /// pam_sm_close_session: remove the session binding.
+    /// pam_sm_close_session: remove the binding this PAM transaction
+    /// wrote, and only that one: the record is removed only when each
+    /// field below matches it.
     CloseSession {
-        /// XDG_SESSION_ID from the PAM environment.
-        xdg_session_id: Option<String>,
+        /// The session id open_session bound.
+        session_id: String,
+        /// The PAM application's PID at open_session (the record's `pid`).
+        host_pid: u32,
+        /// The user the record names.
+        user: String,
+        /// SHA-256 of the certificate the record names.
+        certificate_sha256: String,
     },
 }
 

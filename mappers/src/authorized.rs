@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use der::{Decode, Encode};
 use x509_cert::Certificate;
 
-use crate::public_key::PublicKey;
+use crate::public_key::{authorized_keys_option_names, authorized_keys_options, PublicKey};
 
 /// Largest per-user file read.
 pub const MAX_AUTHORIZED_FILE_SIZE: u64 = 1024 * 1024;
@@ -161,7 +161,10 @@ pub fn read_authorized(account: &Account) -> Vec<FileOutcome> {
 }
 
 /// Parses an `authorized_keys` file; lines with key types tokens never hold
-/// are skipped, malformed ones are an error naming the line.
+/// are skipped, and so are lines with options (`cert-authority`, `restrict`,
+/// `command=`, `from=`, `expiry-time=`, …: a CA key or a key sshd would
+/// restrict is no login key), each with a debug log line naming file and
+/// line; malformed plain lines are an error naming the line.
 pub fn parse_authorized_keys(path: &Path, bytes: &[u8]) -> Result<Vec<AuthorizedKey>, String> {
     let mut keys = Vec::new();
     for (index, line) in bytes.split(|&b| b == b'\n').enumerate() {
@@ -175,6 +178,17 @@ pub fn parse_authorized_keys(path: &Path, bytes: &[u8]) -> Result<Vec<Authorized
         let text = String::from_utf8_lossy(line);
         let text = text.trim();
         if text.is_empty() || text.starts_with('#') {
+            continue;
+        }
+        if let Some(options) = authorized_keys_options(text) {
+            // sshd would limit this key (command=, from=, restrict,
+            // expiry-time=, …) or treat it as a CA (cert-authority); a login
+            // through tessera could honour none of that.
+            tracing::debug!(
+                "{}:{number}: key with options ({}) skipped: only plain key lines log in",
+                path.display(),
+                authorized_keys_option_names(options).join(", ")
+            );
             continue;
         }
         match PublicKey::from_authorized_keys_line(text) {
@@ -356,6 +370,125 @@ mod tests {
             matches!(outcomes[0], FileOutcome::Refused(..)),
             "{outcomes:?}"
         );
+    }
+
+    /// Every line that carries options, in the forms sshd accepts: none of
+    /// them may log in like a plain key (a CA key, a forced-command backup
+    /// key, a key limited to some hosts or to a date).
+    const OPTION_FORMS: [&str; 10] = [
+        "cert-authority",
+        "restrict",
+        "command=\"/usr/bin/backup --x\",no-pty",
+        "from=\"10.0.0.0/8,192.168.1.*\"",
+        "expiry-time=\"20300101\"",
+        "Cert-Authority",
+        "restrict,pty",
+        "no-port-forwarding,command=\"echo \\\"a b\\\"\"",
+        "environment=\"A=b c\",no-agent-forwarding",
+        "principals=\"alice\",cert-authority",
+    ];
+
+    #[test]
+    fn lines_with_options_are_skipped_and_the_same_key_on_a_plain_line_matches() {
+        let path = Path::new("/home/alice/.ssh/authorized_keys");
+        let key = PublicKey::Ed25519(vec![9; 32]);
+        let plain = key.authorized_keys_line();
+        for options in OPTION_FORMS {
+            for separator in [" ", "\t", "  "] {
+                let text = format!("{options}{separator}{plain} backup@host\n");
+                assert_eq!(
+                    parse_authorized_keys(path, text.as_bytes()).unwrap(),
+                    [],
+                    "{text}"
+                );
+            }
+        }
+        let text = format!(
+            "{}\n{plain} alice@laptop\n",
+            OPTION_FORMS
+                .iter()
+                .map(|options| format!("{options} {plain}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        let keys = parse_authorized_keys(path, text.as_bytes()).unwrap();
+        assert_eq!(keys.len(), 1, "{keys:?}");
+        assert_eq!(keys[0].key, key);
+        assert_eq!(keys[0].line, OPTION_FORMS.len() + 1);
+    }
+
+    #[test]
+    fn a_key_with_options_in_a_users_file_is_not_read() {
+        let home = tempfile::tempdir().unwrap();
+        let key = PublicKey::Ed25519(vec![9; 32]);
+        write_keys(
+            home.path(),
+            &format!("cert-authority {} ca@example\n", key.authorized_keys_line()),
+        );
+        let outcomes = read_authorized(&account(home.path()));
+        assert!(
+            matches!(&outcomes[0], FileOutcome::Read(_, keys) if keys.is_empty()),
+            "{outcomes:?}"
+        );
+    }
+
+    /// The events logged while it is the default: level and message.
+    type Events = std::sync::Arc<std::sync::Mutex<Vec<(tracing::Level, String)>>>;
+
+    struct Captured(Events);
+
+    struct Message<'a>(&'a mut String);
+
+    impl tracing::field::Visit for Message<'_> {
+        fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+            if field.name() == "message" {
+                *self.0 = format!("{value:?}");
+            }
+        }
+    }
+
+    impl tracing::Subscriber for Captured {
+        fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+            true
+        }
+        fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+            tracing::span::Id::from_u64(1)
+        }
+        fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+        fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+        fn event(&self, event: &tracing::Event<'_>) {
+            let mut message = String::new();
+            event.record(&mut Message(&mut message));
+            if let Ok(mut events) = self.0.lock() {
+                events.push((*event.metadata().level(), message));
+            }
+        }
+        fn enter(&self, _: &tracing::span::Id) {}
+        fn exit(&self, _: &tracing::span::Id) {}
+    }
+
+    #[test]
+    fn a_skipped_line_is_logged_at_debug_naming_file_and_line() {
+        let path = Path::new("/home/alice/.ssh/authorized_keys");
+        let plain = PublicKey::Ed25519(vec![9; 32]).authorized_keys_line();
+        let text =
+            format!("# backups\ncommand=\"/usr/bin/backup --x\",no-pty {plain} backup\n{plain}\n");
+        let events = Events::default();
+        let keys = tracing::subscriber::with_default(Captured(events.clone()), || {
+            parse_authorized_keys(path, text.as_bytes()).unwrap()
+        });
+        assert_eq!(keys.len(), 1);
+        let events = events.lock().unwrap().clone();
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert_eq!(events[0].0, tracing::Level::DEBUG);
+        assert!(
+            events[0]
+                .1
+                .starts_with("/home/alice/.ssh/authorized_keys:2: "),
+            "{events:?}"
+        );
+        assert!(events[0].1.contains("command, no-pty"), "{events:?}");
+        assert!(!events[0].1.contains("backup --x"), "{events:?}");
     }
 
     #[test]

@@ -2,6 +2,10 @@
 //!
 //! Several URIs are tried in order until one answers; each connection and
 //! each operation has a timeout; replies are bounded in entries and bytes.
+//! Servers are reached over TLS (`ldaps://` or StartTLS): a cleartext
+//! directory is refused unless the config says, in a key nobody sets by
+//! accident, that anyone on the network may read the bind password and
+//! answer the searches that map cards to users.
 
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
@@ -19,7 +23,9 @@ use zeroize::Zeroizing;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LdapConfig {
-    /// Server URIs (`ldap://` or `ldaps://`), tried in order.
+    /// Server URIs (`ldap://` or `ldaps://`), tried in order. `ldap://` needs
+    /// `starttls`: cleartext is refused unless
+    /// `allow_cleartext_i_understand_anyone_on_the_network_can_map_users`.
     pub uri: Vec<String>,
     /// Search base.
     pub base: String,
@@ -51,7 +57,17 @@ pub struct LdapConfig {
     /// Most bytes of attribute values one search may return (default 1 MiB).
     #[serde(default = "default_max_reply_bytes")]
     pub max_reply_bytes: usize,
+    /// Accept `ldap://` without StartTLS, and a simple bind over it: anyone
+    /// on the network path can then read the bind password, and answer the
+    /// search to map any valid card to any user, root included. For test
+    /// directories on 127.0.0.1; named so that nobody sets it by accident.
+    #[serde(default)]
+    pub allow_cleartext_i_understand_anyone_on_the_network_can_map_users: bool,
 }
+
+/// The `[ldap]` key that accepts cleartext LDAP.
+pub const LDAP_CLEARTEXT_KEY: &str =
+    "allow_cleartext_i_understand_anyone_on_the_network_can_map_users";
 
 fn default_scope() -> String {
     "sub".to_owned()
@@ -146,6 +162,26 @@ impl LdapDirectory {
             } else if !uri.starts_with("ldap://") {
                 return Err(LdapConfigError(format!(
                     "ldap.uri {uri:?}: only ldap:// and ldaps:// are supported"
+                )));
+            }
+        }
+        if !config.allow_cleartext_i_understand_anyone_on_the_network_can_map_users {
+            if let Some(uri) = config
+                .uri
+                .iter()
+                .find(|uri| uri.starts_with("ldap://") && !config.starttls)
+            {
+                let exposed = match &config.bind_dn {
+                    Some(dn) => {
+                        format!("read the bind password of {dn}, and answer the search to map")
+                    }
+                    None => "answer the search and map".to_owned(),
+                };
+                return Err(LdapConfigError(format!(
+                    "ldap.uri {uri:?} is cleartext (not ldaps://, and starttls is off): \
+                     anyone on the network path can {exposed} any valid card to any user, \
+                     root included; use ldaps:// or starttls = true with tls_ca, or, for a \
+                     test directory, set {LDAP_CLEARTEXT_KEY} = true"
                 )));
             }
         }
@@ -354,4 +390,94 @@ fn read_password(path: &Path) -> Result<Zeroizing<String>, String> {
     Ok(Zeroizing::new(
         text.trim_end_matches(['\n', '\r']).to_owned(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INSECURE: &str = LDAP_CLEARTEXT_KEY;
+
+    fn config(keys: &str) -> LdapConfig {
+        toml::from_str(&format!("base = \"dc=example,dc=test\"\n{keys}\n")).unwrap()
+    }
+
+    /// A PEM CA file, for the configurations that use TLS.
+    fn ca_file(dir: &Path) -> PathBuf {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let certificate = params.self_signed(&key).unwrap();
+        let path = dir.join("ldap-ca.pem");
+        std::fs::write(&path, certificate.pem()).unwrap();
+        path
+    }
+
+    fn refusal(keys: &str) -> String {
+        LdapDirectory::new(config(keys)).unwrap_err().0
+    }
+
+    #[test]
+    fn cleartext_ldap_is_refused_saying_why() {
+        let message = refusal("uri = [\"ldap://dc1.example.test\"]");
+        assert!(
+            message.starts_with(
+                "ldap.uri \"ldap://dc1.example.test\" is cleartext (not ldaps://, and starttls is off): "
+            ),
+            "{message}"
+        );
+        assert!(
+            message.contains("answer the search and map any valid card to any user, root included"),
+            "{message}"
+        );
+        assert!(
+            message.contains("use ldaps:// or starttls = true with tls_ca"),
+            "{message}"
+        );
+        assert!(message.contains(&format!("{INSECURE} = true")), "{message}");
+        // One cleartext server among TLS ones is enough to be refused.
+        let dir = tempfile::tempdir().unwrap();
+        let ca = ca_file(dir.path());
+        let message = refusal(&format!(
+            "uri = [\"ldaps://dc1.example.test\", \"ldap://dc2.example.test\"]\ntls_ca = {ca:?}"
+        ));
+        assert!(
+            message.starts_with("ldap.uri \"ldap://dc2.example.test\" is cleartext"),
+            "{message}"
+        );
+        // Saying no is not saying yes.
+        let message = refusal(&format!(
+            "uri = [\"ldap://dc1.example.test\"]\n{INSECURE} = false"
+        ));
+        assert!(message.contains("is cleartext"), "{message}");
+    }
+
+    #[test]
+    fn a_simple_bind_without_tls_is_refused_naming_the_password() {
+        let message = refusal(
+            "uri = [\"ldap://dc1.example.test\"]\nbind_dn = \"cn=reader,dc=example,dc=test\"\nbind_password_file = \"/etc/tessera/ldap-password\"",
+        );
+        assert!(message.contains("is cleartext"), "{message}");
+        assert!(
+            message.contains("read the bind password of cn=reader,dc=example,dc=test"),
+            "{message}"
+        );
+        assert!(message.contains(&format!("{INSECURE} = true")), "{message}");
+    }
+
+    #[test]
+    fn tls_or_the_explicit_insecure_key_is_accepted() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = ca_file(dir.path());
+        let bind = "bind_dn = \"cn=reader,dc=example,dc=test\"\nbind_password_file = \"/etc/tessera/ldap-password\"";
+        for keys in [
+            format!("uri = [\"ldaps://dc1.example.test\"]\ntls_ca = {ca:?}\n{bind}"),
+            format!("uri = [\"ldap://dc1.example.test\", \"ldaps://dc2.example.test\"]\nstarttls = true\ntls_ca = {ca:?}\n{bind}"),
+            format!("uri = [\"ldap://127.0.0.1:389\"]\n{INSECURE} = true"),
+            format!("uri = [\"ldap://127.0.0.1:389\"]\n{INSECURE} = true\n{bind}"),
+        ] {
+            let directory = LdapDirectory::new(config(&keys));
+            assert!(directory.is_ok(), "{keys}: {directory:?}");
+        }
+    }
 }

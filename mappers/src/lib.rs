@@ -31,7 +31,7 @@ pub use certificate::{
 };
 pub use conditions::{Check, ConditionError, MatchRule, TokenInfo};
 pub use dn::{Dn, DnError, DnStyle};
-pub use ldap::{LdapConfig, LdapConfigError, LdapDirectory};
+pub use ldap::{LdapConfig, LdapConfigError, LdapDirectory, LDAP_CLEARTEXT_KEY};
 pub use mapfile::{MapFile, MapFileError, MAX_LINE_LEN};
 pub use oid::parse_oid;
 pub use public_key::{KeyError, PublicKey};

@@ -131,24 +131,30 @@ impl PublicKey {
         Ok(PublicKey::Ed25519(key.to_vec()))
     }
 
-    /// Reads the key of an OpenSSH `authorized_keys` line (options before the
-    /// key type are skipped; the comment is ignored). `Ok(None)` for key types
-    /// that tokens do not hold (e.g. `sk-` keys), so they can be skipped.
+    /// Reads the key of a plain OpenSSH `authorized_keys` line: key type,
+    /// key, optional comment. `Ok(None)` for key types that tokens do not
+    /// hold (e.g. `sk-` keys), and for lines with options before the key type
+    /// ([`authorized_keys_options`]): `cert-authority` marks a CA key, and
+    /// `restrict`, `command=`, `from=`, `expiry-time=` and the others limit
+    /// what sshd lets the key do, which a login through tessera cannot honour.
     pub fn from_authorized_keys_line(line: &str) -> Result<Option<Self>, KeyError> {
         let words: Vec<&str> = split_options_aware(line);
-        let Some(position) = words.iter().position(|word| is_ssh_key_type(word)) else {
+        let Some((&key_type, rest)) = words.split_first() else {
             return Ok(None);
         };
-        let blob_text = words
-            .get(position + 1)
+        if !is_ssh_key_type(key_type) {
+            return Ok(None);
+        }
+        let blob_text = rest
+            .first()
             .ok_or_else(|| malformed("key type without key"))?;
         let blob = Base64::decode_vec(blob_text).map_err(malformed)?;
         let mut reader = SshReader(&blob);
         let kind = reader.string()?;
-        if kind != words[position].as_bytes() {
+        if kind != key_type.as_bytes() {
             return Err(malformed("key type and key blob disagree"));
         }
-        let key = match words[position] {
+        let key = match key_type {
             "ssh-rsa" => {
                 let exponent = reader.string()?;
                 let modulus = reader.string()?;
@@ -158,7 +164,7 @@ impl PublicKey {
             "ecdsa-sha2-nistp256" | "ecdsa-sha2-nistp384" => {
                 let _curve_name = reader.string()?;
                 let point = reader.string()?;
-                let curve = if words[position].ends_with("256") {
+                let curve = if key_type.ends_with("256") {
                     SECP256R1
                 } else {
                     SECP384R1
@@ -240,6 +246,46 @@ impl PublicKey {
     }
 }
 
+/// The options field of an `authorized_keys` line (`cert-authority`,
+/// `restrict`, `command="…"`, `from="…"`, `expiry-time=…`, …): the first
+/// word, when the line does not start with a key type but a key type follows.
+/// `None` for a plain line, and for a line with no key type at all.
+pub fn authorized_keys_options(line: &str) -> Option<&str> {
+    let words = split_options_aware(line);
+    let (first, rest) = words.split_first()?;
+    (!is_ssh_key_type(first) && rest.iter().any(|word| is_ssh_key_type(word))).then_some(*first)
+}
+
+/// The option names of an `authorized_keys` options field, lower-cased and
+/// without their values (`command="…",no-pty` gives `command`, `no-pty`).
+pub fn authorized_keys_option_names(options: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut current = String::new();
+    let mut in_value = false;
+    let mut quoted = false;
+    let mut escaped = false;
+    for character in options.chars() {
+        if escaped {
+            escaped = false;
+            continue;
+        }
+        match character {
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            ',' if !quoted => {
+                names.push(std::mem::take(&mut current).to_ascii_lowercase());
+                in_value = false;
+            }
+            '=' if !quoted => in_value = true,
+            other if !in_value && !quoted => current.push(other),
+            _ => {}
+        }
+    }
+    names.push(current.to_ascii_lowercase());
+    names.retain(|name| !name.is_empty());
+    names
+}
+
 fn is_ssh_key_type(word: &str) -> bool {
     word.starts_with("ssh-") || word.starts_with("ecdsa-sha2-") || word.starts_with("sk-")
 }
@@ -300,7 +346,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ssh_lines_round_trip_and_options_are_skipped() {
+    fn ssh_lines_round_trip_and_lines_with_options_give_no_key() {
         let keys = [
             PublicKey::Ed25519(vec![7; 32]),
             PublicKey::P256([vec![4], vec![1; 64]].concat()),
@@ -311,11 +357,31 @@ mod tests {
         ];
         for key in keys {
             let line = key.authorized_keys_line();
-            let with_options = format!("from=\"10.0.0.1\",command=\"echo a b\" {line} me@host");
             assert_eq!(
-                PublicKey::from_authorized_keys_line(&with_options).unwrap(),
-                Some(key)
+                PublicKey::from_authorized_keys_line(&format!("{line} me@host")).unwrap(),
+                Some(key.clone())
             );
+            // A restricted key (or a CA key) is not a login key.
+            for options in [
+                "from=\"10.0.0.1\",command=\"echo a b\"",
+                "cert-authority",
+                "restrict",
+                "expiry-time=\"20300101\"",
+                "command=\"/usr/bin/backup --x\",no-pty",
+            ] {
+                let with_options = format!("{options} {line} me@host");
+                assert_eq!(
+                    PublicKey::from_authorized_keys_line(&with_options).unwrap(),
+                    None,
+                    "{with_options}"
+                );
+                assert_eq!(
+                    authorized_keys_options(&with_options),
+                    Some(options),
+                    "{with_options}"
+                );
+            }
+            assert_eq!(authorized_keys_options(&line), None);
         }
     }
 

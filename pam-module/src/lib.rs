@@ -198,12 +198,19 @@ impl Call {
     }
 }
 
+/// PAM_USER: `None` only when it is unset or empty (a username-less login,
+/// where the certificate names the user). A name that is not valid UTF-8 is
+/// nobody this module can authenticate: PAM_USER_UNKNOWN, never a
+/// username-less login that would overwrite it.
 fn cached_user(pamh: &Pam) -> Result<Option<String>, PamError> {
-    Ok(pamh
-        .get_cached_user()?
-        .and_then(|name| name.to_str().ok())
-        .filter(|name| !name.is_empty())
-        .map(str::to_owned))
+    match pamh.get_cached_user()? {
+        None => Ok(None),
+        Some(name) if name.to_bytes().is_empty() => Ok(None),
+        Some(name) => name
+            .to_str()
+            .map(|name| Some(name.to_owned()))
+            .map_err(|_| PamError::USER_UNKNOWN),
+    }
 }
 
 fn authenticate(pamh: &Pam, flags: PamFlags, raw_args: &[String]) -> PamError {
@@ -219,6 +226,10 @@ fn authenticate(pamh: &Pam, flags: PamFlags, raw_args: &[String]) -> PamError {
         }
         let user = match cached_user(pamh) {
             Ok(user) => user,
+            Err(PamError::USER_UNKNOWN) => {
+                tracing::warn!(service, "PAM_USER is not valid UTF-8; refused");
+                return PamError::USER_UNKNOWN;
+            }
             Err(code) => {
                 tracing::error!(service, "cannot read PAM_USER: {code}");
                 return PamError::SERVICE_ERR;
@@ -363,10 +374,19 @@ impl PamServiceModule for PamTessera {
         guarded("authenticate", || authenticate(&pamh, flags, &args))
     }
 
-    /// No credentials to establish; succeeding keeps `auth` stacks that call
-    /// pam_setcred after a successful authentication working.
-    fn setcred(_: Pam, _: PamFlags, _: Vec<String>) -> PamError {
-        PamError::SUCCESS
+    /// No credentials to establish. PAM_SUCCESS when this module
+    /// authenticated the user in this transaction, so a stack whose
+    /// authentication ended here (`success=end`/`done`) ends its setcred
+    /// here too; PAM_IGNORE otherwise, so the module that did authenticate
+    /// (pam_unix, pam_sss, pam_krb5) gets its setcred call.
+    fn setcred(pamh: Pam, _: PamFlags, _: Vec<String>) -> PamError {
+        guarded("setcred", || {
+            if auth_record(&pamh).is_some() {
+                PamError::SUCCESS
+            } else {
+                PamError::IGNORE
+            }
+        })
     }
 
     /// For users this module authenticated: the certificate must still be

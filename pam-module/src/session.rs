@@ -18,26 +18,75 @@ fn xdg_session_id(pamh: &Pam) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// Has the helper write the binding for a session this module authenticated.
+/// pam_set_data name of what open_session asked the helper to bind: the
+/// session id and the PAM application's PID, so that close_session removes
+/// that record and nothing else.
+const BOUND_SESSION: &str = "tessera_bound_session";
+
+/// What open_session bound in this transaction.
+struct Bound {
+    session_id: String,
+    host_pid: u32,
+}
+
+impl Bound {
+    fn to_bytes(&self) -> Vec<u8> {
+        format!("{}\n{}", self.session_id, self.host_pid).into_bytes()
+    }
+
+    fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        let text = std::str::from_utf8(bytes).ok()?;
+        let (session_id, host_pid) = text.split_once('\n')?;
+        Some(Self {
+            session_id: session_id.to_owned(),
+            host_pid: host_pid.parse().ok()?,
+        })
+    }
+}
+
+/// Has the helper write the binding for a session this module authenticated
+/// and this transaction created (pam_systemd set XDG_SESSION_ID in this
+/// handle's environment). A PAM application already inside a session
+/// (`su` in a desktop session) binds nothing: that session is its caller's.
 pub fn open(pamh: &Pam, raw_args: &[String]) -> PamError {
-    session_call(
+    let mut asked = None;
+    let code = session_call(
         pamh,
         "open_session",
         "session binding skipped",
         raw_args,
         |pamh| {
             let record = auth_record(pamh)?;
+            let xdg_session_id = xdg_session_id(pamh);
+            let host_pid = std::process::id();
+            asked = xdg_session_id.clone().map(|session_id| Bound {
+                session_id,
+                host_pid,
+            });
             Some(Operation::OpenSession {
                 record,
-                xdg_session_id: xdg_session_id(pamh),
+                xdg_session_id,
                 tty: ffi::tty(pamh).unwrap_or_default(),
-                host_pid: std::process::id(),
+                host_pid,
             })
         },
-    )
+    );
+    if code == PamError::SUCCESS && geteuid().is_root() {
+        if let Some(bound) = asked {
+            if let Err(error) = pamh.send_bytes(BOUND_SESSION, bound.to_bytes(), None) {
+                // close_session then leaves the record; eventd drops it
+                // when logind forgets the session.
+                logging::emergency(&format!(
+                    "pam_sm_open_session: cannot remember the bound session: {error}"
+                ));
+            }
+        }
+    }
+    code
 }
 
-/// Has the helper remove the binding of this session, if there is one.
+/// Has the helper remove the binding this transaction's open_session
+/// wrote, if it wrote one; never another transaction's.
 pub fn close(pamh: &Pam, raw_args: &[String]) -> PamError {
     session_call(
         pamh,
@@ -45,9 +94,16 @@ pub fn close(pamh: &Pam, raw_args: &[String]) -> PamError {
         "session binding left alone",
         raw_args,
         |pamh| {
-            auth_record(pamh)?;
+            let record = auth_record(pamh)?;
+            let bound = pamh
+                .retrieve_bytes(BOUND_SESSION)
+                .ok()
+                .and_then(|bytes| Bound::from_bytes(&bytes))?;
             Some(Operation::CloseSession {
-                xdg_session_id: xdg_session_id(pamh),
+                session_id: bound.session_id,
+                host_pid: bound.host_pid,
+                user: record.user,
+                certificate_sha256: record.certificate_sha256,
             })
         },
     )

@@ -78,6 +78,26 @@ impl Cache {
         }
     }
 
+    /// Deletes the entry `name` (one that failed verification), so that it
+    /// is not read again; unprivileged callers leave it. Failures are logged.
+    pub fn remove(&self, name: &str) {
+        if !self.writable {
+            tracing::debug!(
+                name,
+                "unprivileged: not evicting the revocation cache entry"
+            );
+            return;
+        }
+        let path = self.dir.join(name);
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => {
+                tracing::warn!(path = %path.display(), %error, "cannot evict the revocation cache entry")
+            }
+        }
+    }
+
     /// Stores `bytes` as `name`, atomically; failures are logged, not returned.
     pub fn write(&self, name: &str, bytes: &[u8]) {
         if !self.writable {
@@ -125,6 +145,9 @@ mod tests {
         assert_eq!(cache.read("crl-x.der", 10).as_deref(), Some(&b"abc"[..]));
         assert_eq!(cache.read("crl-x.der", 2), None, "over the size bound");
         assert_eq!(cache.read("absent", 10), None);
+        cache.remove("crl-x.der");
+        assert_eq!(cache.read("crl-x.der", 10), None, "evicted");
+        cache.remove("crl-x.der");
     }
 
     #[test]

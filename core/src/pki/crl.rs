@@ -1,22 +1,26 @@
 //! Certificate revocation lists: local files, downloads from distribution
 //! points, and the question "is this CRL the one for that certificate?".
 //!
-//! Signatures, the issuer's cRLSign bit and the serial look-up are left to
-//! webpki's `RevocationOptions`; this module finds and bounds the input.
+//! webpki's `RevocationOptions` verifies every CRL used and looks the
+//! serials up; this module finds and bounds the input. A downloaded or
+//! cached CRL is also verified here, against its issuer, before it is
+//! cached or preferred to the network (see [`CrlDocument::verify_signature`]).
 
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use const_oid::db::rfc5280;
-use der::asn1::AnyRef;
+use der::asn1::{AnyRef, BitStringRef};
 use der::{Decode, Reader, SliceReader};
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateRevocationListDer, UnixTime};
-use webpki::{BorrowedCertRevocationList, CertRevocationList, RevocationReason};
+use rustls_pki_types::{
+    CertificateDer, CertificateRevocationListDer, SignatureVerificationAlgorithm, UnixTime,
+};
+use webpki::{BorrowedCertRevocationList, CertRevocationList, EndEntityCert, RevocationReason};
 use x509_cert::ext::pkix::crl::dp::{DistributionPoint, IssuingDistributionPoint};
 use x509_cert::ext::pkix::name::{DistributionPointName, GeneralName};
-use x509_cert::ext::pkix::CrlDistributionPoints;
+use x509_cert::ext::pkix::{CrlDistributionPoints, KeyUsage};
 use x509_cert::time::Time;
 use x509_cert::Certificate;
 
@@ -67,6 +71,51 @@ impl CrlDocument {
         BorrowedCertRevocationList::from_der(&self.der).map(CertRevocationList::from)
     }
 
+    /// Checks that the CRL is signed by `issuer` (its certificate, parsed and
+    /// in DER) with one of `algorithms`, and that the issuer's keyUsage, if
+    /// present, allows signing CRLs: the checks webpki makes, done before a
+    /// CRL is cached or taken from the cache, so that a forged CRL with the
+    /// issuer's name is neither.
+    pub fn verify_signature(
+        &self,
+        issuer: &Certificate,
+        issuer_der: &[u8],
+        algorithms: &[&dyn SignatureVerificationAlgorithm],
+    ) -> Result<(), String> {
+        let (signed, algorithm, signature) = signed_parts(&self.der)
+            .map_err(|error| format!("CRL {}: not a usable CRL: {error}", self.source))?;
+        let key_usage =
+            extension::<KeyUsage>(issuer, rfc5280::ID_CE_KEY_USAGE).map_err(|error| {
+                format!("CRL {}: issuer keyUsage is malformed: {error}", self.source)
+            })?;
+        if key_usage.is_some_and(|usage| !usage.crl_sign()) {
+            return Err(format!(
+                "CRL {}: its issuer {} may not sign CRLs (keyUsage without cRLSign)",
+                self.source, issuer.tbs_certificate.subject
+            ));
+        }
+        let issuer_der = CertificateDer::from(issuer_der);
+        let signer = EndEntityCert::try_from(&issuer_der)
+            .map_err(|error| format!("CRL {}: issuer certificate: {error}", self.source))?;
+        let verified = algorithms
+            .iter()
+            .filter(|candidate| candidate.signature_alg_id().as_ref() == algorithm)
+            .any(|candidate| {
+                signer
+                    .verify_signature(*candidate, signed, signature)
+                    .is_ok()
+            });
+        if verified {
+            Ok(())
+        } else {
+            Err(format!(
+                "CRL {}: signature does not verify with the key of {} \
+                 (forged, or signed with an algorithm outside pki.signature_algorithms)",
+                self.source, issuer.tbs_certificate.subject
+            ))
+        }
+    }
+
     /// Whether `now` is inside [thisUpdate, nextUpdate], widened by `skew` seconds.
     pub fn is_fresh(&self, now: UnixTime, skew: u64) -> bool {
         self.this_update.as_secs() <= now.as_secs().saturating_add(skew)
@@ -91,6 +140,21 @@ fn update_times(der: &[u8]) -> der::Result<(Time, Option<Time>)> {
     let this_update: Time = tbs.decode()?;
     let next_update: Option<Time> = tbs.decode()?;
     Ok((this_update, next_update))
+}
+
+/// The signed bytes (tbsCertList, exactly as encoded), the contents of the
+/// signatureAlgorithm AlgorithmIdentifier and the signature of a CRL.
+fn signed_parts(der: &[u8]) -> der::Result<(&[u8], &[u8], &[u8])> {
+    let list = AnyRef::from_der(der)?;
+    let mut list = SliceReader::new(list.value())?;
+    let signed = list.tlv_bytes()?;
+    let algorithm: AnyRef<'_> = list.decode()?;
+    let signature: BitStringRef<'_> = list.decode()?;
+    list.finish(())?;
+    let signature = signature
+        .as_bytes()
+        .ok_or_else(|| der::Tag::BitString.value_error())?;
+    Ok((signed, algorithm.value(), signature))
 }
 
 /// Local CRLs, and why the files that could not be used were skipped.

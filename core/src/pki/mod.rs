@@ -526,17 +526,26 @@ pub fn validate<'a>(
     if policy.revocation.methods().is_empty() {
         return Ok(ValidatedCertificate { end_entity });
     }
+    let anchor_missing = || Rejection::Other("trust anchor of the path not found".to_owned());
     let anchor = store
         .certificates
         .get(path.anchor)
-        .ok_or_else(|| Rejection::Other("trust anchor of the path not found".to_owned()))?;
+        .ok_or_else(anchor_missing)?;
+    let path_anchor = store.anchors.get(path.anchor).ok_or_else(anchor_missing)?;
+    // The intermediates of the path chosen, from the end entity's issuer up.
+    let path_intermediates = path
+        .intermediates
+        .iter()
+        .map(|index| intermediates.get(*index).cloned())
+        .collect::<Option<Vec<CertificateDer<'_>>>>()
+        .ok_or_else(|| Rejection::Other("intermediate of the path not found".to_owned()))?;
     // The path from the end entity up, each with its issuer's certificate.
     let mut chain: Vec<&[u8]> = vec![der.as_ref()];
-    for index in &path.intermediates {
-        if let Some(intermediate) = intermediates.get(*index) {
-            chain.push(intermediate.as_ref());
-        }
-    }
+    chain.extend(
+        path_intermediates
+            .iter()
+            .map(|intermediate| intermediate.as_ref()),
+    );
     chain.push(anchor.as_ref());
     let levels = chain
         .windows(2)
@@ -558,6 +567,10 @@ pub fn validate<'a>(
     // is also the judge of which CRL covers which certificate (Deny);
     // otherwise the levels answered by OCSP must not need a CRL (Allow),
     // and revocation::check has already made sure a CRL covers the others.
+    // This pass gets exactly the path whose revocation was checked, its
+    // intermediates and its anchor: given every certificate of the token,
+    // webpki would backtrack from a revoked level to another path (say, a
+    // cross-certificate of the same CA) whose status nobody asked about.
     let lists = plan
         .documents
         .iter()
@@ -581,14 +594,26 @@ pub fn validate<'a>(
         .build();
     match end_entity.verify_for_usage(
         &policy.signature_algorithms,
-        &store.anchors,
-        intermediates,
+        std::slice::from_ref(path_anchor),
+        &path_intermediates,
         time,
         &eku,
         Some(options),
         None,
     ) {
-        Ok(_) => Ok(ValidatedCertificate { end_entity }),
+        Ok(verified) => {
+            let same_path = verified
+                .intermediate_certificates()
+                .map(|used| used.der())
+                .eq(path_intermediates.iter().cloned());
+            if !same_path {
+                return Err(Rejection::RevocationFailed(
+                    "the CRL check validated another certification path than the one checked"
+                        .to_owned(),
+                ));
+            }
+            Ok(ValidatedCertificate { end_entity })
+        }
         Err(webpki::Error::CertRevoked) => Err(revoked_reason(&levels, &plan)),
         Err(webpki::Error::UnknownRevocationStatus) => Err(Rejection::RevocationUnknown {
             who: "certificate chain".to_owned(),

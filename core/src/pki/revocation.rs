@@ -3,7 +3,9 @@
 //!
 //! OCSP answers are final here. A CRL that covers a level is only found
 //! here; webpki's `RevocationOptions` then verifies it and looks the serial
-//! up (see [`super::validate`]).
+//! up (see [`super::validate`]). A downloaded CRL is verified against the
+//! level's issuer before it is cached, and a cached one before it is
+//! preferred to the network: a forged CRL is never kept.
 
 use rustls_pki_types::{CertificateDer, UnixTime};
 use webpki::EndEntityCert;
@@ -159,7 +161,12 @@ pub fn check(
                             answered = true;
                             break;
                         }
-                        Err(why) => {
+                        Err(NoCrl { why, forged: true }) => {
+                            tracing::warn!(who = %level.who(), "CRL rejected: {why}");
+                            invalid = true;
+                            failures.push(why);
+                        }
+                        Err(NoCrl { why, forged: false }) => {
                             tracing::info!(who = %level.who(), "no CRL: {why}");
                             allowed &= level.missing_policy(policy) == MissingPolicy::Allow;
                             failures.push(why);
@@ -190,8 +197,20 @@ pub fn check(
     Ok(plan)
 }
 
+/// Why no CRL answers for a level.
+struct NoCrl {
+    /// What each place said.
+    why: String,
+    /// A downloaded CRL for the level did not verify against its issuer:
+    /// an answer that must not be believed, not a missing one.
+    forged: bool,
+}
+
 /// Fresh CRLs authoritative for `level`: local ones first, else the cached
-/// or downloaded CRL of one of its distribution points.
+/// or downloaded CRL of one of its distribution points, whose signature
+/// verifies against the level's issuer. A downloaded CRL is cached only
+/// once verified; a cached one that does not verify is evicted and the CRL
+/// downloaded again.
 fn find_crls(
     policy: &Policy,
     level: &Level<'_>,
@@ -200,8 +219,16 @@ fn find_crls(
     now: UnixTime,
     skew: u64,
     deadline: &Deadline,
-) -> Result<Vec<CrlDocument>, String> {
+) -> Result<Vec<CrlDocument>, NoCrl> {
     let mut reasons = Vec::new();
+    let mut forged = false;
+    let verify = |document: &CrlDocument| {
+        document.verify_signature(
+            &level.issuer,
+            level.issuer_der,
+            &policy.signature_algorithms,
+        )
+    };
     // Err(None): not for this certificate; Err(Some(why)): for it, but stale.
     let usable = |document: &CrlDocument| -> Result<(), Option<String>> {
         let authoritative = document.webpki().is_ok_and(|list| {
@@ -246,14 +273,27 @@ fn find_crls(
             let name = crl::cache_name(&url);
             if let Some(bytes) = cache.and_then(|cache| cache.read(&name, policy.crl.max_bytes)) {
                 match CrlDocument::parse(bytes, format!("{url} (cached)")) {
-                    Ok(document) if usable(&document).is_ok() => {
-                        tracing::debug!(url, "CRL from the cache");
-                        return Ok(vec![document]);
-                    }
+                    Ok(document) if usable(&document).is_ok() => match verify(&document) {
+                        Ok(()) => {
+                            tracing::debug!(url, "CRL from the cache");
+                            return Ok(vec![document]);
+                        }
+                        Err(why) => {
+                            tracing::warn!(url, "cached CRL evicted: {why}");
+                            if let Some(cache) = cache {
+                                cache.remove(&name);
+                            }
+                        }
+                    },
                     Ok(_) => {
                         tracing::debug!(url, "cached CRL is stale or not for this certificate")
                     }
-                    Err(error) => tracing::debug!(url, %error, "cached CRL not used"),
+                    Err(error) => {
+                        tracing::debug!(url, %error, "cached CRL not used; evicted");
+                        if let Some(cache) = cache {
+                            cache.remove(&name);
+                        }
+                    }
                 }
             }
             let bytes = match fetch::fetch(&url, None, policy.crl.max_bytes, deadline) {
@@ -265,12 +305,18 @@ fn find_crls(
             };
             match CrlDocument::parse(bytes, url.clone()) {
                 Ok(document) => match usable(&document) {
-                    Ok(()) => {
-                        if let Some(cache) = cache {
-                            cache.write(&name, &document.der);
+                    Ok(()) => match verify(&document) {
+                        Ok(()) => {
+                            if let Some(cache) = cache {
+                                cache.write(&name, &document.der);
+                            }
+                            return Ok(vec![document]);
                         }
-                        return Ok(vec![document]);
-                    }
+                        Err(why) => {
+                            forged = true;
+                            reasons.push(why);
+                        }
+                    },
                     Err(Some(why)) => reasons.push(why),
                     Err(None) => reasons.push(format!(
                         "CRL {url} is not from this certificate's issuer or does not cover it"
@@ -286,5 +332,8 @@ fn find_crls(
         reasons.insert(0, "no local CRL covers it".to_owned());
         reasons.extend(local.problems.iter().cloned());
     }
-    Err(reasons.join("; "))
+    Err(NoCrl {
+        why: reasons.join("; "),
+        forged,
+    })
 }

@@ -127,13 +127,17 @@ struct Cli {
     /// PAM_USER to start with; omit to start without a user (GDM smart-card style).
     #[arg(long)]
     user: Option<String>,
+    /// PAM_USER as hexadecimal bytes, for names that are not valid UTF-8.
+    #[arg(long, conflicts_with = "user")]
+    user_hex: Option<String>,
     /// Answers to prompts, in order.
     #[arg(long = "answer")]
     answers: Vec<String>,
     /// Operations to run in order: authenticate, acct_mgmt, setcred,
     /// open_session, close_session, chauthtok; also `env=NAME` (print a PAM
     /// environment variable) and `wait` (hold the transaction open until
-    /// standard input closes).
+    /// standard input closes) and `pause` (wait for one line on standard input,
+    /// then go on).
     #[arg(long = "op", default_value = "authenticate")]
     ops: Vec<String>,
     /// PAM environment variables (NAME=VALUE) to set before the operations.
@@ -295,6 +299,17 @@ unsafe fn free_replies(replies: *mut PamResponse, filled: usize) {
     unsafe { libc::free(replies.cast()) };
 }
 
+/// `hex` as bytes: pairs of hexadecimal digits.
+fn decode_hex(hex: &str) -> Option<Vec<u8>> {
+    if !hex.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..hex.len())
+        .step_by(2)
+        .map(|index| u8::from_str_radix(hex.get(index..index + 2)?, 16).ok())
+        .collect()
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let sigchld = if cli.reap_children {
@@ -322,7 +337,18 @@ fn main() -> ExitCode {
         eprintln!("service and confdir must not contain NUL");
         return ExitCode::from(2);
     };
-    let user = match cli.user.map(CString::new).transpose() {
+    let user_bytes = match (&cli.user, &cli.user_hex) {
+        (_, Some(hex)) => match decode_hex(hex) {
+            Some(bytes) => Some(bytes),
+            None => {
+                eprintln!("--user-hex takes an even number of hexadecimal digits");
+                return ExitCode::from(2);
+            }
+        },
+        (Some(user), None) => Some(user.clone().into_bytes()),
+        (None, None) => None,
+    };
+    let user = match user_bytes.map(CString::new).transpose() {
         Ok(user) => user,
         Err(_) => {
             eprintln!("user must not contain NUL");
@@ -446,6 +472,12 @@ fn main() -> ExitCode {
                 "{}",
                 json!({"event": "env", "name": name.to_string_lossy(), "value": value})
             );
+            continue;
+        }
+        if op == "pause" {
+            println!("{}", json!({"event": "paused"}));
+            let mut line = String::new();
+            let _ = std::io::stdin().read_line(&mut line);
             continue;
         }
         if op == "wait" {

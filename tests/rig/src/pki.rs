@@ -292,6 +292,17 @@ impl TestCa {
         }
     }
 
+    /// A cross-certificate: a CA certificate named `cn` for `subject`'s key,
+    /// issued by this CA. With `cn` the name of `subject`, it is a second
+    /// certificate of the same CA (same name, same key) under another issuer.
+    pub fn cross_certify(&self, cn: &str, subject: &TestCa, pointers: &Pointers) -> Vec<u8> {
+        ca_params(cn, pointers)
+            .signed_by(subject.issuer.key(), &self.issuer)
+            .expect("cross-certify CA")
+            .der()
+            .to_vec()
+    }
+
     /// The CA certificate in PEM.
     pub fn pem(&self) -> &str {
         &self.certificate_pem

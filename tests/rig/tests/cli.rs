@@ -348,3 +348,95 @@ fn check_config_json_reports_success_and_failure() {
         "{report}"
     );
 }
+
+const INSECURE_LDAP: &str = "allow_cleartext_i_understand_anyone_on_the_network_can_map_users";
+
+#[test]
+fn check_config_refuses_cleartext_ldap_naming_file_line_column_and_why() {
+    let mut rig = LoginRig::new();
+    rig.enroll("alice", KeyType::P256);
+    let base = rig.default_config();
+    let ldap = "[ldap]\nuri = [\"ldap://dc1.example.test\"]\nbase = \"dc=example,dc=test\"\nbind_dn = \"cn=reader,dc=example,dc=test\"\nbind_password_file = \"/etc/tessera/ldap-password\"\n";
+    rig.write_config(&format!("{base}{ldap}"));
+    let check = || {
+        tessera(&rig)
+            .arg("check-config")
+            .arg(rig.config_path())
+            .output()
+            .unwrap()
+    };
+    let output = check();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(!stdout.contains("OK"), "{stdout}");
+    let expected = format!(
+        "tessera check-config: {}:{}:1: ldap.uri \"ldap://dc1.example.test\" is cleartext (not ldaps://, and starttls is off): anyone on the network path can read the bind password of cn=reader,dc=example,dc=test",
+        rig.config_path().display(),
+        base.lines().count() + 1
+    );
+    assert!(stderr.contains(&expected), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{INSECURE_LDAP} = true")),
+        "{stderr}"
+    );
+
+    // Said in so many words, it is accepted.
+    rig.write_config(&format!("{base}{ldap}{INSECURE_LDAP} = true\n"));
+    let output = check();
+    assert!(
+        output.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn migrate_sssd_writes_tls_settings_that_check_config_accepts() {
+    let mut rig = LoginRig::new();
+    rig.enroll("alice", KeyType::P256);
+    let ca = rig.ca_dir().join("root.pem");
+    // AD: SSSD talked to the DCs on ldap:// with GSSAPI sealing.
+    let sssd = format!(
+        "[sssd]\ndomains = example.com\n[pam]\npam_cert_auth = True\npam_cert_db_path = {ca}\n[domain/example.com]\nid_provider = ad\nad_server = dc1.example.com\nldap_tls_cacert = {ca}\n[certmap/example.com/upn]\nmaprule = (userPrincipalName={{subject_principal}})\n",
+        ca = ca.display()
+    );
+    let file = rig.path().join("sssd.conf");
+    std::fs::write(&file, sssd).unwrap();
+    let output = tessera(&rig)
+        .args(["migrate".as_ref(), "sssd".as_ref(), file.as_os_str()])
+        .output()
+        .unwrap();
+    let toml = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{toml}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        toml.contains("uri = [\"ldap://dc1.example.com\"]"),
+        "{toml}"
+    );
+    assert!(toml.contains("\nstarttls = true\n"), "{toml}");
+    assert!(
+        toml.contains(&format!("\ntls_ca = \"{}\"\n", ca.display())),
+        "{toml}"
+    );
+    assert!(!toml.contains(INSECURE_LDAP), "{toml}");
+
+    // As written, with the rig's token module, tessera takes it.
+    let module = format!("module = \"{}\"", tessera_testrig::softhsm::SOFTHSM_MODULE);
+    rig.write_config(&toml.replace("# module: p11-kit's proxy (the default)", &module));
+    let output = tessera(&rig)
+        .arg("check-config")
+        .arg(rig.config_path())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

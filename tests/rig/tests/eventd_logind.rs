@@ -846,3 +846,184 @@ fn thread_switches(pid: u32) -> std::collections::BTreeMap<(String, String), u64
         })
         .collect()
 }
+
+/// JSON lines a harness prints, read on a thread.
+fn follow(stdout: std::process::ChildStdout) -> std::sync::mpsc::Receiver<serde_json::Value> {
+    use std::io::BufRead;
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Ok(value) = serde_json::from_str(&line) {
+                if sender.send(value).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    receiver
+}
+
+/// Every event up to and including the first named `event`.
+fn events_until(
+    lines: &std::sync::mpsc::Receiver<serde_json::Value>,
+    event: &str,
+) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let value = lines
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("no {event:?} event; got {seen:?}"));
+        let done = value["event"] == event;
+        seen.push(value);
+        if done {
+            return seen;
+        }
+    }
+}
+
+/// Security review: `su` inside a card session (a PAM transaction that
+/// creates no logind session of its own, so pam_systemd sets no
+/// XDG_SESSION_ID) must neither rebind the caller's session to the card it
+/// authenticated nor remove the caller's binding when it closes.
+#[test]
+fn su_with_another_card_inside_a_card_session_keeps_that_sessions_lock() {
+    in_namespace(
+        "su_with_another_card_inside_a_card_session_keeps_that_sessions_lock",
+        || {
+            let mut world = world(&["alice", "bob"], "");
+            let alice = world.login("alice");
+            let locker = Locker::start(&alice, false);
+            world
+                .unit
+                .wait_records("eventd.token.inserted", 2, REACTION);
+            let before = std::fs::read_to_string(binding_path(&alice.id)).unwrap();
+
+            // "su bob" from a shell of alice's session: the PAM application
+            // runs in her session's scope, with the same stack.
+            world.rig.run_under([
+                "sh".to_owned(),
+                "-c".to_owned(),
+                r#"echo $$ > "$0/cgroup.procs" && exec "$@""#.to_owned(),
+                alice.scope().display().to_string(),
+            ]);
+            let su = world
+                .rig
+                .harness_command(
+                    Some("bob"),
+                    &[PIN],
+                    &[
+                        "authenticate",
+                        "acct_mgmt",
+                        "open_session",
+                        "env=XDG_SESSION_ID",
+                        "close_session",
+                    ],
+                    &["--stop-on-failure"],
+                )
+                .output()
+                .unwrap();
+            let stdout = String::from_utf8_lossy(&su.stdout);
+            let results: Vec<serde_json::Value> = stdout
+                .lines()
+                .filter_map(|line| serde_json::from_str(line).ok())
+                .filter(|value: &serde_json::Value| value["event"] == "result")
+                .collect();
+            assert_eq!(results.len(), 4, "{stdout}");
+            assert!(
+                results.iter().all(|result| result["name"] == "PAM_SUCCESS"),
+                "{stdout}"
+            );
+            assert!(
+                !stdout.contains(&format!("\"value\":\"{}\"", alice.id)),
+                "pam_systemd created no session for su: {stdout}"
+            );
+            assert_eq!(
+                std::fs::read_to_string(binding_path(&alice.id)).ok(),
+                Some(before),
+                "su must leave alice's binding as it was"
+            );
+
+            // Alice pulls her card: her session locks.
+            world.pull(0);
+            assert!(
+                locker.wait("lock", REACTION).is_some(),
+                "{}",
+                world.unit.log_text()
+            );
+            wait_until("alice's LockedHint", REACTION, || locked_hint(&alice.id));
+        },
+    );
+}
+
+/// Security review: a card pulled between pam_sm_authenticate and
+/// pam_sm_open_session; the binding then names a card that is gone, and
+/// eventd must lock the session as soon as it sees the binding.
+#[test]
+fn a_card_pulled_before_open_session_locks_the_new_session_at_once() {
+    in_namespace(
+        "a_card_pulled_before_open_session_locks_the_new_session_at_once",
+        || {
+            let world = world(&["alice"], "");
+            world
+                .unit
+                .wait_records("eventd.token.inserted", 1, REACTION);
+            let mut child = world
+                .rig
+                .harness_command(
+                    Some("alice"),
+                    &[PIN],
+                    &[
+                        "authenticate",
+                        "acct_mgmt",
+                        "pause",
+                        "open_session",
+                        "env=XDG_SESSION_ID",
+                        "wait",
+                    ],
+                    &["--stop-on-failure"],
+                )
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut stdin = child.stdin.take().unwrap();
+            let lines = follow(child.stdout.take().unwrap());
+            let authenticated = events_until(&lines, "paused");
+            assert!(
+                authenticated
+                    .iter()
+                    .filter(|value| value["event"] == "result")
+                    .all(|value| value["name"] == "PAM_SUCCESS"),
+                "{authenticated:?}"
+            );
+
+            world.pull(0);
+            world.unit.wait_records("eventd.token.removed", 1, REACTION);
+            std::io::Write::write_all(&mut stdin, b"\n").unwrap();
+            let opened = events_until(&lines, "waiting");
+            let id = opened
+                .iter()
+                .find(|value| value["event"] == "env")
+                .and_then(|value| value["value"].as_str())
+                .unwrap_or_else(|| panic!("no XDG_SESSION_ID: {opened:?}"))
+                .to_owned();
+            assert!(binding_path(&id).exists(), "{opened:?}");
+
+            let requests = world
+                .unit
+                .wait_records("eventd.lock.requested", 1, REACTION);
+            assert_eq!(
+                requests[0]["TESSERA_SESSION"],
+                id.as_str(),
+                "{}",
+                world.unit.log_text()
+            );
+            drop(stdin);
+            let _ = child.kill();
+            let _ = child.wait();
+        },
+    );
+}

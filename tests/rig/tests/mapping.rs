@@ -14,6 +14,7 @@ use rcgen::{KeyPair, PublicKeyData};
 use tessera_mappers::{
     map_certificate, Account, Accounts, CertificateFields, LdapConfig, LdapDirectory, Mapping,
     MappingCache, MappingContext, MappingInput, Outcome, Rule, RuleConfig, TokenInfo,
+    LDAP_CLEARTEXT_KEY,
 };
 use tessera_testrig::bins::artefact;
 use tessera_testrig::login::{LoginRig, PIN};
@@ -74,6 +75,8 @@ fn directory(uris: Vec<String>, search_timeout: f64) -> LdapDirectory {
         user_attribute: "uid".to_owned(),
         max_entries: 16,
         max_reply_bytes: 1024 * 1024,
+        // The rig's slapd listens on 127.0.0.1 without TLS.
+        allow_cleartext_i_understand_anyone_on_the_network_can_map_users: true,
     })
     .unwrap()
 }
@@ -417,6 +420,7 @@ fn tls_starttls_and_an_authenticated_bind_work_and_a_wrong_password_is_refused()
         user_attribute: "uid".to_owned(),
         max_entries: 16,
         max_reply_bytes: 1 << 20,
+        allow_cleartext_i_understand_anyone_on_the_network_can_map_users: false,
     };
     let ldaps = LdapDirectory::new(config(slapd.ldaps_uri().unwrap(), false)).unwrap();
     assert_eq!(
@@ -569,7 +573,7 @@ fn a_directory_rule_logs_in_through_libpam_and_fails_closed_when_down() {
         }],
     );
     rig.write_config(&rig.config_with_rules(&format!(
-        "{EXACT}\n[ldap]\nuri = [\"{}\"]\nbase = \"{BASE}\"\nsearch_timeout = 2.0\n",
+        "{EXACT}\n[ldap]\nuri = [\"{}\"]\nbase = \"{BASE}\"\nsearch_timeout = 2.0\n{LDAP_CLEARTEXT_KEY} = true\n",
         slapd.uri()
     )));
     let run = rig.authenticate(None, &[PIN]);
@@ -654,4 +658,35 @@ fn tessera_migrate_prints_a_usable_config() {
         stdout.contains("UNSAFE in pam_pkcs11: ignoredomain"),
         "{stdout}"
     );
+}
+
+#[test]
+fn a_key_listed_with_options_in_authorized_keys_does_not_log_in() {
+    let rig = LoginRig::with_bare_key(0o600);
+    let file = rig.home("alice").join(".ssh/authorized_keys");
+    let plain = std::fs::read_to_string(&file).unwrap();
+    // A CA key, a forced-command backup key, a restricted key: sshd would
+    // limit them, a login through tessera could not.
+    for options in [
+        "cert-authority",
+        "command=\"/usr/bin/backup --x\",no-pty",
+        "restrict",
+    ] {
+        std::fs::write(&file, format!("{options} {plain}")).unwrap();
+        let run = rig.authenticate(Some("alice"), &[PIN]);
+        assert_eq!(
+            run.result("authenticate"),
+            "PAM_AUTHINFO_UNAVAIL",
+            "{options}: {run}"
+        );
+        assert!(
+            run.log
+                .contains(&format!("{}:1: key with options", file.display())),
+            "{options}: {run}"
+        );
+    }
+    // The same key on a plain line still logs in.
+    std::fs::write(&file, format!("cert-authority {plain}{plain}")).unwrap();
+    let run = rig.authenticate(Some("alice"), &[PIN]);
+    assert_eq!(run.result("authenticate"), "PAM_SUCCESS", "{run}");
 }

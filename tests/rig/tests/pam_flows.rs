@@ -584,3 +584,38 @@ fn passwd_refuses_mismatched_short_or_unauthorised_pin_changes() {
         "{no_token}"
     );
 }
+
+/// Security review: a PAM_USER that is not valid UTF-8 was taken for "no
+/// user" (a username-less login): the card holder was authenticated and
+/// PAM_USER overwritten with their name. It is an unknown user; only an
+/// unset or empty PAM_USER means a username-less login.
+#[test]
+fn a_user_name_that_is_not_utf8_is_unknown_and_never_replaced() {
+    let mut rig = LoginRig::new();
+    rig.enroll("tess", KeyType::P256);
+    rig.write_service(&format!(
+        "{}{}{}",
+        module_line(&rig, "auth", "required", ""),
+        module_line(&rig, "account", "required", ""),
+        module_line(&rig, "password", "required", ""),
+    ));
+    // "tess\xff"
+    let run = rig.pam_with(
+        None,
+        &[PIN],
+        &["authenticate", "acct_mgmt"],
+        &["--user-hex", "74657373ff"],
+    );
+    assert_eq!(run.result("authenticate"), "PAM_USER_UNKNOWN", "{run}");
+    assert_ne!(run.result("acct_mgmt"), "PAM_SUCCESS", "{run}");
+    assert_eq!(run.user().as_deref(), Some("tess\u{fffd}"), "{run}");
+    assert!(
+        run.messages().is_empty(),
+        "nothing is asked for an unknown user: {run}"
+    );
+
+    // An empty PAM_USER is a username-less login, as no PAM_USER is.
+    let run = rig.pam_with(None, &[PIN], &["authenticate"], &["--user-hex", ""]);
+    assert_eq!(run.result("authenticate"), "PAM_SUCCESS", "{run}");
+    assert_eq!(run.user().as_deref(), Some("tess"), "{run}");
+}

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use rcgen::RevocationReason;
 use rustls_pki_types::{CertificateDer, UnixTime};
 use tempfile::TempDir;
+use tessera_core::pki::crl;
 use tessera_core::pki::ocsp::{self, Target};
 use tessera_core::pki::policy::{MissingPolicy, OcspHash, Policy, RevocationMode};
 use tessera_core::pki::{validate, AnchorError, Deadline, Rejection, TrustStore};
@@ -472,6 +473,69 @@ fn fetched_crls_are_cached_until_next_update() {
     assert_eq!(pki.http.hits("issuing.crl"), 2);
 }
 
+/// A CRL with the issuing CA's name, signed by another key, valid until
+/// 9999: what an on-path attacker can answer to a plain-HTTP CRL download.
+fn forged_issuing_crl() -> Vec<u8> {
+    let forger = TestCa::new(ISSUING_CA);
+    let year_9999 = time::Date::from_calendar_date(9999, time::Month::December, 31)
+        .unwrap()
+        .midnight()
+        .assume_utc();
+    forger.crl(&[], year_9999)
+}
+
+#[test]
+fn a_forged_crl_from_the_network_is_never_cached() {
+    let pki = Pki::new();
+    let user = pki.crl_user(0x2011);
+    pki.http
+        .route("issuing.crl", Reply::Body(forged_issuing_crl()));
+    let policy = pki.policy(RevocationMode::Crl);
+    let why = failed(pki.check(&user, &policy));
+    assert!(why.contains("/issuing.crl"), "{why}");
+    let cached = pki
+        .path("cache")
+        .join(crl::cache_name(&pki.http.url("issuing.crl")));
+    assert!(
+        !cached.exists(),
+        "the forged CRL was cached as {}",
+        cached.display()
+    );
+
+    // The next login gets the genuine CRL from the server.
+    let genuine = pki.publish_issuing_crl(&[]);
+    pki.check(&user, &policy).unwrap();
+    assert_eq!(pki.http.hits("issuing.crl"), 2);
+    assert_eq!(std::fs::read(&cached).unwrap(), genuine);
+}
+
+#[test]
+fn a_forged_crl_planted_in_the_cache_is_evicted_and_the_genuine_one_fetched() {
+    use std::os::unix::fs::PermissionsExt;
+    let pki = Pki::new();
+    let genuine = pki.publish_issuing_crl(&[]);
+    let user = pki.crl_user(0x2012);
+    let cache = pki.path("cache");
+    std::fs::create_dir(&cache).unwrap();
+    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let cached = cache.join(crl::cache_name(&pki.http.url("issuing.crl")));
+    std::fs::write(&cached, forged_issuing_crl()).unwrap();
+    std::fs::set_permissions(&cached, std::fs::Permissions::from_mode(0o644)).unwrap();
+
+    pki.check(&user, &pki.policy(RevocationMode::Crl))
+        .unwrap_or_else(|error| panic!("login refused: {error}"));
+    assert_eq!(
+        pki.http.hits("issuing.crl"),
+        1,
+        "the genuine CRL is fetched"
+    );
+    assert_eq!(
+        std::fs::read(&cached).unwrap(),
+        genuine,
+        "and replaces the forged one in the cache"
+    );
+}
+
 #[test]
 fn a_delta_crl_is_reported_as_unsupported() {
     let pki = Pki::new();
@@ -577,6 +641,117 @@ fn ocsp_good_revoked_and_unknown_from_a_real_responder() {
     policy.cache_dir = None;
     pki.check(&pki.ocsp_user(0x3001, &responder.url()), &policy)
         .unwrap();
+}
+
+/// The issuing CA certificate as the root issued it, and a cross-certificate
+/// of the same CA (same name, same key) from a second trusted root, both on
+/// the token. The user's certificate is good by OCSP; the issuing CA's
+/// level is left to the CRL of whichever root issued the path's copy.
+struct CrossCertified {
+    pki: Pki,
+    cross_root: TestCa,
+    cross: Vec<u8>,
+    store: TrustStore,
+}
+
+impl CrossCertified {
+    fn new() -> Self {
+        let pki = Pki::new();
+        let cross_root = TestCa::new("Tessera Test Cross Root");
+        let cross = cross_root.cross_certify(
+            ISSUING_CA,
+            &pki.issuing,
+            &Pointers {
+                crl_url: Some(pki.http.url("cross-root.crl")),
+                ocsp_url: None,
+            },
+        );
+        pki.http.route(
+            "cross-root.crl",
+            Reply::Body(cross_root.crl(&[], days_from_now(1))),
+        );
+        let ca = pki.path("ca-cross");
+        std::fs::create_dir(&ca).unwrap();
+        std::fs::write(ca.join("root.pem"), pki.root.pem()).unwrap();
+        std::fs::write(ca.join("cross-root.pem"), cross_root.pem()).unwrap();
+        let store = TrustStore::load(&[ca]).unwrap();
+        Self {
+            pki,
+            cross_root,
+            cross,
+            store,
+        }
+    }
+
+    fn check(&self, user: &[u8], intermediates: &[&[u8]]) -> Result<(), Rejection> {
+        let policy = Policy {
+            cache_dir: None,
+            ..self.pki.policy(RevocationMode::OcspThenCrl)
+        };
+        let der = CertificateDer::from(user);
+        let intermediates: Vec<CertificateDer<'_>> = intermediates
+            .iter()
+            .map(|intermediate| CertificateDer::from(*intermediate))
+            .collect();
+        let deadline = Deadline::after(policy.revocation_timeout);
+        validate(
+            &self.store,
+            &policy,
+            &der,
+            &intermediates,
+            unix_now(),
+            &deadline,
+        )
+        .map(|_| ())
+    }
+}
+
+#[test]
+fn the_crl_pass_keeps_the_path_whose_revocation_was_checked() {
+    let rig = CrossCertified::new();
+    let pki = &rig.pki;
+    let responder = OcspResponder::start(&pki.responder_files(), pki.dir.path());
+    let user = pki.ocsp_user(0x3001, &responder.url());
+    let both = [pki.issuing.der(), rig.cross.as_slice()];
+    // Either path validates while nothing is revoked.
+    rig.check(&user, &both)
+        .unwrap_or_else(|error| panic!("{error}\n{}", responder.log()));
+    rig.check(&user, &[rig.cross.as_slice(), pki.issuing.der()])
+        .unwrap();
+
+    // Both copies of the issuing CA are revoked by their issuers. The
+    // first pass chooses the root's copy and finds its CRL; the CRL pass
+    // must not fall back to the cross-certificate, whose CRL nobody read.
+    pki.http.route(
+        "root.crl",
+        Reply::Body(pki.root.crl(
+            &[Revoked {
+                serial: serial_of(pki.issuing.der()),
+                reason: Some(RevocationReason::CaCompromise),
+            }],
+            days_from_now(1),
+        )),
+    );
+    pki.http.route(
+        "cross-root.crl",
+        Reply::Body(rig.cross_root.crl(
+            &[Revoked {
+                serial: serial_of(&rig.cross),
+                reason: Some(RevocationReason::CaCompromise),
+            }],
+            days_from_now(1),
+        )),
+    );
+    let cross_hits = pki.http.hits("cross-root.crl");
+    let (who, reason, origin) = revoked(rig.check(&user, &both));
+    assert!(who.contains(ISSUING_CA), "{who}");
+    assert_eq!(reason, "cACompromise");
+    assert!(origin.contains("/root.crl"), "{origin}");
+    assert_eq!(
+        pki.http.hits("cross-root.crl"),
+        cross_hits,
+        "the first pass chose the root's copy"
+    );
 }
 
 #[test]

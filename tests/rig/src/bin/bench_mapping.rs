@@ -327,6 +327,8 @@ fn ldap(dir: &Path, ca: &TestCa, target: &CertificateFields) {
         user_attribute: "uid".to_owned(),
         max_entries: 16,
         max_reply_bytes: 1 << 20,
+        // The rig's slapd listens on 127.0.0.1 without TLS.
+        allow_cleartext_i_understand_anyone_on_the_network_can_map_users: true,
     })
     .unwrap();
     let token = TokenInfo::default();
