@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use tessera_testrig::bins::pam_module;
 use tessera_testrig::login::{LoginRig, PamRun, PIN};
+use tessera_testrig::references::{self, PAM_P11_SERVICE, PAM_PKCS11_SERVICE};
 use tessera_testrig::softhsm::KeyType;
 use tessera_testrig::system::Overlay;
 
@@ -765,4 +766,38 @@ fn a_host_with_default_sigchld_gets_correct_answers() {
     let run = bounded(&rig, &[PIN], &["authenticate"], &[]);
     assert_eq!(run.result("authenticate"), "PAM_SUCCESS", "{run}");
     assert_eq!(sigchld(&run), ("default".to_owned(), 0), "{run}");
+}
+
+/// The anchors on the same attack (docs/security.md): Debian 12's
+/// pam_pkcs11 0.6.12 and pam_p11 0.3.1 load the PKCS#11 module inside
+/// `su`, where the caller's OPENSC_CONF names a library of theirs, which
+/// then runs as root.
+#[test]
+#[ignore = "needs libpam-pkcs11 and libpam-p11, which scripts/bench installs; run with --ignored"]
+fn the_anchors_run_the_callers_library_as_root_under_su() {
+    for reference in [PAM_PKCS11_SERVICE, PAM_P11_SERVICE] {
+        let rig = opensc_rig();
+        if reference == PAM_PKCS11_SERVICE {
+            references::pam_pkcs11_service(&rig, OPENSC_MODULE, "");
+        } else {
+            references::pam_p11_service(&rig, OPENSC_MODULE, "root", "");
+        }
+        let line = std::fs::read_to_string(rig.confdir().join(reference)).unwrap();
+        let stack = format!(
+            "{}auth required pam_deny.so\naccount required pam_permit.so\nsession required pam_permit.so\n",
+            line.replace(
+                "auth required",
+                "auth [success=done authinfo_unavail=ignore default=die]"
+            )
+        );
+        let attacker = Attacker::new();
+        let output = su_as_attacker(&rig, &stack, "", "", &attacker.environment(), "");
+        assert!(!output.status.success(), "{reference}: {}", text(&output));
+        let marker = attacker.marker().unwrap_or_default();
+        assert!(
+            marker.contains("euid=0 "),
+            "{reference}: marker {marker:?}: {}",
+            text(&output)
+        );
+    }
 }
