@@ -517,10 +517,15 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap()
 }
 
+/// Open descriptors of a process.
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count()
+}
+
 /// `cycles` pulls and re-inserts of alice's card with `restarts` pcscd
 /// kills spread over them: every pull must produce exactly one Lock and one
 /// confirmed lock, and the daemon's memory must stay flat (within
-/// `rss_slack_kib` of its size after a warm-up).
+/// `rss_slack_kib` of its size after a warm-up), its descriptors too.
 fn soak(cycles: usize, restarts: usize, rss_slack_kib: u64) {
     let mut world = world(&["alice"], "");
     let alice = world.login("alice");
@@ -533,6 +538,8 @@ fn soak(cycles: usize, restarts: usize, rss_slack_kib: u64) {
     let started = Instant::now();
     let mut restarted = 0;
     let mut warm_rss = 0;
+    let start_fds = open_fds(pid);
+    let mut warm_fds = 0;
     for cycle in 1..=cycles {
         world.pull(0);
         assert!(
@@ -563,6 +570,7 @@ fn soak(cycles: usize, restarts: usize, rss_slack_kib: u64) {
         }
         if cycle == 5.min(cycles) {
             warm_rss = rss_kib(pid);
+            warm_fds = open_fds(pid);
         }
     }
     assert_no_lock(&locker, Duration::from_secs(1), &world.unit);
@@ -571,13 +579,21 @@ fn soak(cycles: usize, restarts: usize, rss_slack_kib: u64) {
     assert_eq!(world.unit.records("eventd.session.locked").len(), cycles);
     assert_eq!(world.unit.main_pid(), pid, "the daemon never restarted");
     let end_rss = rss_kib(pid);
+    let end_fds = open_fds(pid);
+    let missed = cycles - world.unit.records("eventd.session.locked").len();
     eprintln!(
-        "soak: {cycles} pulls, {restarts} pcscd restarts in {:?}; eventd RSS {warm_rss} KiB after warm-up, {end_rss} KiB at the end",
+        "soak: {cycles} pulls, {restarts} pcscd restarts in {:?}; {missed} pulls missed; eventd RSS {warm_rss} KiB after warm-up, {end_rss} KiB at the end; open descriptors {start_fds} at the start, {warm_fds} after warm-up, {end_fds} at the end",
         started.elapsed()
     );
     assert!(
         end_rss <= warm_rss + rss_slack_kib,
         "memory grew from {warm_rss} to {end_rss} KiB"
+    );
+    // A leak grows with the pulls; a few descriptors of an identification
+    // helper that happens to run are not one.
+    assert!(
+        end_fds <= warm_fds + 4,
+        "descriptors grew from {warm_fds} to {end_fds}"
     );
 }
 
