@@ -449,22 +449,23 @@ impl Engine {
 
     /// A new binding for a card that is in no reader: it was pulled
     /// between pam_sm_authenticate and pam_sm_open_session, and that pull
-    /// concerned no session yet. Act on the new session at once, unless
-    /// eventd cannot tell (pcscd away, a card in the bound reader not
-    /// identified yet) or a grace delay for that card is running (it covers
-    /// this session when it ends).
+    /// concerned no session yet. Act on the new session at once, but only
+    /// when eventd knows it: the bound reader is known and empty, and the
+    /// token is in no other reader. A reader not listed yet (eventd just
+    /// started, or pcscd came back and the readers are being listed again),
+    /// a card in it not identified yet, or a grace delay running for that
+    /// card (it covers this session when it ends) all mean: wait.
     fn act_if_card_absent(&mut self, binding: &SessionBinding, effects: &mut Vec<Effect>) {
         if !self.pcsc_available || self.token_present(&binding.token) {
             return;
         }
-        let unidentified_in_its_reader = self.readers.iter().any(|(reader, card)| {
-            matches!(card, Some(card) if matches!(card.identity, Identity::Pending | Identity::Unreadable))
-                && same_reader(&binding.token.slot_description, reader)
+        let its_reader_is_empty = self.readers.iter().any(|(reader, card)| {
+            card.is_none() && same_reader(&binding.token.slot_description, reader)
         });
         let grace_running = self.grace.values().any(
             |pull| matches!(&pull.identity, Identity::Token(token) if same_token(token, &binding.token)),
         );
-        if unidentified_in_its_reader || grace_running {
+        if !its_reader_is_empty || grace_running {
             return;
         }
         let session_id = binding.session_id.clone();
@@ -645,6 +646,27 @@ mod tests {
             binding: Some(Box::new(binding("c3", "alice", alice))),
         });
         assert!(acted_on(&effects).is_empty());
+    }
+
+    #[test]
+    fn a_binding_is_not_acted_on_before_its_reader_is_known() {
+        // eventd starting: pcscd answers, the readers are not listed yet,
+        // and the bindings of running sessions are read.
+        let mut engine = Engine::new(EventdConfig::default());
+        engine.handle(Input::PcscAvailable(true));
+        let alice = token("alice", "0001", R0);
+        let effects = engine.handle(Input::Binding {
+            session_id: "c1".into(),
+            binding: Some(Box::new(binding("c1", "alice", alice.clone()))),
+        });
+        assert!(acted_on(&effects).is_empty());
+        // Listed with alice's card in it: still nothing to do.
+        engine.handle(reader_input(ReaderEvent::ReaderAdded(R0.into())));
+        let effects = engine.handle(reader_input(ReaderEvent::CardInserted {
+            reader: R0.into(),
+            atr: vec![0x3b],
+        }));
+        assert!(acted_on(&effects).is_empty(), "{effects:?}");
     }
 
     #[test]
