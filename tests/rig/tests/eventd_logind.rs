@@ -519,7 +519,9 @@ fn rss_kib(pid: u32) -> u64 {
 
 /// Open descriptors of a process.
 fn open_fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count()
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
 }
 
 /// `cycles` pulls and re-inserts of alice's card with `restarts` pcscd
