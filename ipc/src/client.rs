@@ -213,7 +213,13 @@ impl Running {
         conversation: &mut dyn Conversation,
         hello_seen: &mut Option<Hello>,
     ) -> Result<Verdict, HelperError> {
-        self.send(&ToHelper::Request(Box::new(request)))?;
+        match self.send(&ToHelper::Request(Box::new(request))) {
+            // A helper that refuses its configuration answers without
+            // reading the request and may be gone before it is sent: its
+            // verdict still waits in the socket.
+            Err(HelperError::Died) | Ok(()) => {}
+            Err(error) => return Err(error),
+        }
         let mut timeout = STARTUP_TIMEOUT;
         let mut deadline = Instant::now() + timeout;
         let mut card_wait_granted = false;
