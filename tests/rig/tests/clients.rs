@@ -269,9 +269,11 @@ fn the_pam_auth_update_profile_enables_card_or_password_in_common_auth() {
     let etc = overlay.overlay_dir("/etc");
     let security = overlay.overlay_dir("/usr/lib/x86_64-linux-gnu/security");
     let profiles = overlay.overlay_dir("/usr/share/pam-configs");
-    // pam-auth-update records its choices in debconf: a private copy keeps
-    // the host's database as it was and parallel tests out of its lock.
+    // pam-auth-update records its choices in debconf and /var/lib/pam:
+    // private copies keep the host's as they were and parallel tests out
+    // of each other's lock and temporary files.
     overlay.overlay_dir("/var/cache/debconf");
+    overlay.overlay_dir("/var/lib/pam");
     install(&pam_module(), &security.join("pam_tessera.so"), 0o644);
     let profile =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../etc/pam-configs/tessera");

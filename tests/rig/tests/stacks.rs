@@ -64,9 +64,11 @@ fn su_with_profile(profile: &str, card: Card, input: &str) -> Output {
     let etc = overlay.overlay_dir("/etc");
     let security = overlay.overlay_dir("/usr/lib/x86_64-linux-gnu/security");
     let profiles = overlay.overlay_dir("/usr/share/pam-configs");
-    // pam-auth-update records its choices in debconf: a private copy keeps
-    // the host's database as it was and parallel tests out of its lock.
+    // pam-auth-update records its choices in debconf and /var/lib/pam:
+    // private copies keep the host's as they were and parallel tests out
+    // of each other's lock and temporary files.
     overlay.overlay_dir("/var/cache/debconf");
+    overlay.overlay_dir("/var/lib/pam");
     install(&pam_module(), &security.join("pam_tessera.so"), 0o644);
     let shipped = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../etc/pam-configs")
