@@ -94,27 +94,31 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let verdict = match catch_unwind(AssertUnwindSafe(|| serve(&args, channel))) {
-            Ok(None) => return ExitCode::SUCCESS,
+        // Logged by the hook, before unwinding drops the socket: once the
+        // module sees it closed it kills this process group.
+        std::panic::set_hook(Box::new(|info| {
+            let payload = info.payload();
+            let what = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".to_owned());
+            tracing::error!("internal error (panic: {what})");
+        }));
+        match catch_unwind(AssertUnwindSafe(|| serve(&args, channel))) {
+            Ok(None) => ExitCode::SUCCESS,
             Ok(Some((channel, verdict))) => {
                 let _ = channel.send(&FromHelper::Verdict(verdict));
                 // The socket stays open until the kernel closes it at exit,
                 // after the libraries' destructors: its end is how the
                 // module knows this process is gone.
                 std::mem::forget(channel);
-                return ExitCode::SUCCESS;
+                ExitCode::SUCCESS
             }
-            Err(payload) => payload,
-        };
-        let what = verdict
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| verdict.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "unknown panic".to_owned());
-        // The channel went down with the panicking closure: the module sees
-        // the helper end without a verdict and fails closed.
-        tracing::error!("internal error (panic: {what})");
-        ExitCode::FAILURE
+            // The channel went down with the panicking closure: the module
+            // sees the helper end without a verdict and fails closed.
+            Err(_) => ExitCode::FAILURE,
+        }
     })
 }
 
