@@ -90,6 +90,7 @@ impl Channel {
     pub fn recv<T: DeserializeOwned>(&self, deadline: Option<Instant>) -> Result<T, ChannelError> {
         wait_readable(&self.socket, deadline)?;
         let mut buffer = Zeroizing::new(vec![0u8; MAX_FRAME_BYTES]);
+        let mut reset_seen = false;
         let length = loop {
             // MSG_TRUNC: the datagram's real length, so an oversized one is
             // refused instead of read cut short.
@@ -105,6 +106,10 @@ impl Channel {
                     wait_readable(&self.socket, deadline)?;
                     continue;
                 }
+                // A peer that closed with our last message unread leaves
+                // ECONNRESET pending; reading consumes it, and what the
+                // peer sent before closing is still queued behind it.
+                Err(Errno::ECONNRESET) if !reset_seen => reset_seen = true,
                 Err(Errno::ECONNRESET) => return Err(ChannelError::Closed),
                 Err(errno) => return Err(ChannelError::Io(errno)),
             }
@@ -176,6 +181,26 @@ mod tests {
         drop(module);
         assert!(matches!(
             helper.recv::<ToHelper>(None),
+            Err(ChannelError::Closed)
+        ));
+    }
+
+    #[test]
+    fn what_a_peer_sent_before_closing_unread_is_still_received() {
+        let (module, helper) = Channel::pair().unwrap();
+        let helper = Channel::from_socket(helper);
+        module.send(&ToHelper::Ack).unwrap();
+        helper
+            .send(&ToHelper::ConversationFailed("gone".into()))
+            .unwrap();
+        // Closed with the module's message unread: the kernel reports a reset.
+        drop(helper);
+        assert!(matches!(
+            module.recv::<ToHelper>(None),
+            Ok(ToHelper::ConversationFailed(_))
+        ));
+        assert!(matches!(
+            module.recv::<ToHelper>(None),
             Err(ChannelError::Closed)
         ));
     }
