@@ -13,7 +13,8 @@ use crate::PamTessera;
 
 pamsm::pam_module!(PamTessera);
 
-const PAM_SUCCESS: c_int = 0;
+const PAM_SUCCESS: c_int = PamError::SUCCESS as c_int;
+// Item types of _pam_types.h (pamsm keeps its own enum private).
 const PAM_USER: c_int = 2;
 const PAM_TTY: c_int = 3;
 const PAM_CONV: c_int = 5;
@@ -70,17 +71,50 @@ fn raw_handle(pam: &Pam) -> *const c_void {
     unsafe { *(pam as *const Pam).cast::<*const c_void>() }
 }
 
+/// Every return code of pam_appl.h, by name: what libpam and the
+/// application's conversation function return is matched against these.
+const KNOWN_CODES: [PamError; 32] = [
+    PamError::SUCCESS,
+    PamError::OPEN_ERR,
+    PamError::SYMBOL_ERR,
+    PamError::SERVICE_ERR,
+    PamError::SYSTEM_ERR,
+    PamError::BUF_ERR,
+    PamError::PERM_DENIED,
+    PamError::AUTH_ERR,
+    PamError::CRED_INSUFFICIENT,
+    PamError::AUTHINFO_UNAVAIL,
+    PamError::USER_UNKNOWN,
+    PamError::MAXTRIES,
+    PamError::NEW_AUTHTOK_REQD,
+    PamError::ACCT_EXPIRED,
+    PamError::SESSION_ERR,
+    PamError::CRED_UNAVAIL,
+    PamError::CRED_EXPIRED,
+    PamError::CRED_ERR,
+    PamError::NO_MODULE_DATA,
+    PamError::CONV_ERR,
+    PamError::AUTHTOK_ERR,
+    PamError::AUTHTOK_RECOVERY_ERR,
+    PamError::AUTHTOK_LOCK_BUSY,
+    PamError::AUTHTOK_DISABLE_AGING,
+    PamError::TRY_AGAIN,
+    PamError::IGNORE,
+    PamError::ABORT,
+    PamError::AUTHTOK_EXPIRED,
+    PamError::MODULE_UNKNOWN,
+    PamError::BAD_ITEM,
+    PamError::CONV_AGAIN,
+    PamError::INCOMPLETE,
+];
+
+/// A code from libpam or the application as pamsm's enum. A number outside
+/// pam_appl.h becomes SYSTEM_ERR (a failure, never success).
 fn code(rc: c_int) -> PamError {
-    // PamError has a discriminant for every code libpam returns; unknown ones
-    // are reported as SYSTEM_ERR, which callers treat as failure.
-    match rc {
-        PAM_SUCCESS => PamError::SUCCESS,
-        5 => PamError::BUF_ERR,
-        19 => PamError::CONV_ERR,
-        29 => PamError::BAD_ITEM,
-        26 => PamError::ABORT,
-        _ => PamError::SYSTEM_ERR,
-    }
+    KNOWN_CODES
+        .into_iter()
+        .find(|known| *known as c_int == rc)
+        .unwrap_or(PamError::SYSTEM_ERR)
 }
 
 /// Sends one message through the application's conversation function. For
@@ -180,5 +214,26 @@ pub fn set_user(pam: &Pam, user: &str) -> Result<(), PamError> {
         Ok(())
     } else {
         Err(code(rc))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_known_by_name_and_unknown_ones_fail() {
+        assert_eq!(code(PAM_SUCCESS), PamError::SUCCESS);
+        // Values from Linux-PAM's _pam_types.h, written out on purpose.
+        assert_eq!(code(5), PamError::BUF_ERR);
+        assert_eq!(code(19), PamError::CONV_ERR);
+        assert_eq!(code(26), PamError::ABORT);
+        assert_eq!(code(29), PamError::BAD_ITEM);
+        assert_eq!(code(31), PamError::INCOMPLETE);
+        assert_eq!(code(-1), PamError::SYSTEM_ERR);
+        assert_eq!(code(4242), PamError::SYSTEM_ERR);
+        for (value, known) in KNOWN_CODES.into_iter().enumerate() {
+            assert_eq!(known as usize, value, "{known:?} out of order");
+        }
     }
 }
