@@ -87,15 +87,51 @@ pub struct AuthRecord {
 impl AuthRecord {
     /// Serialised form for pam_set_data.
     pub fn to_bytes(&self) -> Vec<u8> {
-        postcard::to_allocvec(self).unwrap_or_default()
+        to_transaction_bytes(self)
     }
 
     /// Parses what [`AuthRecord::to_bytes`] produced.
     pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
-        match postcard::take_from_bytes(bytes) {
-            Ok((record, [])) => Some(record),
-            _ => None,
-        }
+        from_transaction_bytes(bytes)
+    }
+}
+
+/// What `pam_sm_open_session` had the helper bind, so that
+/// `pam_sm_close_session` of the same transaction removes that record and
+/// nothing else.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BoundSession {
+    /// The logind session id (XDG_SESSION_ID).
+    pub session_id: String,
+    /// The PID of the PAM application that opened it.
+    pub host_pid: u32,
+}
+
+impl BoundSession {
+    /// Serialised form for pam_set_data.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        to_transaction_bytes(self)
+    }
+
+    /// Parses what [`BoundSession::to_bytes`] produced.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        from_transaction_bytes(bytes)
+    }
+}
+
+fn to_transaction_bytes<T: Serialize>(value: &T) -> Vec<u8> {
+    // Only a writer's failure could fail this, and a Vec's does not; an
+    // empty result would be refused by the reader anyway.
+    postcard::to_allocvec(value).unwrap_or_default()
+}
+
+/// The whole of `bytes` as one `T`; anything else (garbage, trailing
+/// bytes) is `None`.
+fn from_transaction_bytes<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Option<T> {
+    match postcard::take_from_bytes(bytes) {
+        Ok((value, [])) => Some(value),
+        _ => None,
     }
 }
 
@@ -124,5 +160,17 @@ mod tests {
         let mut longer = bytes.clone();
         longer.push(0);
         assert_eq!(AuthRecord::from_bytes(&longer), None, "trailing bytes");
+    }
+
+    #[test]
+    fn bound_sessions_round_trip_and_garbage_is_refused() {
+        let bound = BoundSession {
+            session_id: "c7".into(),
+            host_pid: 4242,
+        };
+        let bytes = bound.to_bytes();
+        assert_eq!(BoundSession::from_bytes(&bytes), Some(bound));
+        assert_eq!(BoundSession::from_bytes(b""), None);
+        assert_eq!(BoundSession::from_bytes(b"c7\n4242"), None, "the old text form");
     }
 }

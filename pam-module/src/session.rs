@@ -5,6 +5,7 @@
 use nix::unistd::geteuid;
 use pamsm::{Pam, PamError, PamLibExt};
 use tessera_ipc::protocol::{Operation, Verdict};
+use tessera_ipc::verdict::BoundSession;
 
 use crate::{auth_record, ffi, logging, Call};
 
@@ -23,27 +24,6 @@ fn xdg_session_id(pamh: &Pam) -> Option<String> {
 /// that record and nothing else.
 const BOUND_SESSION: &str = "tessera_bound_session";
 
-/// What open_session bound in this transaction.
-struct Bound {
-    session_id: String,
-    host_pid: u32,
-}
-
-impl Bound {
-    fn to_bytes(&self) -> Vec<u8> {
-        format!("{}\n{}", self.session_id, self.host_pid).into_bytes()
-    }
-
-    fn from_bytes(bytes: &[u8]) -> Option<Self> {
-        let text = std::str::from_utf8(bytes).ok()?;
-        let (session_id, host_pid) = text.split_once('\n')?;
-        Some(Self {
-            session_id: session_id.to_owned(),
-            host_pid: host_pid.parse().ok()?,
-        })
-    }
-}
-
 /// Has the helper write the binding for a session this module authenticated
 /// and this transaction created (pam_systemd set XDG_SESSION_ID in this
 /// handle's environment). A PAM application already inside a session
@@ -59,7 +39,7 @@ pub fn open(pamh: &Pam, raw_args: &[String]) -> PamError {
             let record = auth_record(pamh)?;
             let xdg_session_id = xdg_session_id(pamh);
             let host_pid = std::process::id();
-            asked = xdg_session_id.clone().map(|session_id| Bound {
+            asked = xdg_session_id.clone().map(|session_id| BoundSession {
                 session_id,
                 host_pid,
             });
@@ -98,7 +78,7 @@ pub fn close(pamh: &Pam, raw_args: &[String]) -> PamError {
             let bound = pamh
                 .retrieve_bytes(BOUND_SESSION)
                 .ok()
-                .and_then(|bytes| Bound::from_bytes(&bytes))?;
+                .and_then(|bytes| BoundSession::from_bytes(&bytes))?;
             Some(Operation::CloseSession {
                 session_id: bound.session_id,
                 host_pid: bound.host_pid,
