@@ -1,4 +1,4 @@
-//! DESIGN.md lesson 6: a wrong PIN must not be accepted because the token is
+//! docs/design.md, lesson 6: a wrong PIN must not be accepted because the token is
 //! already logged in. Here the "other application" is this very process: it
 //! initialises SoftHSM2 and logs in before the flow runs, so the flow meets
 //! CKR_CRYPTOKI_ALREADY_INITIALIZED and CKR_USER_ALREADY_LOGGED_IN.

@@ -38,7 +38,7 @@ pub struct PamTessera;
 /// session and account calls.
 const AUTH_RECORD: &str = "tessera_auth_record";
 
-/// The PAM code for each class of failure (DESIGN.md, "PAM return codes").
+/// The PAM code for each class of failure (docs/design.md, "PAM return codes").
 /// Never PAM_SUCCESS or PAM_IGNORE.
 fn failure_code(kind: FailureKind, card: CardRequirement) -> PamError {
     match kind {

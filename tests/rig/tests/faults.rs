@@ -13,7 +13,7 @@ use tessera_testrig::login::{LoginRig, PIN};
 use tessera_testrig::p11fault::{Call, FaultPlan, FaultRig, FaultRun};
 use tessera_testrig::softhsm::KeyType;
 
-/// The codes the design allows for a failed login (DESIGN.md, "PAM return codes").
+/// The codes the design allows for a failed login (docs/design.md, "PAM return codes").
 const FAIL_CLOSED: [&str; 4] = [
     "PAM_AUTH_ERR",
     "PAM_AUTHINFO_UNAVAIL",

@@ -1,4 +1,4 @@
-//! The token helper is isolated from the PAM host's caller (DESIGN.md
+//! The token helper is isolated from the PAM host's caller (docs/design.md,
 //! "Processes and privileges", lesson 13): a local user who runs setuid
 //! `su` with a hostile environment and process state must not get their
 //! code loaded as root, nor reach the helper in any other way. And a host

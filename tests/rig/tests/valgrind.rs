@@ -1,7 +1,7 @@
 //! pam_tessera.so under valgrind memcheck through real libpam: a successful
 //! and a failed login with a SoftHSM token, the same with revocation by
 //! local CRLs (a good and a revoked certificate), and with the virtual PIV
-//! card behind pcscd and OpenSC. DESIGN.md lesson 7: the anchors'
+//! card behind pcscd and OpenSC. docs/design.md, lesson 7: the anchors'
 //! memory-safety bugs were in their CRL paths and only seen under valgrind.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
