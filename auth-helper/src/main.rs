@@ -76,7 +76,7 @@ fn main() -> ExitCode {
     let args = match Args::parse(std::env::args_os()) {
         Ok(args) => args,
         Err(error) => {
-            logging::emergency(&format!("tessera-auth: {error}"));
+            logging::emergency("auth.arguments.invalid", &format!("tessera-auth: {error}"));
             if let Ok(socket) = sanitized {
                 let _ = Channel::from_socket(socket).send(&FromHelper::Verdict(Verdict::Failed {
                     kind: FailureKind::Internal,
@@ -90,7 +90,10 @@ fn main() -> ExitCode {
         let channel = match sanitized {
             Ok(socket) => Channel::from_socket(socket),
             Err(error) => {
-                tracing::error!("tessera-auth: refusing to run: {error}");
+                tracing::error!(
+                    id = "auth.sanitize.failed",
+                    "tessera-auth: refusing to run: {error}"
+                );
                 return ExitCode::FAILURE;
             }
         };
@@ -103,7 +106,7 @@ fn main() -> ExitCode {
                 .map(|s| s.to_string())
                 .or_else(|| payload.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "unknown panic".to_owned());
-            tracing::error!("internal error (panic: {what})");
+            tracing::error!(id = "auth.panic", "internal error (panic: {what})");
         }));
         match catch_unwind(AssertUnwindSafe(|| serve(&args, channel))) {
             Ok(None) => ExitCode::SUCCESS,
@@ -130,7 +133,7 @@ fn serve(args: &Args, channel: Channel) -> Option<(Channel, Verdict)> {
     let config = match Config::load(&args.config) {
         Ok(config) => config,
         Err(error) => {
-            tracing::error!("configuration error: {error}");
+            tracing::error!(id = "auth.config.invalid", "configuration error: {error}");
             return Some((channel, failed(FailureKind::Config, error.to_string())));
         }
     };
@@ -142,7 +145,10 @@ fn serve(args: &Args, channel: Channel) -> Option<(Channel, Verdict)> {
         {
             // The dynamic loader and libc read these once, at exec.
             let error = reexecute(args, &config, channel);
-            tracing::error!("cannot re-execute with [pkcs11] environment: {error}");
+            tracing::error!(
+                id = "auth.reexec.failed",
+                "cannot re-execute with [pkcs11] environment: {error}"
+            );
             return None;
         }
         // Nothing has read the (empty) environment yet and no other thread
@@ -158,16 +164,19 @@ fn serve(args: &Args, channel: Channel) -> Option<(Channel, Verdict)> {
                 "the PAM module speaks protocol version {}, this helper {PROTOCOL_VERSION}",
                 request.version
             );
-            tracing::error!("{message}");
+            tracing::error!(id = "auth.protocol.version", "{message}");
             return Some((channel, failed(FailureKind::Internal, message)));
         }
         Ok(_) => {
             let message = "the PAM module sent something else than a request".to_owned();
-            tracing::error!("{message}");
+            tracing::error!(id = "auth.protocol.unexpected", "{message}");
             return Some((channel, failed(FailureKind::Internal, message)));
         }
         Err(error) => {
-            tracing::error!("no request from the PAM module: {error}");
+            tracing::error!(
+                id = "auth.protocol.no_request",
+                "no request from the PAM module: {error}"
+            );
             return None;
         }
     };

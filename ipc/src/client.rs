@@ -202,7 +202,7 @@ fn spawn(command: &HelperCommand) -> Result<Running, HelperError> {
     )
     .map_err(HelperError::Spawn)?;
     drop(theirs);
-    tracing::debug!(helper = %command.path.display(), pid = pid.as_raw(), "helper started");
+    tracing::debug!(id = "pam.helper.started", helper = %command.path.display(), pid = pid.as_raw(), "helper started");
     Ok(Running { channel, pid })
 }
 
@@ -317,7 +317,7 @@ impl Running {
             // Its end of the socket is open, so its process group still
             // exists and is ours.
             if let Err(errno) = killpg(self.pid, Signal::SIGKILL) {
-                tracing::debug!(pid = self.pid.as_raw(), %errno, "cannot kill the helper's process group");
+                tracing::debug!(id = "pam.helper.kill_failed", pid = self.pid.as_raw(), %errno, "cannot kill the helper's process group");
             }
             exited = self.wait_for_close(EXIT_GRACE);
         }
@@ -332,11 +332,12 @@ impl Running {
             // The host reaped it (its SIGCHLD handler) or ignores SIGCHLD.
             Err(Errno::ECHILD) => {}
             Err(errno) => {
-                tracing::debug!(pid = self.pid.as_raw(), %errno, "cannot reap the helper")
+                tracing::debug!(id = "pam.helper.reap_failed", pid = self.pid.as_raw(), %errno, "cannot reap the helper")
             }
         }
         if !exited {
             tracing::warn!(
+                id = "pam.helper.unkillable",
                 pid = self.pid.as_raw(),
                 "the helper did not exit after SIGKILL; left for the host to reap"
             );

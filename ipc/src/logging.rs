@@ -7,8 +7,10 @@ use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 
 use tracing::level_filters::LevelFilter;
-use tracing::{Level, Metadata};
+use tracing::{Level, Metadata, Subscriber};
+use tracing_subscriber::fmt::format::{DefaultFields, Format, Full};
 use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::Layer;
 
@@ -123,6 +125,18 @@ impl<'a> MakeWriter<'a> for SyslogWriter {
     }
 }
 
+/// Records as text, for syslog and stderr: `LEVEL message field=value...`,
+/// so a record's stable ID reads `id="pam.helper.failed"`.
+fn text_layer<S>() -> tracing_subscriber::fmt::Layer<S, DefaultFields, Format<Full, ()>>
+where
+    S: Subscriber + for<'lookup> LookupSpan<'lookup>,
+{
+    tracing_subscriber::fmt::layer()
+        .with_ansi(false)
+        .without_time()
+        .with_target(false)
+}
+
 /// Runs `body` with the module's logger installed for the current thread.
 pub fn with_logger<T>(debug: bool, target: LogTarget, body: impl FnOnce() -> T) -> T {
     let level = if debug {
@@ -135,36 +149,32 @@ pub fn with_logger<T>(debug: bool, target: LogTarget, body: impl FnOnce() -> T) 
         LogTarget::Auto => LogTarget::Syslog,
         other => other,
     };
-    let plain = || {
-        tracing_subscriber::fmt::layer()
-            .with_ansi(false)
-            .without_time()
-            .with_target(false)
-    };
     let layer: Box<dyn Layer<tracing_subscriber::Registry> + Send + Sync> = match target {
         LogTarget::Journald => match tracing_journald::layer() {
             Ok(journald) => journald
                 .with_syslog_identifier(IDENTIFIER.to_owned())
                 .with_filter(level)
                 .boxed(),
-            Err(_) => plain().with_writer(SyslogWriter).with_filter(level).boxed(),
+            Err(_) => text_layer().with_writer(SyslogWriter).with_filter(level).boxed(),
         },
-        LogTarget::Stderr => plain()
+        LogTarget::Stderr => text_layer()
             .with_writer(io::stderr)
             .map_event_format(|format| format.with_target(false))
             .with_filter(level)
             .boxed(),
         LogTarget::Syslog | LogTarget::Auto => {
-            plain().with_writer(SyslogWriter).with_filter(level).boxed()
+            text_layer().with_writer(SyslogWriter).with_filter(level).boxed()
         }
     };
     let subscriber = tracing_subscriber::registry().with(layer);
     tracing::subscriber::with_default(subscriber, body)
 }
 
-/// Logs an error when no logger is set up (bad arguments, a panic): straight to syslog and stderr-free.
-pub fn emergency(message: &str) {
-    send_syslog(3, message);
+/// Logs an error when no logger is set up (bad arguments, a panic):
+/// straight to syslog, never stderr, with its stable `id` written as the
+/// logger writes it.
+pub fn emergency(id: &str, message: &str) {
+    send_syslog(3, &format!("{message} id=\"{id}\""));
 }
 
 #[cfg(test)]
@@ -192,5 +202,35 @@ mod tests {
         );
         assert_eq!(severity(&Level::ERROR), 3);
         assert_eq!(severity(&Level::DEBUG), 7);
+    }
+
+    #[test]
+    fn a_record_carries_its_stable_id_after_the_message() {
+        use std::sync::{Arc, Mutex};
+
+        #[derive(Clone, Default)]
+        struct Captured(Arc<Mutex<Vec<u8>>>);
+        impl Write for Captured {
+            fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::registry()
+            .with(text_layer().with_writer(move || writer.clone()));
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::warn!(id = "pam.test.event", service = "login", "token skipped");
+        });
+        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(
+            text.trim(),
+            r#"WARN token skipped id="pam.test.event" service="login""#
+        );
     }
 }

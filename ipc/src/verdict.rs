@@ -171,6 +171,10 @@ mod tests {
         let bytes = bound.to_bytes();
         assert_eq!(BoundSession::from_bytes(&bytes), Some(bound));
         assert_eq!(BoundSession::from_bytes(b""), None);
-        assert_eq!(BoundSession::from_bytes(b"c7\n4242"), None, "the old text form");
+        assert_eq!(
+            BoundSession::from_bytes(b"c7\n4242"),
+            None,
+            "the old text form"
+        );
     }
 }

@@ -111,7 +111,11 @@ fn chauthtok(pamh: &Pam, flags: PamFlags, raw_args: &[String]) -> PamError {
         let user = match cached_user(pamh) {
             Ok(Some(user)) => user,
             _ => {
-                tracing::error!(service, "PIN change without a user name");
+                tracing::error!(
+                    id = "pam.chauthtok.no_user",
+                    service,
+                    "PIN change without a user name"
+                );
                 return PamError::USER_UNKNOWN;
             }
         };
@@ -121,6 +125,7 @@ fn chauthtok(pamh: &Pam, flags: PamFlags, raw_args: &[String]) -> PamError {
             Operation::ChangePinUpdate { user }
         } else {
             tracing::error!(
+                id = "pam.chauthtok.bad_flags",
                 service,
                 "pam_sm_chauthtok called without PRELIM_CHECK or UPDATE_AUTHTOK"
             );
@@ -133,13 +138,18 @@ fn chauthtok(pamh: &Pam, flags: PamFlags, raw_args: &[String]) -> PamError {
             Ok(Verdict::Failed { kind, .. }) => chauthtok_failure_code(kind),
             Ok(Verdict::Authenticated(_)) => {
                 tracing::error!(
+                    id = "pam.helper.unexpected_verdict",
                     service,
                     "the helper answered a PIN change with an authentication"
                 );
                 PamError::SERVICE_ERR
             }
             Err(error) => {
-                tracing::error!(service, "PIN change: {error}");
+                tracing::error!(
+                    id = "pam.chauthtok.helper_failed",
+                    service,
+                    "PIN change: {error}"
+                );
                 chauthtok_failure_code(helper_failure_kind(&error))
             }
         }
@@ -156,7 +166,10 @@ fn guarded(entry: &str, body: impl FnOnce() -> PamError) -> PamError {
                 .map(|s| s.to_string())
                 .or_else(|| payload.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "unknown panic".to_owned());
-            logging::emergency(&format!("pam_sm_{entry}: internal error (panic: {what})"));
+            logging::emergency(
+                "pam.panic",
+                &format!("pam_sm_{entry}: internal error (panic: {what})"),
+            );
             PamError::SERVICE_ERR
         }
     }
@@ -171,7 +184,7 @@ pub(crate) struct Call {
 impl Call {
     pub(crate) fn new(pamh: &Pam, entry: &str, raw_args: &[String]) -> Result<Self, PamError> {
         let args = ModuleArgs::parse(raw_args).map_err(|error| {
-            logging::emergency(&format!("pam_sm_{entry}: {error}"));
+            logging::emergency("pam.arguments.invalid", &format!("pam_sm_{entry}: {error}"));
             PamError::SERVICE_ERR
         })?;
         let service = pamh
@@ -221,17 +234,29 @@ fn authenticate(pamh: &Pam, flags: PamFlags, raw_args: &[String]) -> PamError {
     logging::with_logger(call.args.debug, call.args.log, || {
         let service = call.service.as_str();
         if call.args.card == Some(CardRequirement::Disabled) {
-            tracing::debug!(service, "module disabled for this stack (card=disabled)");
+            tracing::debug!(
+                id = "pam.auth.disabled",
+                service,
+                "module disabled for this stack (card=disabled)"
+            );
             return PamError::IGNORE;
         }
         let user = match cached_user(pamh) {
             Ok(user) => user,
             Err(PamError::USER_UNKNOWN) => {
-                tracing::warn!(service, "PAM_USER is not valid UTF-8; refused");
+                tracing::warn!(
+                    id = "pam.user.not_utf8",
+                    service,
+                    "PAM_USER is not valid UTF-8; refused"
+                );
                 return PamError::USER_UNKNOWN;
             }
             Err(code) => {
-                tracing::error!(service, "cannot read PAM_USER: {code}");
+                tracing::error!(
+                    id = "pam.user.unreadable",
+                    service,
+                    "cannot read PAM_USER: {code}"
+                );
                 return PamError::SERVICE_ERR;
             }
         };
@@ -258,6 +283,7 @@ fn authenticate(pamh: &Pam, flags: PamFlags, raw_args: &[String]) -> PamError {
             Ok(Verdict::Ignored) => PamError::IGNORE,
             Ok(Verdict::Done) => {
                 tracing::error!(
+                    id = "pam.helper.unexpected_verdict",
                     service,
                     "the helper answered an authentication without a result"
                 );
@@ -266,6 +292,7 @@ fn authenticate(pamh: &Pam, flags: PamFlags, raw_args: &[String]) -> PamError {
             Err(error) => {
                 let kind = helper_failure_kind(&error);
                 tracing::error!(
+                    id = "pam.helper.failed",
                     service,
                     user = user.as_deref().unwrap_or(""),
                     "authentication failed: {error}"
@@ -289,29 +316,45 @@ fn accept(
 ) -> PamError {
     match requested {
         Some(requested) if requested != success.user => {
-            tracing::error!(service, requested, authenticated = %success.user, "the helper authenticated another user");
+            tracing::error!(id = "pam.auth.user_mismatch", service, requested, authenticated = %success.user, "the helper authenticated another user");
             return PamError::SERVICE_ERR;
         }
         Some(_) => {}
         None => {
             if let Err(code) = ffi::set_user(pamh, &success.user) {
-                tracing::error!(service, "cannot set PAM_USER: {code}");
+                tracing::error!(
+                    id = "pam.item.set_failed",
+                    service,
+                    "cannot set PAM_USER: {code}"
+                );
                 return PamError::SERVICE_ERR;
             }
         }
     }
     if let Some(pin) = &success.pin {
         if let Err(code) = export_authtok(pamh, pin) {
-            tracing::error!(service, "cannot set PAM_AUTHTOK: {code}");
+            tracing::error!(
+                id = "pam.item.set_failed",
+                service,
+                "cannot set PAM_AUTHTOK: {code}"
+            );
             return PamError::SERVICE_ERR;
         }
     }
     let token_name = format!("PKCS11_LOGIN_TOKEN_NAME={}", success.record.token.label);
     if let Err(code) = pamh.putenv(&token_name) {
-        tracing::warn!(service, "cannot set PKCS11_LOGIN_TOKEN_NAME: {code}");
+        tracing::warn!(
+            id = "pam.env.set_failed",
+            service,
+            "cannot set PKCS11_LOGIN_TOKEN_NAME: {code}"
+        );
     }
     if let Err(code) = pamh.send_bytes(AUTH_RECORD, success.record.to_bytes(), None) {
-        tracing::error!(service, "cannot keep the authentication record: {code}");
+        tracing::error!(
+            id = "pam.data.set_failed",
+            service,
+            "cannot keep the authentication record: {code}"
+        );
         return PamError::SERVICE_ERR;
     }
     PamError::SUCCESS
@@ -344,13 +387,17 @@ fn acct_mgmt(pamh: &Pam, raw_args: &[String]) -> PamError {
         let service = call.service.as_str();
         let Some(record) = auth_record(pamh) else {
             // Someone else authenticated this user (a password, another module).
-            tracing::debug!(service, "user not authenticated by pam_tessera; ignoring");
+            tracing::debug!(
+                id = "pam.account.not_ours",
+                service,
+                "user not authenticated by pam_tessera; ignoring"
+            );
             return PamError::IGNORE;
         };
         match cached_user(pamh) {
             Ok(Some(user)) if user == record.user => {}
             other => {
-                tracing::warn!(service, authenticated = %record.user, now = ?other, "PAM_USER changed after authentication");
+                tracing::warn!(id = "pam.account.user_changed", service, authenticated = %record.user, now = ?other, "PAM_USER changed after authentication");
                 return PamError::PERM_DENIED;
             }
         }
@@ -360,7 +407,7 @@ fn acct_mgmt(pamh: &Pam, raw_args: &[String]) -> PamError {
             .map(|elapsed| elapsed.as_secs())
             .unwrap_or(0);
         if now < record.not_before || now > record.not_after {
-            tracing::warn!(service, user = %record.user, "certificate no longer within its validity period");
+            tracing::warn!(id = "pam.account.certificate_expired", service, user = %record.user, "certificate no longer within its validity period");
             let mut conversation = PamConversation::new(pamh, false);
             let _ = conversation.error("Your smart card certificate is no longer valid");
             return PamError::PERM_DENIED;

@@ -56,9 +56,10 @@ pub fn open(pamh: &Pam, raw_args: &[String]) -> PamError {
             if let Err(error) = pamh.send_bytes(BOUND_SESSION, bound.to_bytes(), None) {
                 // close_session then leaves the record; eventd drops it
                 // when logind forgets the session.
-                logging::emergency(&format!(
-                    "pam_sm_open_session: cannot remember the bound session: {error}"
-                ));
+                logging::emergency(
+                    "pam.data.set_failed",
+                    &format!("pam_sm_open_session: cannot remember the bound session: {error}"),
+                );
             }
         }
     }
@@ -104,12 +105,20 @@ fn session_call(
     logging::with_logger(call.args.debug, call.args.log, || {
         let service = call.service.as_str();
         let Some(operation) = operation(pamh) else {
-            tracing::debug!(service, "session not authenticated by pam_tessera");
+            tracing::debug!(
+                id = "pam.session.not_ours",
+                service,
+                "session not authenticated by pam_tessera"
+            );
             return PamError::IGNORE;
         };
         if !geteuid().is_root() {
             // Screen lockers run PAM as the user; bindings are root's business.
-            tracing::debug!(service, "not running as root; {unprivileged}");
+            tracing::debug!(
+                id = "pam.session.unprivileged",
+                service,
+                "not running as root; {unprivileged}"
+            );
             return PamError::SUCCESS;
         }
         match call.run_helper(pamh, false, operation).result {
@@ -118,13 +127,18 @@ fn session_call(
             Ok(Verdict::Failed { .. }) => PamError::SESSION_ERR,
             Ok(Verdict::Authenticated(_)) => {
                 tracing::error!(
+                    id = "pam.helper.unexpected_verdict",
                     service,
                     "the helper answered a session call with an authentication"
                 );
                 PamError::SESSION_ERR
             }
             Err(error) => {
-                tracing::error!(service, "session binding: {error}");
+                tracing::error!(
+                    id = "pam.session.helper_failed",
+                    service,
+                    "session binding: {error}"
+                );
                 PamError::SESSION_ERR
             }
         }
