@@ -3,7 +3,8 @@
 use nix::unistd::{geteuid, User};
 use tessera_core::auth::AuthRequest;
 use tessera_core::binding::{
-    session_leader, validate_session_id, SessionBinding, BINDING_VERSION, LOGIND_SESSIONS_DIR,
+    session_to_bind, validate_session_id, NotBound, SessionBinding, BINDING_VERSION,
+    LOGIND_SESSIONS_DIR,
 };
 use tessera_core::policy::AuthPolicy;
 use tessera_core::{pin_change, AuthFailure, Config};
@@ -153,48 +154,43 @@ fn pin_change_verdict(service: &str, user: &str, result: Result<(), AuthFailure>
     }
 }
 
-/// The logind session this PAM transaction created, or `None`.
-///
-/// Only XDG_SESSION_ID from this handle's PAM environment counts:
-/// pam_systemd sets it only when it created the session. A PAM application
-/// that runs inside a session already (`su` or `sudo` in a desktop session)
-/// gets none, and the session its process sits in belongs to its caller:
-/// binding that one would rebind the caller's session to another card, and
-/// close_session would then delete the caller's binding. Where logind's
-/// state file is readable, its leader must be the PAM application itself
-/// (pam_systemd's CreateSession passes the application's PID).
+/// The logind session this PAM transaction created, or `None`
+/// (core's [`session_to_bind`] decides; this reads logind's state and logs).
 fn created_session(service: &str, xdg_session_id: Option<String>, host_pid: u32) -> Option<String> {
-    let Some(id) = xdg_session_id.filter(|id| !id.is_empty()) else {
-        tracing::info!(
-            service,
-            "no logind session created by this PAM transaction (no XDG_SESSION_ID); nothing bound"
-        );
-        return None;
-    };
-    if let Err(error) = validate_session_id(&id) {
-        tracing::warn!(service, "{error}; nothing bound");
-        return None;
-    }
-    let state = std::path::Path::new(LOGIND_SESSIONS_DIR).join(&id);
-    match std::fs::read_to_string(&state) {
-        Ok(text) => match session_leader(&text) {
-            Some(leader) if leader == host_pid => Some(id),
-            leader => {
-                tracing::warn!(
-                    service,
-                    session = %id,
-                    ?leader,
-                    host_pid,
-                    "the logind session was not created by this PAM application; nothing bound"
-                );
-                None
-            }
-        },
-        // No logind state to compare with (not logind, or not readable):
-        // XDG_SESSION_ID from pam_systemd is all there is.
-        Err(error) => {
-            tracing::debug!(service, session = %id, path = %state.display(), %error, "no logind state file; trusting XDG_SESSION_ID");
-            Some(id)
+    let id = xdg_session_id.as_deref().filter(|id| !id.is_empty());
+    // A hostile id is refused below before it can name a file here.
+    let state = id
+        .filter(|id| validate_session_id(id).is_ok())
+        .and_then(|id| {
+            let path = std::path::Path::new(LOGIND_SESSIONS_DIR).join(id);
+            std::fs::read_to_string(&path)
+                .map_err(|error| {
+                    tracing::debug!(service, path = %path.display(), %error, "no logind state file; trusting XDG_SESSION_ID")
+                })
+                .ok()
+        });
+    match session_to_bind(id, state.as_deref(), host_pid) {
+        Ok(session) => Some(session),
+        Err(NotBound::NoSession) => {
+            tracing::info!(
+                service,
+                "no logind session created by this PAM transaction (no XDG_SESSION_ID); nothing bound"
+            );
+            None
+        }
+        Err(NotBound::BadSessionId(error)) => {
+            tracing::warn!(service, "{error}; nothing bound");
+            None
+        }
+        Err(NotBound::OtherLeader { session, leader }) => {
+            tracing::warn!(
+                service,
+                %session,
+                ?leader,
+                host_pid,
+                "the logind session was not created by this PAM application; nothing bound"
+            );
+            None
         }
     }
 }
@@ -266,12 +262,8 @@ fn close_session(
         tracing::debug!(service, "not running as root; session binding left alone");
         return Verdict::Done;
     }
-    let written_by_this_transaction = |record: &SessionBinding| {
-        record.pid == host_pid
-            && record.service == service
-            && record.user == user
-            && record.certificate_sha256 == certificate_sha256
-    };
+    let written_by_this_transaction =
+        |record: &SessionBinding| record.written_by(host_pid, service, user, certificate_sha256);
     match SessionBinding::remove_if(
         &config.session.bindings_dir,
         session_id,

@@ -4,14 +4,14 @@
 use std::path::Path;
 
 use der::Decode;
-use rustls_pki_types::{CertificateDer, UnixTime};
+use rustls_pki_types::UnixTime;
 use serde::Serialize;
-use tessera_core::mapping;
+use tessera_core::auth::{discover, BareKeys, Examined, Object, Scope, TokenObjects};
 use tessera_core::pkcs11_uri::TokenFilter;
-use tessera_core::pki::{self, TrustStore};
-use tessera_core::token::{hex_id, Pkcs11Module, TokenCertificate};
+use tessera_core::pki::TrustStore;
+use tessera_core::token::{hex_id, Pkcs11Module};
 use tessera_core::Config;
-use tessera_mappers::{CertificateFields, MappingInput, Outcome, TokenInfo};
+use tessera_mappers::Outcome;
 use x509_cert::ext::pkix::ExtendedKeyUsage;
 use x509_cert::Certificate;
 
@@ -100,26 +100,13 @@ fn eku_names(certificate: &Certificate) -> Vec<String> {
         .collect()
 }
 
-fn certificate_report(
-    config: &Config,
-    store: &TrustStore,
-    certificate: &TokenCertificate,
-    siblings: &[TokenCertificate],
-    now: UnixTime,
-) -> CertificateReport {
-    let der = CertificateDer::from(certificate.der.as_slice());
-    let intermediates: Vec<CertificateDer<'_>> = siblings
-        .iter()
-        .filter(|other| other.token == certificate.token && other.der != certificate.der)
-        .map(|other| CertificateDer::from(other.der.as_slice()))
-        .collect();
-    // The same checks as a login, revocation included, each with its own budget.
-    let deadline = pki::Deadline::after(config.pki.revocation_timeout);
-    let verdict = match pki::validate(store, &config.pki, &der, &intermediates, now, &deadline) {
-        Ok(_) => "valid".to_owned(),
-        Err(rejection) => format!("rejected: {rejection}"),
+/// The report of one certificate, from what the login's discovery made of it.
+fn certificate_report(examined: &Examined<'_>) -> CertificateReport {
+    let (der, fields) = match &examined.object {
+        Object::Certificate { der, fields } => (*der, fields.as_deref()),
+        Object::Key(_) => (&[][..], None),
     };
-    let parsed = Certificate::from_der(&certificate.der).ok();
+    let parsed = Certificate::from_der(der).ok();
     let (not_before, not_after) = parsed
         .as_ref()
         .map(|c| {
@@ -129,55 +116,33 @@ fn certificate_report(
             )
         })
         .unwrap_or_default();
-    let mut report = CertificateReport {
-        label: certificate.label.clone(),
-        id: hex_id(&certificate.id),
-        subject: String::new(),
-        issuer: String::new(),
+    let mapping = examined.mapping.as_ref();
+    CertificateReport {
+        label: examined.label.to_owned(),
+        id: hex_id(examined.id),
+        subject: fields.map(|f| f.subject.clone()).unwrap_or_default(),
+        issuer: fields.map(|f| f.issuer.clone()).unwrap_or_default(),
         not_before,
         not_after,
         extended_key_usage: parsed.as_ref().map(eku_names).unwrap_or_default(),
-        emails: Vec::new(),
-        upns: Vec::new(),
-        sha256: String::new(),
-        verdict,
-        users: Vec::new(),
-        rule: None,
-        mapping_trace: Vec::new(),
-    };
-    match CertificateFields::from_der(&certificate.der) {
-        Ok(fields) => {
-            let token = TokenInfo {
-                label: certificate.token.label.clone(),
-                serial: certificate.token.serial.clone(),
-            };
-            let input = MappingInput {
-                certificate: Some(&fields),
-                key: fields.public_key.as_ref(),
-                token: &token,
-                requested_user: None,
-            };
-            let mapping = mapping::with_context(config, Some(now.as_secs()), |context| {
-                mapping::map(config, context, &input)
-            });
-            report.users = mapping.users().to_vec();
-            report.rule = match &mapping.outcome {
-                Outcome::Matched { rule, .. } => Some(rule.clone()),
-                _ => None,
-            };
-            report.mapping_trace = mapping.trace.iter().map(ToString::to_string).collect();
-            report.subject = fields.subject;
-            report.issuer = fields.issuer;
-            report.emails = fields.emails;
-            report.upns = fields.upns;
-            report.sha256 = fields.sha256_hex;
-        }
-        Err(error) => report.verdict = format!("rejected: {error}"),
+        emails: fields.map(|f| f.emails.clone()).unwrap_or_default(),
+        upns: fields.map(|f| f.upns.clone()).unwrap_or_default(),
+        sha256: fields.map(|f| f.sha256_hex.clone()).unwrap_or_default(),
+        verdict: examined.verdict.describe(),
+        users: mapping.map(|m| m.users().to_vec()).unwrap_or_default(),
+        rule: mapping.and_then(|m| match &m.outcome {
+            Outcome::Matched { rule, .. } => Some(rule.clone()),
+            _ => None,
+        }),
+        mapping_trace: mapping
+            .map(|m| m.trace.iter().map(ToString::to_string).collect())
+            .unwrap_or_default(),
     }
-    report
 }
 
-/// Builds the report for the tokens of `config`'s module (optionally filtered by `uri`).
+/// Builds the report for the tokens of `config`'s module (optionally
+/// filtered by `uri`): the certificates as a login's discovery sees them,
+/// each validated, with one revocation budget for them all.
 pub fn inspect(config_path: &Path, uri: Option<&str>) -> Result<Report, String> {
     let config = Config::load(config_path).map_err(|error| error.to_string())?;
     let filter = match uri {
@@ -189,22 +154,27 @@ pub fn inspect(config_path: &Path, uri: Option<&str>) -> Result<Report, String> 
     // The CLI is an entry point: it reads the clock.
     #[allow(clippy::disallowed_methods)]
     let now = UnixTime::now();
-    let mut tokens = Vec::new();
-    for token in module.tokens().map_err(|error| error.to_string())? {
-        if filter
-            .as_ref()
-            .is_some_and(|filter| !filter.matches(&token))
-        {
-            continue;
-        }
-        let certificates = module
-            .certificates(&token)
-            .map_err(|error| format!("{}: {error}", token.describe()))?;
-        let reports = certificates
-            .iter()
-            .map(|certificate| certificate_report(&config, &store, certificate, &certificates, now))
-            .collect();
-        tokens.push(TokenReport {
+    let tokens: Vec<_> = module
+        .tokens()
+        .map_err(|error| error.to_string())?
+        .into_iter()
+        .filter(|token| filter.as_ref().is_none_or(|filter| filter.matches(token)))
+        .collect();
+    let objects = TokenObjects::read(&module, &tokens, BareKeys::Skip);
+    if let Some((token, error)) = objects.unreadable.first() {
+        return Err(format!("{}: {error}", token.describe()));
+    }
+    let examined = discover(
+        &config,
+        &store,
+        &objects,
+        Scope::Explain { user: None },
+        now,
+    )
+    .map_err(|failure| failure.to_string())?;
+    let tokens = tokens
+        .iter()
+        .map(|token| TokenReport {
             slot_id: token.slot_id,
             slot_description: token.slot_description.clone(),
             label: token.label.clone(),
@@ -221,9 +191,13 @@ pub fn inspect(config_path: &Path, uri: Option<&str>) -> Result<Report, String> 
                 "ok"
             },
             pin_pad: token.protected_authentication_path,
-            certificates: reports,
-        });
-    }
+            certificates: examined
+                .iter()
+                .filter(|entry| entry.token == token)
+                .map(certificate_report)
+                .collect(),
+        })
+        .collect();
     Ok(Report {
         module: config.pkcs11_module.display().to_string(),
         tokens,

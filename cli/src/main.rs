@@ -31,9 +31,13 @@ enum Command {
     /// Check a configuration: syntax, file ownership and modes, trust anchors
     /// and the PKCS#11 module. Exit status 0 when usable, 1 otherwise.
     CheckConfig {
-        /// The configuration file.
-        #[arg(default_value = DEFAULT_CONFIG_PATH)]
-        path: PathBuf,
+        /// The configuration file, as for every other command.
+        #[arg(long, default_value = DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+        /// The configuration file: the positional form, kept for scripts
+        /// written before `--config`.
+        #[arg(value_name = "PATH", conflicts_with = "config")]
+        path: Option<PathBuf>,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -205,7 +209,8 @@ fn print_lines(text: &str) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match &cli.command {
-        Command::CheckConfig { path, json } => {
+        Command::CheckConfig { config, path, json } => {
+            let path = path.as_ref().unwrap_or(config);
             let result = check_config(path);
             if *json {
                 let report = match &result {
@@ -263,7 +268,7 @@ fn main() -> ExitCode {
                 Err(error) => {
                     eprintln!(
                         "tessera setup: written, but the check failed: {error}\n\
-                         Fix it, then run: tessera check-config {}",
+                         Fix it, then run: tessera check-config --config {}",
                         output.display()
                     );
                     ExitCode::from(3)
@@ -372,5 +377,35 @@ fn main() -> ExitCode {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check_config_path(args: &[&str]) -> Result<PathBuf, clap::Error> {
+        let cli = Cli::try_parse_from(["tessera", "check-config"].iter().chain(args))?;
+        match cli.command {
+            Command::CheckConfig { config, path, .. } => Ok(path.unwrap_or(config)),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn check_config_takes_config_like_every_command_and_still_a_path() {
+        assert_eq!(
+            check_config_path(&["--config", "/a.toml"]).unwrap(),
+            PathBuf::from("/a.toml")
+        );
+        assert_eq!(
+            check_config_path(&["/b.toml"]).unwrap(),
+            PathBuf::from("/b.toml")
+        );
+        assert_eq!(
+            check_config_path(&[]).unwrap(),
+            PathBuf::from(DEFAULT_CONFIG_PATH)
+        );
+        assert!(check_config_path(&["--config", "/a.toml", "/b.toml"]).is_err());
     }
 }

@@ -4,11 +4,13 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use rustls_pki_types::{CertificateDer, UnixTime};
+use rustls_pki_types::UnixTime;
 use serde::Serialize;
+use tessera_core::auth::discover::key_subject;
+use tessera_core::auth::{discover, BareKeys, Object, Scope, TokenObjects};
 use tessera_core::config::Config;
 use tessera_core::mapping;
-use tessera_core::pki::{self, TrustStore};
+use tessera_core::pki::TrustStore;
 use tessera_core::token::Pkcs11Module;
 use tessera_mappers::{
     certificate_der, CertificateFields, Mapping, MappingInput, Outcome, PublicKey, TokenInfo,
@@ -49,32 +51,24 @@ struct Explained {
     mapping: Mapping,
 }
 
-fn explain(
-    config: &Config,
+/// The explanation of one certificate or key, from its mapping.
+fn explained(
     fields: Option<&CertificateFields>,
     key: Option<&PublicKey>,
     token: TokenInfo,
-    user: Option<&str>,
     chain: Option<String>,
-    context: &tessera_mappers::MappingContext<'_>,
+    mapping: Mapping,
 ) -> Explained {
-    let input = MappingInput {
-        certificate: fields,
-        key,
-        token: &token,
-        requested_user: user,
-    };
-    let mapping = mapping::map(config, context, &input);
     Explained {
         kind: if fields.is_some() {
             "certificate"
         } else {
             "key"
         },
-        subject: fields.map(|f| f.subject.clone()).unwrap_or_else(|| {
-            key.map(|k| format!("{} key {}", k.kind(), k.fingerprint()))
-                .unwrap_or_default()
-        }),
+        subject: fields
+            .map(|f| f.subject.clone())
+            .or_else(|| key.map(key_subject))
+            .unwrap_or_default(),
         issuer: fields.map(|f| f.issuer.clone()),
         serial: fields.map(|f| f.serial_hex.clone()),
         sha256: fields.map(|f| f.sha256_hex.clone()),
@@ -91,6 +85,8 @@ fn token_info(identity: &tessera_core::token::TokenIdentity) -> TokenInfo {
     }
 }
 
+/// What the login's discovery makes of the present tokens' certificates and
+/// keys, every certificate validated.
 fn from_tokens(
     config: &Config,
     user: Option<&str>,
@@ -102,76 +98,29 @@ fn from_tokens(
     if tokens.is_empty() {
         return Err("no token present".to_owned());
     }
-    let mut explained = Vec::new();
-    mapping::with_context(
-        config,
-        Some(now.as_secs()),
-        |context| -> Result<(), String> {
-            for token in &tokens {
-                let certificates = module.certificates(token).map_err(|e| e.to_string())?;
-                let ders: Vec<CertificateDer<'_>> = certificates
-                    .iter()
-                    .map(|c| CertificateDer::from(c.der.as_slice()))
-                    .collect();
-                for (index, certificate) in certificates.iter().enumerate() {
-                    let fields = match CertificateFields::from_der(&certificate.der) {
-                        Ok(fields) => fields,
-                        Err(error) => {
-                            eprintln!("certificate {:?} skipped: {error}", certificate.label);
-                            continue;
-                        }
-                    };
-                    let others: Vec<CertificateDer<'_>> = ders
-                        .iter()
-                        .enumerate()
-                        .filter(|(other, _)| *other != index)
-                        .map(|(_, der)| der.clone())
-                        .collect();
-                    // The same checks as a login, revocation included.
-                    let deadline = pki::Deadline::after(config.pki.revocation_timeout);
-                    let chain = match pki::validate(
-                        &store,
-                        &config.pki,
-                        &ders[index],
-                        &others,
-                        now,
-                        &deadline,
-                    ) {
-                        Ok(_) => "valid".to_owned(),
-                        Err(rejection) => format!("rejected: {rejection}"),
-                    };
-                    explained.push(explain(
-                        config,
-                        Some(&fields),
-                        fields.public_key.as_ref(),
-                        token_info(token),
-                        user,
-                        Some(chain),
-                        context,
-                    ));
-                }
-                let keys = module.public_keys(token).map_err(|e| e.to_string())?;
-                for bare in keys
-                    .iter()
-                    .filter(|key| !certificates.iter().any(|c| c.id == key.id))
-                {
-                    if let Ok(key) = &bare.key {
-                        explained.push(explain(
-                            config,
-                            None,
-                            Some(key),
-                            token_info(token),
-                            user,
-                            None,
-                            context,
-                        ));
-                    }
-                }
+    let objects = TokenObjects::read(&module, &tokens, BareKeys::Read);
+    if let Some((token, error)) = objects.unreadable.first() {
+        return Err(format!("{}: {error}", token.describe()));
+    }
+    let examined = discover(config, &store, &objects, Scope::Explain { user }, now)
+        .map_err(|failure| failure.to_string())?;
+    let mut explanations = Vec::new();
+    for entry in examined {
+        let chain = entry.verdict.describe();
+        let Some(mapping) = entry.mapping else {
+            eprintln!("{:?} skipped: {chain}", entry.label);
+            continue;
+        };
+        explanations.push(match entry.object {
+            Object::Certificate { fields, .. } => {
+                let fields = fields.as_deref();
+                let key = fields.and_then(|f| f.public_key.as_ref());
+                explained(fields, key, token_info(entry.token), Some(chain), mapping)
             }
-            Ok(())
-        },
-    )?;
-    Ok(explained)
+            Object::Key(key) => explained(None, key, token_info(entry.token), None, mapping),
+        });
+    }
+    Ok(explanations)
 }
 
 fn from_file(
@@ -188,21 +137,22 @@ fn from_file(
         label: request.token_label.clone(),
         serial: request.token_serial.clone(),
     };
-    Ok(mapping::with_context(
-        config,
-        Some(now.as_secs()),
-        |context| {
-            vec![explain(
-                config,
-                Some(&fields),
-                fields.public_key.as_ref(),
-                token,
-                request.user.as_deref(),
-                None,
-                context,
-            )]
-        },
-    ))
+    let mapping = mapping::with_context(config, Some(now.as_secs()), |context| {
+        let input = MappingInput {
+            certificate: Some(&fields),
+            key: fields.public_key.as_ref(),
+            token: &token,
+            requested_user: request.user.as_deref(),
+        };
+        mapping::map(config, context, &input)
+    });
+    Ok(vec![explained(
+        Some(&fields),
+        fields.public_key.as_ref(),
+        token,
+        None,
+        mapping,
+    )])
 }
 
 fn render(item: &Explained) -> String {

@@ -4,87 +4,37 @@
 use std::time::Duration;
 
 use serde::Serialize;
-use tessera_core::eventd_config::{DBUS_NAME, DBUS_PATH};
+use tessera_core::eventd_api::{ReaderRow, SessionRow, TokenRow, TokenState, DBUS_NAME, DBUS_PATH};
 use zbus::proxy;
 
 /// How long to wait for eventd to answer.
 const TIMEOUT: Duration = Duration::from_secs(5);
 
+// The macro takes literals only; a test checks them against eventd_api.
 #[proxy(
     interface = "org.tessera.EventD1",
     default_service = "org.tessera.EventD1",
     default_path = "/org/tessera/EventD1"
 )]
 trait EventD {
-    fn list_readers(&self) -> zbus::Result<Vec<(String, bool, String)>>;
-    #[allow(clippy::type_complexity)]
-    fn list_tokens(
-        &self,
-    ) -> zbus::Result<Vec<(String, String, String, String, String, String, String)>>;
-    #[allow(clippy::type_complexity)]
-    fn list_sessions(
-        &self,
-    ) -> zbus::Result<
-        Vec<(
-            String,
-            u32,
-            String,
-            String,
-            String,
-            String,
-            String,
-            String,
-            bool,
-        )>,
-    >;
+    fn list_readers(&self) -> zbus::Result<Vec<ReaderRow>>;
+    fn list_tokens(&self) -> zbus::Result<Vec<TokenRow>>;
+    fn list_sessions(&self) -> zbus::Result<Vec<SessionRow>>;
     #[zbus(property)]
     fn version(&self) -> zbus::Result<String>;
     #[zbus(property)]
     fn pcsc_available(&self) -> zbus::Result<bool>;
 }
 
-/// A reader.
-#[derive(Debug, Serialize)]
-pub struct Reader {
-    name: String,
-    card_present: bool,
-    atr: String,
-}
-
-/// A card in a reader.
-#[derive(Debug, Serialize)]
-pub struct Token {
-    reader: String,
-    state: String,
-    label: String,
-    manufacturer: String,
-    model: String,
-    serial: String,
-    atr: String,
-}
-
-/// A session opened with a token.
-#[derive(Debug, Serialize)]
-pub struct Session {
-    id: String,
-    uid: u32,
-    user: String,
-    service: String,
-    tty: String,
-    token_label: String,
-    token_serial: String,
-    reader: String,
-    token_present: bool,
-}
-
-/// Everything `tessera status` shows.
+/// Everything `tessera status` shows (`--json`: these field names, and the
+/// rows' own).
 #[derive(Debug, Serialize)]
 pub struct Status {
     eventd_version: String,
     pcsc_available: bool,
-    readers: Vec<Reader>,
-    tokens: Vec<Token>,
-    sessions: Vec<Session>,
+    readers: Vec<ReaderRow>,
+    tokens: Vec<TokenRow>,
+    sessions: Vec<SessionRow>,
 }
 
 /// Asks eventd over the system bus.
@@ -108,65 +58,9 @@ pub fn query() -> Result<Status, String> {
         Ok(Status {
             eventd_version: eventd.version().await.map_err(unreachable)?,
             pcsc_available: eventd.pcsc_available().await.map_err(unreachable)?,
-            readers: eventd
-                .list_readers()
-                .await
-                .map_err(unreachable)?
-                .into_iter()
-                .map(|(name, card_present, atr)| Reader {
-                    name,
-                    card_present,
-                    atr,
-                })
-                .collect(),
-            tokens: eventd
-                .list_tokens()
-                .await
-                .map_err(unreachable)?
-                .into_iter()
-                .map(
-                    |(reader, state, label, manufacturer, model, serial, atr)| Token {
-                        reader,
-                        state,
-                        label,
-                        manufacturer,
-                        model,
-                        serial,
-                        atr,
-                    },
-                )
-                .collect(),
-            sessions: eventd
-                .list_sessions()
-                .await
-                .map_err(unreachable)?
-                .into_iter()
-                .map(
-                    |(
-                        id,
-                        uid,
-                        user,
-                        service,
-                        tty,
-                        token_label,
-                        token_serial,
-                        reader,
-                        token_present,
-                    )| {
-                        Session {
-                            id,
-                            uid,
-                            user,
-                            service,
-                            tty,
-                            token_label,
-                            token_serial,
-                            reader,
-                            token_present,
-                        }
-                    },
-                )
-                .collect(),
+            readers: eventd.list_readers().await.map_err(unreachable)?,
+            tokens: eventd.list_tokens().await.map_err(unreachable)?,
+            sessions: eventd.list_sessions().await.map_err(unreachable)?,
         })
     })
 }
@@ -189,11 +83,11 @@ pub fn render(status: &Status) -> String {
             .iter()
             .find(|token| token.reader == reader.name);
         let card = match token {
-            Some(token) if token.state == "identified" => format!(
+            Some(token) if token.state == TokenState::Identified => format!(
                 "token \"{}\" ({} {}, serial {})",
                 token.label, token.manufacturer, token.model, token.serial
             ),
-            Some(token) => format!("card, {} (ATR {})", token.state, token.atr),
+            Some(token) => format!("card, {} (ATR {})", token.state.name(), token.atr),
             None => "empty".to_owned(),
         };
         text.push_str(&format!("  {}: {card}\n", reader.name));
@@ -228,35 +122,48 @@ pub fn render(status: &Status) -> String {
 
 #[cfg(test)]
 mod tests {
+    use tessera_core::eventd_api::DBUS_INTERFACE;
+    use zbus::proxy::Defaults;
+
     use super::*;
 
     #[test]
-    fn text_names_readers_tokens_and_sessions() {
-        let status = Status {
+    fn the_proxy_calls_eventds_name_object_and_interface() {
+        type Proxy = EventDProxy<'static>;
+        let interface = Proxy::INTERFACE.as_ref().map(|name| name.as_str());
+        let destination = Proxy::DESTINATION.as_ref().map(|name| name.as_str());
+        let path = Proxy::PATH.as_ref().map(|path| path.as_str());
+        assert_eq!(interface, Some(DBUS_INTERFACE));
+        assert_eq!(destination, Some(DBUS_NAME));
+        assert_eq!(path, Some(DBUS_PATH));
+    }
+
+    fn alice_at_r0() -> Status {
+        Status {
             eventd_version: "0.1.0".into(),
             pcsc_available: true,
             readers: vec![
-                Reader {
+                ReaderRow {
                     name: "R0".into(),
                     card_present: true,
                     atr: "3b".into(),
                 },
-                Reader {
+                ReaderRow {
                     name: "R1".into(),
                     card_present: false,
                     atr: String::new(),
                 },
             ],
-            tokens: vec![Token {
+            tokens: vec![TokenRow {
                 reader: "R0".into(),
-                state: "identified".into(),
+                state: TokenState::Identified,
                 label: "alice".into(),
                 manufacturer: "piv_II".into(),
                 model: "PKCS#15 emulated".into(),
                 serial: "0001".into(),
                 atr: "3b".into(),
             }],
-            sessions: vec![Session {
+            sessions: vec![SessionRow {
                 id: "c1".into(),
                 uid: 1000,
                 user: "alice".into(),
@@ -267,7 +174,12 @@ mod tests {
                 reader: "R0".into(),
                 token_present: true,
             }],
-        };
+        }
+    }
+
+    #[test]
+    fn text_names_readers_tokens_and_sessions() {
+        let status = alice_at_r0();
         let text = render(&status);
         assert!(text.contains("pcscd reachable"), "{text}");
         assert!(
@@ -276,5 +188,17 @@ mod tests {
         );
         assert!(text.contains("R1: empty"), "{text}");
         assert!(text.contains("session c1 of alice (uid 1000) via login on tty1: token \"alice\" serial 0001 present"), "{text}");
+    }
+
+    // Scripts read these names (docs/eventd.md): the wire rows keep them.
+    #[test]
+    fn json_keeps_its_field_names() {
+        let json = serde_json::to_value(alice_at_r0()).unwrap();
+        assert_eq!(json["eventd_version"], "0.1.0");
+        assert_eq!(json["readers"][1]["card_present"], false);
+        assert_eq!(json["tokens"][0]["state"], "identified");
+        assert_eq!(json["tokens"][0]["manufacturer"], "piv_II");
+        assert_eq!(json["sessions"][0]["token_serial"], "0001");
+        assert_eq!(json["sessions"][0]["token_present"], true);
     }
 }

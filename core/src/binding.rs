@@ -398,9 +398,174 @@ pub fn session_leader(state_file: &str) -> Option<u32> {
         .and_then(|pid| pid.trim().parse().ok())
 }
 
+/// Why open_session binds nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotBound {
+    /// No XDG_SESSION_ID: pam_systemd created no session in this transaction.
+    NoSession,
+    /// XDG_SESSION_ID cannot name a record file.
+    BadSessionId(String),
+    /// logind's state file names another leader than the PAM application.
+    OtherLeader {
+        /// The session.
+        session: String,
+        /// The leader logind names, if it names one.
+        leader: Option<u32>,
+    },
+}
+
+/// The logind session this PAM transaction created, to be bound.
+///
+/// Only XDG_SESSION_ID from this handle's PAM environment counts:
+/// pam_systemd sets it only when it created the session. A PAM application
+/// that runs inside a session already (`su` or `sudo` in a desktop session)
+/// gets none, and the session its process sits in belongs to its caller:
+/// binding that one would rebind the caller's session to another card, and
+/// close_session would then delete the caller's binding. Where logind's
+/// state file (`logind_state`) could be read, its leader must be the PAM
+/// application itself (pam_systemd's CreateSession passes the
+/// application's PID); where it could not, XDG_SESSION_ID is all there is.
+pub fn session_to_bind(
+    xdg_session_id: Option<&str>,
+    logind_state: Option<&str>,
+    host_pid: u32,
+) -> Result<String, NotBound> {
+    let id = xdg_session_id
+        .filter(|id| !id.is_empty())
+        .ok_or(NotBound::NoSession)?;
+    validate_session_id(id).map_err(|error| NotBound::BadSessionId(error.to_string()))?;
+    match logind_state.map(session_leader) {
+        None => Ok(id.to_owned()),
+        Some(Some(leader)) if leader == host_pid => Ok(id.to_owned()),
+        Some(leader) => Err(NotBound::OtherLeader {
+            session: id.to_owned(),
+            leader,
+        }),
+    }
+}
+
+impl SessionBinding {
+    /// Whether this record is the one the PAM transaction of `host_pid`,
+    /// `service`, `user` and the certificate `certificate_sha256` wrote:
+    /// close_session removes only that one.
+    pub fn written_by(
+        &self,
+        host_pid: u32,
+        service: &str,
+        user: &str,
+        certificate_sha256: &str,
+    ) -> bool {
+        self.pid == host_pid
+            && self.service == service
+            && self.user == user
+            && self.certificate_sha256 == certificate_sha256
+    }
+}
+
+/// What `pam_sm_acct_mgmt` decides for a user this module authenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccountCheck {
+    /// Same user, certificate within its validity period: PAM_SUCCESS.
+    Valid,
+    /// PAM_USER is no longer the authenticated user: PAM_PERM_DENIED.
+    UserChanged,
+    /// The certificate is outside its validity period at `now`: PAM_PERM_DENIED.
+    CertificateNotValid,
+}
+
+/// Re-checks the account of `record` for `current_user` (PAM_USER now) at
+/// `now`, seconds since the epoch.
+pub fn recheck_account(record: &AuthRecord, current_user: Option<&str>, now: u64) -> AccountCheck {
+    if current_user != Some(record.user.as_str()) {
+        AccountCheck::UserChanged
+    } else if now < record.not_before || now > record.not_after {
+        AccountCheck::CertificateNotValid
+    } else {
+        AccountCheck::Valid
+    }
+}
+
 #[cfg(test)]
 mod record_tests {
     use super::*;
+
+    #[test]
+    fn only_a_session_this_transaction_created_is_bound() {
+        let state = |leader: u32| format!("UID=1000\nLEADER={leader}\n");
+        assert_eq!(session_to_bind(None, None, 7), Err(NotBound::NoSession));
+        assert_eq!(session_to_bind(Some(""), None, 7), Err(NotBound::NoSession));
+        assert!(matches!(
+            session_to_bind(Some("../c1"), None, 7),
+            Err(NotBound::BadSessionId(_))
+        ));
+        assert_eq!(
+            session_to_bind(Some("c1"), Some(&state(7)), 7),
+            Ok("c1".to_owned())
+        );
+        // su in a desktop session: the session is its caller's.
+        assert_eq!(
+            session_to_bind(Some("c1"), Some(&state(3266)), 7),
+            Err(NotBound::OtherLeader {
+                session: "c1".to_owned(),
+                leader: Some(3266)
+            })
+        );
+        assert_eq!(
+            session_to_bind(Some("c1"), Some("UID=1000\n"), 7),
+            Err(NotBound::OtherLeader {
+                session: "c1".to_owned(),
+                leader: None
+            })
+        );
+        // No state file to compare with: XDG_SESSION_ID is trusted.
+        assert_eq!(session_to_bind(Some("c1"), None, 7), Ok("c1".to_owned()));
+    }
+
+    #[test]
+    fn close_session_removes_only_the_record_its_transaction_wrote() {
+        let record = super::tests_support::sample("c3");
+        let sha256 = "ab".repeat(32);
+        assert!(record.written_by(42, "login", "alice", &sha256));
+        assert!(!record.written_by(43, "login", "alice", &sha256));
+        assert!(!record.written_by(42, "sudo", "alice", &sha256));
+        assert!(!record.written_by(42, "login", "bob", &sha256));
+        assert!(!record.written_by(42, "login", "alice", &"cd".repeat(32)));
+    }
+
+    #[test]
+    fn the_account_holds_while_the_user_and_the_certificate_validity_do() {
+        let record = AuthRecord {
+            user: "alice".into(),
+            token: super::tests_support::sample("c1").token,
+            certificate_sha256: "00".into(),
+            not_before: 1_000,
+            not_after: 2_000,
+        };
+        assert_eq!(
+            recheck_account(&record, Some("alice"), 1_000),
+            AccountCheck::Valid
+        );
+        assert_eq!(
+            recheck_account(&record, Some("alice"), 2_000),
+            AccountCheck::Valid
+        );
+        assert_eq!(
+            recheck_account(&record, Some("alice"), 2_001),
+            AccountCheck::CertificateNotValid
+        );
+        assert_eq!(
+            recheck_account(&record, Some("alice"), 999),
+            AccountCheck::CertificateNotValid
+        );
+        assert_eq!(
+            recheck_account(&record, Some("root"), 1_500),
+            AccountCheck::UserChanged
+        );
+        assert_eq!(
+            recheck_account(&record, None, 1_500),
+            AccountCheck::UserChanged
+        );
+    }
 
     #[test]
     fn the_session_leader_comes_from_loginds_state_file() {

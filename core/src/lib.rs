@@ -6,7 +6,7 @@ pub mod auth;
 pub mod binding;
 pub mod challenge;
 pub mod config;
-pub mod eventd_config;
+pub mod eventd_api;
 pub mod mapping;
 pub mod pin_change;
 pub mod pkcs11_uri;

@@ -3,7 +3,9 @@
 
 use std::path::Path;
 
-use tessera_mappers::{map_certificate, Account, Accounts, Mapping, MappingContext, MappingInput};
+use tessera_mappers::{
+    map_certificate, Account, Accounts, Mapping, MappingContext, MappingInput, OpenError,
+};
 
 use crate::config::Config;
 use crate::filetrust;
@@ -14,7 +16,7 @@ use crate::filetrust;
 pub struct NssAccounts;
 
 impl Accounts for NssAccounts {
-    fn lookup(&self, name: &str) -> Result<Option<Account>, String> {
+    fn lookup(&self, name: &str) -> std::io::Result<Option<Account>> {
         nix::unistd::User::from_name(name)
             .map(|found| {
                 found.map(|user| Account {
@@ -23,12 +25,14 @@ impl Accounts for NssAccounts {
                     home: user.dir,
                 })
             })
-            .map_err(|error| error.to_string())
+            .map_err(std::io::Error::from)
     }
 }
 
-fn open_trusted(path: &Path) -> Result<std::fs::File, String> {
-    filetrust::open_trusted_file(path).map_err(|error| error.to_string())
+/// Mapfiles must pass the same trust checks as the configuration; the
+/// error names the file.
+fn open_trusted(path: &Path) -> Result<std::fs::File, OpenError> {
+    Ok(filetrust::open_trusted_file(path)?)
 }
 
 /// Runs `body` with a mapping context for `config` at Unix time `now`

@@ -1,13 +1,12 @@
-//! How authentication behaves per PAM service: the `[auth]` section, its
-//! per-service overrides in `[service.<name>]`, and `[session]`.
+//! How authentication behaves per PAM service (the `[auth]` section and its
+//! per-service overrides in `[service.<name>]`) and `[session]`, once
+//! `config` has checked them.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
-
-use crate::binding::SESSIONS_DIR;
 
 /// Longest `wait_for_card` accepted; PAM callers must never hang for long.
 pub const MAX_WAIT_FOR_CARD: Duration = Duration::from_secs(600);
@@ -68,27 +67,23 @@ impl Default for AuthPolicy {
     }
 }
 
-/// `[auth]` and `[service.<name>]` as written: every key optional.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct AuthSection {
-    card: Option<CardRequirement>,
-    wait_for_card: Option<String>,
-    pin_source: Option<PinSource>,
-    export_pin_as_authtok: Option<bool>,
-    unblock_pin: Option<bool>,
-    token_timeout: Option<String>,
-}
-
-/// `[session]` as written.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct SessionSection {
-    bindings_dir: Option<PathBuf>,
-}
-
-/// Parses `"30s"`, `"500ms"`, `"2m"` or `"0"`.
+/// Parses `"30s"`, `"500ms"`, `"2m"` or `"0"`, at most [`MAX_WAIT_FOR_CARD`]
+/// (`wait_for_card`).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let duration = parse_duration_unbounded(text)?;
+    if duration > MAX_WAIT_FOR_CARD {
+        return Err(format!(
+            "{:?} is longer than the limit of {} s",
+            text.trim(),
+            MAX_WAIT_FOR_CARD.as_secs()
+        ));
+    }
+    Ok(duration)
+}
+
+/// Parses `"30s"`, `"500ms"`, `"2m"` or `"0"` with no bound of its own: each
+/// key that takes a duration checks its own range.
+pub fn parse_duration_unbounded(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text
         .find(|c: char| !c.is_ascii_digit())
@@ -104,47 +99,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "" if value == 0 => Duration::ZERO,
         _ => return Err(format!("{text:?} needs a unit: ms, s or m (e.g. \"30s\")")),
     };
-    if duration > MAX_WAIT_FOR_CARD {
-        return Err(format!(
-            "{text:?} is longer than the limit of {} s",
-            MAX_WAIT_FOR_CARD.as_secs()
-        ));
-    }
     Ok(duration)
-}
-
-impl AuthSection {
-    /// `self`'s keys laid over `base`.
-    pub(crate) fn apply(&self, base: &AuthPolicy) -> Result<AuthPolicy, String> {
-        Ok(AuthPolicy {
-            card: self.card.unwrap_or(base.card),
-            wait_for_card: match &self.wait_for_card {
-                Some(text) => parse_duration(text).map_err(|e| format!("wait_for_card: {e}"))?,
-                None => base.wait_for_card,
-            },
-            pin_source: self.pin_source.unwrap_or(base.pin_source),
-            export_pin_as_authtok: self
-                .export_pin_as_authtok
-                .unwrap_or(base.export_pin_as_authtok),
-            unblock_pin: self.unblock_pin.unwrap_or(base.unblock_pin),
-            token_timeout: match &self.token_timeout {
-                Some(text) => {
-                    let timeout =
-                        parse_duration(text).map_err(|e| format!("token_timeout: {e}"))?;
-                    let (shortest, longest) = TOKEN_TIMEOUT_RANGE;
-                    if timeout < shortest || timeout > longest {
-                        return Err(format!(
-                            "token_timeout: {text:?} must lie between {} s and {} s",
-                            shortest.as_secs(),
-                            longest.as_secs()
-                        ));
-                    }
-                    timeout
-                }
-                None => base.token_timeout,
-            },
-        })
-    }
 }
 
 /// Authentication policy for all services, with per-service overrides.
@@ -170,21 +125,6 @@ pub struct SessionPolicy {
     pub bindings_dir: PathBuf,
 }
 
-impl SessionSection {
-    pub(crate) fn resolve(&self) -> Result<SessionPolicy, String> {
-        let bindings_dir = self
-            .bindings_dir
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(SESSIONS_DIR));
-        if !bindings_dir.is_absolute() {
-            return Err(format!(
-                "session.bindings_dir: path {bindings_dir:?} must be absolute"
-            ));
-        }
-        Ok(SessionPolicy { bindings_dir })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -203,27 +143,13 @@ mod tests {
     }
 
     #[test]
-    fn service_sections_override_only_what_they_set() {
-        let base = AuthPolicy {
-            wait_for_card: Duration::from_secs(5),
-            ..AuthPolicy::default()
-        };
-        let sudo = AuthSection {
-            card: Some(CardRequirement::Required),
-            ..AuthSection::default()
-        };
-        let merged = sudo.apply(&base).unwrap();
-        assert_eq!(merged.card, CardRequirement::Required);
-        assert_eq!(merged.wait_for_card, Duration::from_secs(5));
-        assert_eq!(merged.pin_source, PinSource::Prompt);
-        assert!(!merged.unblock_pin);
-
-        let passwd = AuthSection {
-            unblock_pin: Some(true),
-            ..AuthSection::default()
-        };
-        let merged = passwd.apply(&base).unwrap();
-        assert!(merged.unblock_pin);
-        assert_eq!(merged.card, CardRequirement::Optional);
+    fn unbounded_durations_leave_the_limit_to_their_key() {
+        assert_eq!(
+            parse_duration_unbounded("11m"),
+            Ok(Duration::from_secs(660))
+        );
+        assert!(parse_duration_unbounded("11")
+            .unwrap_err()
+            .contains("needs a unit"));
     }
 }

@@ -4,33 +4,14 @@
 use std::time::Instant;
 
 use futures_util::StreamExt;
-use tessera_core::eventd_config::{Escalation, EventdConfig, RemoveAction};
-use zbus::proxy::CacheProperties;
+use tessera_core::config::eventd::{Escalation, EventdConfig, RemoveAction};
 use zbus::OwnedObjectPath;
 
 use crate::bus::Bus;
 use crate::command;
-use crate::engine::{ActionRequest, Identity};
-use crate::logind::{self, CallError, ManagerProxy, SessionPropertiesProxy};
-
-/// How an action on a session ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    /// LockSession sent and LockedHint turned true.
-    Locked,
-    /// TerminateSession done (`on_remove = "terminate"`).
-    Terminated,
-    /// `on_remove = "none"`: only the command, if any, ran.
-    NoAction,
-    /// Not acted on: the session is not active or not local, as configured.
-    Skipped(&'static str),
-    /// Nothing locked the session in time; the escalation ran.
-    Escalated(Escalation),
-    /// logind no longer knows the session.
-    SessionGone,
-    /// logind could not be asked (after retries).
-    Failed(String),
-}
+use crate::engine::ActionRequest;
+use crate::logind::{self, CallError};
+use crate::model::{hex, Identity, Outcome};
 
 /// `TESSERA_*` variables describing the session and its token.
 pub fn environment(event: &'static str, request: &ActionRequest) -> Vec<(&'static str, String)> {
@@ -58,11 +39,6 @@ pub fn environment(event: &'static str, request: &ActionRequest) -> Vec<(&'stati
     ]
 }
 
-/// Lower-case hex.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
-}
-
 /// The session's logind object, as far as it was looked up before acting.
 enum SessionObject {
     /// Nothing needed it before acting.
@@ -81,7 +57,7 @@ pub async fn act(bus: &Bus, config: &EventdConfig, request: &ActionRequest) -> O
     // time the session stays open.
     let mut object = SessionObject::NotAsked;
     if config.only_active || config.only_local {
-        match logind::session_path(bus, session).await {
+        match bus.session_path(session).await {
             Ok(found) => {
                 if let Some(reason) = filtered_out(bus, config, session, &found).await {
                     return Outcome::Skipped(reason);
@@ -122,12 +98,12 @@ async fn filtered_out(
     path: &OwnedObjectPath,
 ) -> Option<&'static str> {
     if config.only_active {
-        if let Ok(false) = logind::session_flag(bus, session, path, "Active").await {
+        if let Ok(false) = bus.session_flag(session, path, "Active").await {
             return Some("session not active");
         }
     }
     if config.only_local {
-        if let Ok(true) = logind::session_flag(bus, session, path, "Remote").await {
+        if let Ok(true) = bus.session_flag(session, path, "Remote").await {
             return Some("session is remote");
         }
     }
@@ -135,13 +111,11 @@ async fn filtered_out(
 }
 
 async fn terminate(bus: &Bus, session: &str, done: Outcome) -> Outcome {
-    let result = logind::retry(bus, "TerminateSession", session, |connection| async move {
-        ManagerProxy::new(&connection)
-            .await?
-            .terminate_session(session)
-            .await
-    })
-    .await;
+    let result = bus
+        .call_logind("TerminateSession", session, |connection| async move {
+            logind::terminate_session(&connection, session).await
+        })
+        .await;
     match result {
         Ok(()) => done,
         Err(CallError::NoSuchSession) => Outcome::SessionGone,
@@ -157,13 +131,11 @@ async fn lock(
 ) -> Outcome {
     let session = request.binding.session_id.as_str();
     let requested = Instant::now();
-    let locked = logind::retry(bus, "LockSession", session, |connection| async move {
-        ManagerProxy::new(&connection)
-            .await?
-            .lock_session(session)
-            .await
-    })
-    .await;
+    let locked = bus
+        .call_logind("LockSession", session, |connection| async move {
+            logind::lock_session(&connection, session).await
+        })
+        .await;
     let answered = Instant::now();
     tracing::info!(
         id = "eventd.lock.requested",
@@ -189,7 +161,7 @@ async fn lock(
         SessionObject::Path(path) => Some(path),
         // The lookup already failed after its retries: do not wait for it twice.
         SessionObject::Unknown => None,
-        SessionObject::NotAsked => match logind::session_path(bus, session).await {
+        SessionObject::NotAsked => match bus.session_path(session).await {
             Ok(path) => Some(path),
             Err(CallError::NoSuchSession) => return Outcome::SessionGone,
             Err(error) => {
@@ -217,24 +189,14 @@ async fn confirm_locked(
 ) -> bool {
     let runtime = bus.runtime();
     let mut changes = match bus.connection() {
-        Some(connection) => {
-            match SessionPropertiesProxy::builder(&connection)
-                .path(path.clone())
-                .cache_properties(CacheProperties::No)
-                .build()
-                .await
-            {
-                Ok(proxy) => proxy.receive_properties_changed().await.ok(),
-                Err(_) => None,
-            }
-        }
+        Some(connection) => match logind::session_properties(&connection, path).await {
+            Ok(proxy) => proxy.receive_properties_changed().await.ok(),
+            Err(_) => None,
+        },
         None => None,
     };
     let hint = runtime
-        .timeout_at(
-            deadline,
-            logind::session_flag(bus, session, path, "LockedHint"),
-        )
+        .timeout_at(deadline, bus.session_flag(session, path, "LockedHint"))
         .await;
     if let Ok(Ok(true)) = hint {
         return true;

@@ -16,7 +16,8 @@ use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, InotifyEvent};
 use tessera_core::binding::{validate_session_id, BindingError, SessionBinding};
 
 use crate::engine::MAX_SESSIONS;
-use crate::events::{Input, InputSender};
+use crate::events::InputSender;
+use crate::model::Input;
 
 /// After an inotify failure, wait this long before watching again.
 const REWATCH_DELAY: Duration = Duration::from_secs(2);

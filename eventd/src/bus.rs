@@ -1,21 +1,27 @@
 //! The system bus connection: made (and remade, with backoff) by one task,
 //! which also owns eventd's bus name, serves its API and follows logind's
-//! `SessionRemoved`.
+//! `SessionRemoved`. Calls to logind are retried here, across reconnections.
 
+use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use tessera_core::eventd_config::{DBUS_NAME, DBUS_PATH};
-use zbus::Connection;
+use tessera_core::eventd_api::{DBUS_NAME, DBUS_PATH};
+use zbus::{Connection, OwnedObjectPath};
 use zruntime::SharedRuntime;
 
 use crate::api::{Api, SharedStatus};
-use crate::events::{Input, InputSender};
-use crate::logind::ManagerProxy;
+use crate::events::InputSender;
+use crate::logind::{self, CallError, ManagerProxy};
+use crate::model::Input;
 
 const BACKOFF_START: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// Delay before the first retry of a logind call; doubled each time.
+const RETRY_START: Duration = Duration::from_millis(250);
+/// Attempts per logind call (about 8 s of retrying in all).
+const ATTEMPTS: u32 = 6;
 
 /// The current connection, if any, and the runtime tasks use.
 #[derive(Debug, Clone)]
@@ -57,6 +63,87 @@ impl Bus {
     /// Waits `duration` on the runtime.
     pub async fn sleep(&self, duration: Duration) {
         self.runtime.sleep(duration).await;
+    }
+
+    /// Runs the logind call `what` about `session` on the connection of the
+    /// moment until it succeeds, fails for good, or the attempts run out;
+    /// each failed attempt is logged.
+    pub async fn call_logind<T, F, Fut>(
+        &self,
+        what: &str,
+        session: &str,
+        mut call: F,
+    ) -> Result<T, CallError>
+    where
+        F: FnMut(Connection) -> Fut,
+        Fut: Future<Output = zbus::Result<T>>,
+    {
+        let mut delay = RETRY_START;
+        let mut last = String::new();
+        for attempt in 1..=ATTEMPTS {
+            match self.connection() {
+                Some(connection) => match call(connection).await {
+                    Ok(value) => {
+                        if attempt > 1 {
+                            tracing::info!(
+                                id = "eventd.logind.recovered",
+                                session,
+                                call = what,
+                                attempt,
+                                "logind call succeeded after retrying"
+                            );
+                        }
+                        return Ok(value);
+                    }
+                    Err(error) => {
+                        if let Some(final_error) = logind::final_error(&error) {
+                            return Err(final_error);
+                        }
+                        tracing::warn!(id = "eventd.logind.retry", session, call = what, attempt, %error, "logind call failed; retrying");
+                        last = error.to_string();
+                    }
+                },
+                None => {
+                    tracing::warn!(
+                        id = "eventd.logind.retry",
+                        session,
+                        call = what,
+                        attempt,
+                        "not connected to the system bus; retrying"
+                    );
+                    last = "not connected to the system bus".to_owned();
+                }
+            }
+            if attempt < ATTEMPTS {
+                self.sleep(delay).await;
+                delay *= 2;
+            }
+        }
+        Err(CallError::GaveUp {
+            last,
+            attempts: ATTEMPTS,
+        })
+    }
+
+    /// `GetSession`, retried.
+    pub async fn session_path(&self, session: &str) -> Result<OwnedObjectPath, CallError> {
+        self.call_logind("GetSession", session, |connection| async move {
+            logind::session_path(&connection, session).await
+        })
+        .await
+    }
+
+    /// The session's boolean property `name`, retried.
+    pub async fn session_flag(
+        &self,
+        session: &str,
+        path: &OwnedObjectPath,
+        name: &'static str,
+    ) -> Result<bool, CallError> {
+        self.call_logind(name, session, |connection| async move {
+            logind::session_flag(&connection, path, name).await
+        })
+        .await
     }
 }
 

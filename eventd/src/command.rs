@@ -4,7 +4,7 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use tessera_core::eventd_config::CommandLine;
+use tessera_core::config::eventd::CommandLine;
 use zruntime::process::Command;
 use zruntime::SharedRuntime;
 

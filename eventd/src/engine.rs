@@ -9,26 +9,12 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use tessera_core::binding::{BoundToken, SessionBinding};
-use tessera_core::eventd_config::EventdConfig;
+use tessera_core::config::eventd::EventdConfig;
 
-use crate::events::Input;
-use crate::readers::ReaderEvent;
+use crate::model::{Identity, Input, ReaderEvent};
 
 /// Most session bindings kept; the PAM module writes one per session.
 pub const MAX_SESSIONS: usize = 4096;
-
-/// What is known about the token in a reader.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Identity {
-    /// Not identified yet.
-    Pending,
-    /// A PKCS#11 token with this identity.
-    Token(BoundToken),
-    /// PKCS#11 shows no token for this reader: not a login card.
-    NotAToken,
-    /// Identification failed (PKCS#11 error, card busy or gone meanwhile).
-    Unreadable,
-}
 
 /// A card in a reader.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -519,7 +505,7 @@ impl Engine {
 mod tests {
     use tessera_core::binding::BINDING_VERSION;
 
-    use crate::actions::Outcome;
+    use crate::model::Outcome;
 
     use super::*;
 

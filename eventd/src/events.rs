@@ -1,69 +1,16 @@
-//! Everything the main loop reacts to, and the channel that carries it.
+//! The bounded channel that carries every [`Input`] to the main loop.
 
 use std::num::NonZeroUsize;
-use std::time::Instant;
 
-use tessera_core::binding::SessionBinding;
 use zruntime::mpmc;
 
-use crate::actions::Outcome;
-use crate::engine::Identity;
-use crate::readers::ReaderEvent;
+use crate::model::Input;
 
 /// How many inputs may wait for the main loop; senders wait beyond that.
 const CAPACITY: NonZeroUsize = match NonZeroUsize::new(256) {
     Some(capacity) => capacity,
     None => NonZeroUsize::MIN,
 };
-
-/// One thing that happened.
-#[derive(Debug)]
-pub enum Input {
-    /// A reader or card changed.
-    Reader {
-        /// What changed.
-        event: ReaderEvent,
-        /// When SCardGetStatusChange returned with it.
-        seen: Instant,
-    },
-    /// pcscd became reachable (true) or was lost (false).
-    PcscAvailable(bool),
-    /// PKCS#11 said which token sits in a reader.
-    Identified {
-        /// Reader name.
-        reader: String,
-        /// Which insertion this answers; older answers are stale.
-        insertion: u64,
-        /// What was found.
-        identity: Identity,
-    },
-    /// The whole binding directory was (re)read.
-    BindingsRescanned(Vec<SessionBinding>),
-    /// One binding file was written (Some) or removed or refused (None).
-    Binding {
-        /// The session id the file is named after.
-        session_id: String,
-        /// The valid record now in the file.
-        binding: Option<Box<SessionBinding>>,
-    },
-    /// logind says the session no longer exists.
-    SessionGone(String),
-    /// Connected to the system bus (again).
-    BusConnected,
-    /// A grace delay ran out.
-    GraceExpired(u64),
-    /// An action task finished.
-    ActionDone {
-        /// The session acted on.
-        session_id: String,
-        /// How it went.
-        outcome: Outcome,
-    },
-    /// SIGHUP.
-    Reload,
-    /// SIGTERM or SIGINT.
-    Stop,
-}
 
 /// The sending side, for threads and tasks.
 #[derive(Debug, Clone)]

@@ -22,8 +22,9 @@ use serde::{Deserialize, Serialize};
 use tessera_core::binding::BoundToken;
 use tessera_core::token::{Pkcs11Module, TokenError, TokenIdentity};
 
-use crate::engine::{same_reader, Identity};
-use crate::events::{Input, InputSender};
+use crate::engine::same_reader;
+use crate::events::InputSender;
+use crate::model::{Identity, Input};
 
 /// Requests that may wait; beyond that, the oldest waiting one is dropped
 /// and its card left Unreadable (fail closed).

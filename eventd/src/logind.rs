@@ -1,20 +1,13 @@
-//! systemd-logind over D-Bus: the calls eventd makes, with bounded retries.
+//! systemd-logind over D-Bus: the calls eventd makes, each one attempt over
+//! a given connection, and which of logind's errors are final. Retrying
+//! across reconnections is [`crate::bus::Bus::call_logind`]'s.
 
 use std::collections::HashMap;
-use std::future::Future;
-use std::time::Duration;
 
 use zbus::{proxy, Connection, OwnedObjectPath, OwnedVariant, Variant};
 
-use crate::bus::Bus;
-
 /// logind's session interface.
-pub const SESSION_INTERFACE: &str = "org.freedesktop.login1.Session";
-
-/// Delay before the first retry; doubled each time.
-const RETRY_START: Duration = Duration::from_millis(250);
-/// Attempts per call (about 8 s of retrying in all).
-const ATTEMPTS: u32 = 6;
+const SESSION_INTERFACE: &str = "org.freedesktop.login1.Session";
 
 #[proxy(
     interface = "org.freedesktop.login1.Manager",
@@ -60,8 +53,13 @@ pub enum CallError {
     #[error("refused: {0}")]
     Refused(String),
     /// Still failing after every retry.
-    #[error("{0} (gave up after {ATTEMPTS} attempts)")]
-    GaveUp(String),
+    #[error("{last} (gave up after {attempts} attempts)")]
+    GaveUp {
+        /// The last attempt's error.
+        last: String,
+        /// How many attempts were made.
+        attempts: u32,
+    },
 }
 
 fn error_name(error: &zbus::Error) -> Option<String> {
@@ -72,7 +70,9 @@ fn error_name(error: &zbus::Error) -> Option<String> {
     }
 }
 
-fn classify(error: &zbus::Error) -> Option<CallError> {
+/// The error, when retrying cannot help: logind answered that the session
+/// does not exist, or refused.
+pub fn final_error(error: &zbus::Error) -> Option<CallError> {
     match error_name(error).as_deref() {
         Some("org.freedesktop.login1.NoSuchSession") => Some(CallError::NoSuchSession),
         Some(
@@ -84,94 +84,54 @@ fn classify(error: &zbus::Error) -> Option<CallError> {
     }
 }
 
-/// Runs `call` until it succeeds, fails for good, or the attempts run out;
-/// each failed attempt is logged.
-pub async fn retry<T, F, Fut>(
-    bus: &Bus,
-    what: &str,
-    session: &str,
-    mut call: F,
-) -> Result<T, CallError>
-where
-    F: FnMut(Connection) -> Fut,
-    Fut: Future<Output = zbus::Result<T>>,
-{
-    let mut delay = RETRY_START;
-    let mut last = String::new();
-    for attempt in 1..=ATTEMPTS {
-        match bus.connection() {
-            Some(connection) => match call(connection).await {
-                Ok(value) => {
-                    if attempt > 1 {
-                        tracing::info!(
-                            id = "eventd.logind.recovered",
-                            session,
-                            call = what,
-                            attempt,
-                            "logind call succeeded after retrying"
-                        );
-                    }
-                    return Ok(value);
-                }
-                Err(error) => {
-                    if let Some(final_error) = classify(&error) {
-                        return Err(final_error);
-                    }
-                    tracing::warn!(id = "eventd.logind.retry", session, call = what, attempt, %error, "logind call failed; retrying");
-                    last = error.to_string();
-                }
-            },
-            None => {
-                tracing::warn!(
-                    id = "eventd.logind.retry",
-                    session,
-                    call = what,
-                    attempt,
-                    "not connected to the system bus; retrying"
-                );
-                last = "not connected to the system bus".to_owned();
-            }
-        }
-        if attempt < ATTEMPTS {
-            bus.sleep(delay).await;
-            delay *= 2;
-        }
-    }
-    Err(CallError::GaveUp(last))
+/// `GetSession`: the session's object path.
+pub async fn session_path(connection: &Connection, session: &str) -> zbus::Result<OwnedObjectPath> {
+    ManagerProxy::new(connection)
+        .await?
+        .get_session(session)
+        .await
 }
 
-/// A session's object path.
-pub async fn session_path(bus: &Bus, session: &str) -> Result<OwnedObjectPath, CallError> {
-    retry(bus, "GetSession", session, |connection| async move {
-        ManagerProxy::new(&connection)
-            .await?
-            .get_session(session)
-            .await
-    })
-    .await
+/// `LockSession`.
+pub async fn lock_session(connection: &Connection, session: &str) -> zbus::Result<()> {
+    ManagerProxy::new(connection)
+        .await?
+        .lock_session(session)
+        .await
 }
 
-/// A boolean property of the session at `path`.
+/// `TerminateSession`.
+pub async fn terminate_session(connection: &Connection, session: &str) -> zbus::Result<()> {
+    ManagerProxy::new(connection)
+        .await?
+        .terminate_session(session)
+        .await
+}
+
+/// A boolean property of the session at `path` (read, never cached).
 pub async fn session_flag(
-    bus: &Bus,
-    session: &str,
+    connection: &Connection,
     path: &OwnedObjectPath,
-    name: &'static str,
-) -> Result<bool, CallError> {
-    retry(bus, name, session, |connection| {
-        let path = path.clone();
-        async move {
-            let value = SessionPropertiesProxy::builder(&connection)
-                .path(path)
-                .cache_properties(zbus::proxy::CacheProperties::No)
-                .build()
-                .await?
-                .get(SESSION_INTERFACE, name)
-                .await?;
-            Ok(matches!(&*value, Variant::Bool(true)))
-        }
-    })
-    .await
+    name: &str,
+) -> zbus::Result<bool> {
+    let value = session_properties(connection, path)
+        .await?
+        .get(SESSION_INTERFACE, name)
+        .await?;
+    Ok(matches!(&*value, Variant::Bool(true)))
+}
+
+/// The properties of the session at `path`, uncached: eventd reads each
+/// value when it needs it, or follows the changes.
+pub async fn session_properties(
+    connection: &Connection,
+    path: &OwnedObjectPath,
+) -> zbus::Result<SessionPropertiesProxy<'static>> {
+    SessionPropertiesProxy::builder(connection)
+        .path(path.clone())
+        .cache_properties(zbus::proxy::CacheProperties::No)
+        .build()
+        .await
 }
 
 /// Whether a PropertiesChanged signal says LockedHint is now true.

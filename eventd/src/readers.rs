@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use pcsc::{Context, ReaderState, Scope, State};
 
-use crate::events::{Input, InputSender};
+use crate::events::InputSender;
+use crate::model::{Input, ReaderEvent};
 
 /// Readers beyond this many are ignored (logged); bounds every per-wake cost.
 pub const MAX_READERS: usize = 64;
@@ -38,35 +39,6 @@ pub struct ReaderSnapshot {
     pub count: u32,
     /// The card's ATR.
     pub atr: Vec<u8>,
-}
-
-/// A change the tracker found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ReaderEvent {
-    /// A reader appeared.
-    ReaderAdded(String),
-    /// A reader disappeared (a [`ReaderEvent::CardRemoved`] precedes it if it held a card).
-    ReaderRemoved(String),
-    /// A card that answers is in the reader.
-    CardInserted {
-        /// Reader name.
-        reader: String,
-        /// The card's ATR.
-        atr: Vec<u8>,
-    },
-    /// The card left the reader.
-    CardRemoved {
-        /// Reader name.
-        reader: String,
-    },
-    /// After pcscd came back, a card with the ATR seen before is in the
-    /// reader: it may have been swapped meanwhile, so identify it again.
-    CardReverify {
-        /// Reader name.
-        reader: String,
-        /// The card's ATR.
-        atr: Vec<u8>,
-    },
 }
 
 /// After pcscd comes back, readers and cards take a moment to show up

@@ -45,13 +45,13 @@ pub fn certificates() -> &'static (Certificate, Certificate) {
 pub struct NoAccounts;
 
 impl tessera_mappers::Accounts for NoAccounts {
-    fn lookup(&self, _name: &str) -> Result<Option<tessera_mappers::Account>, String> {
+    fn lookup(&self, _name: &str) -> std::io::Result<Option<tessera_mappers::Account>> {
         Ok(None)
     }
 }
 
-fn no_files(_path: &std::path::Path) -> Result<std::fs::File, String> {
-    Err("no files while fuzzing".to_owned())
+fn no_files(_path: &std::path::Path) -> Result<std::fs::File, tessera_mappers::OpenError> {
+    Err("no files while fuzzing".into())
 }
 
 /// A rule from `[[rule]]` keys, if it compiles.

@@ -10,8 +10,8 @@ use tracing::level_filters::LevelFilter;
 use tracing::{Level, Metadata, Subscriber};
 use tracing_subscriber::fmt::format::{DefaultFields, Format, Full};
 use tracing_subscriber::fmt::MakeWriter;
-use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::Layer;
 
 /// Where log records go.
@@ -155,16 +155,20 @@ pub fn with_logger<T>(debug: bool, target: LogTarget, body: impl FnOnce() -> T) 
                 .with_syslog_identifier(IDENTIFIER.to_owned())
                 .with_filter(level)
                 .boxed(),
-            Err(_) => text_layer().with_writer(SyslogWriter).with_filter(level).boxed(),
+            Err(_) => text_layer()
+                .with_writer(SyslogWriter)
+                .with_filter(level)
+                .boxed(),
         },
         LogTarget::Stderr => text_layer()
             .with_writer(io::stderr)
             .map_event_format(|format| format.with_target(false))
             .with_filter(level)
             .boxed(),
-        LogTarget::Syslog | LogTarget::Auto => {
-            text_layer().with_writer(SyslogWriter).with_filter(level).boxed()
-        }
+        LogTarget::Syslog | LogTarget::Auto => text_layer()
+            .with_writer(SyslogWriter)
+            .with_filter(level)
+            .boxed(),
     };
     let subscriber = tracing_subscriber::registry().with(layer);
     tracing::subscriber::with_default(subscriber, body)
@@ -222,8 +226,8 @@ mod tests {
 
         let captured = Captured::default();
         let writer = captured.clone();
-        let subscriber = tracing_subscriber::registry()
-            .with(text_layer().with_writer(move || writer.clone()));
+        let subscriber =
+            tracing_subscriber::registry().with(text_layer().with_writer(move || writer.clone()));
         tracing::subscriber::with_default(subscriber, || {
             tracing::warn!(id = "pam.test.event", service = "login", "token skipped");
         });

@@ -212,7 +212,7 @@ impl CertificateFields {
         fields.public_key = match crate::public_key::PublicKey::from_spki_der(&spki_der) {
             Ok(key) => Some(key),
             Err(error) => {
-                tracing::debug!(%error, "certificate key not usable for key matching");
+                tracing::debug!(id = "auth.mapping.key_unusable", %error, "certificate key not usable for key matching");
                 None
             }
         };
@@ -248,7 +248,9 @@ impl CertificateFields {
                     Ok(principal) => self.krb_principals.push(principal),
                     // A broken name is not a principal; the rest of the
                     // certificate stays usable.
-                    Err(error) => tracing::debug!(%error, "malformed KRB5PrincipalName skipped"),
+                    Err(error) => {
+                        tracing::debug!(id = "auth.mapping.principal_malformed", %error, "malformed KRB5PrincipalName skipped")
+                    }
                 }
                 "krb_principal"
             }

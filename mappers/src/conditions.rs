@@ -1,5 +1,6 @@
 //! Rule conditions: what a certificate (and the token it sits on) must look
-//! like for a rule to apply, and SSSD's `matchrule` language.
+//! like for a rule to apply. SSSD's `matchrule` language is in
+//! `conditions/matchrule.rs`.
 
 use const_oid::ObjectIdentifier;
 use regex::{Regex, RegexBuilder};
@@ -7,6 +8,9 @@ use serde::Serialize;
 
 use crate::certificate::{CertificateFields, KEY_USAGE_NAMES, SAN_KINDS};
 use crate::dn::Dn;
+
+mod matchrule;
+pub use matchrule::MatchRule;
 
 /// Compiled regexes are bounded so a configured pattern cannot eat memory.
 const REGEX_SIZE_LIMIT: usize = 1 << 20;
@@ -451,229 +455,15 @@ impl Conditions {
         }
         if let Some(rule) = &self.matchrule {
             let (passed, saw) = rule.evaluate(fields);
-            check(format!("matchrule {}", rule.source), saw, passed);
+            check(format!("matchrule {}", rule.source()), saw, passed);
         }
         checks
     }
 }
 
-/// One `<KIND>value` component of an SSSD matchrule.
-#[derive(Debug, Clone)]
-enum Component {
-    Subject(Regex),
-    Issuer(Regex),
-    KeyUsage(Vec<&'static str>),
-    Eku(Vec<ObjectIdentifier>),
-    San(SanSelector, Regex),
-}
-
-#[derive(Debug, Clone, Copy)]
-enum SanSelector {
-    Email,
-    Upn,
-    Principal,
-    Pkinit,
-    Dns,
-    Uri,
-}
-
-/// An SSSD certificate matching rule (sss-certmap(5)): `[&&|||]` then
-/// `<SUBJECT>`, `<ISSUER>`, `<KU>`, `<EKU>`, `<SAN[:kind]>` components.
-/// Regexes are unanchored, as in SSSD.
-#[derive(Debug, Clone)]
-pub struct MatchRule {
-    source: String,
-    any: bool,
-    components: Vec<Component>,
-}
-
-/// Longest matchrule accepted.
-pub const MAX_MATCHRULE_LEN: usize = 4096;
-
-const KINDS: &[&str] = &["SUBJECT", "ISSUER", "KU", "EKU", "SAN"];
-
-impl MatchRule {
-    /// Parses a matchrule; errors say what is wrong, never panic.
-    pub fn parse(source: &str) -> Result<Self, String> {
-        if source.len() > MAX_MATCHRULE_LEN {
-            return Err(format!("longer than {MAX_MATCHRULE_LEN} bytes"));
-        }
-        let (any, mut rest) = if let Some(rest) = source.strip_prefix("||") {
-            (true, rest)
-        } else {
-            (false, source.strip_prefix("&&").unwrap_or(source))
-        };
-        let mut components = Vec::new();
-        while !rest.is_empty() {
-            let body = rest
-                .strip_prefix('<')
-                .ok_or_else(|| format!("expected `<KIND>` at `{}`", preview(rest)))?;
-            let close = body
-                .find('>')
-                .ok_or_else(|| format!("unclosed `<` at `{}`", preview(rest)))?;
-            let kind = &body[..close];
-            let after = &body[close + 1..];
-            // The value runs to the next `<KIND>` component.
-            let end = next_component(after).unwrap_or(after.len());
-            let value = &after[..end];
-            rest = &after[end..];
-            components.push(Self::component(kind, value)?);
-        }
-        if components.is_empty() {
-            return Err("no component; e.g. <ISSUER>^CN=Example CA$<EKU>msScLogin".to_owned());
-        }
-        Ok(Self {
-            source: source.to_owned(),
-            any,
-            components,
-        })
-    }
-
-    fn component(kind: &str, value: &str) -> Result<Component, String> {
-        let regex = |value: &str| regex(kind, value, false).map_err(|error| error.to_string());
-        let list = || value.split(',').map(str::trim).filter(|v| !v.is_empty());
-        Ok(match kind {
-            "SUBJECT" => Component::Subject(regex(value)?),
-            "ISSUER" => Component::Issuer(regex(value)?),
-            "KU" => Component::KeyUsage(
-                list()
-                    .map(|name| key_usage_name("matchrule", name).map_err(|e| e.to_string()))
-                    .collect::<Result<_, _>>()?,
-            ),
-            "EKU" => Component::Eku(
-                list()
-                    .map(|name| eku_oid("matchrule", name).map_err(|e| e.to_string()))
-                    .collect::<Result<_, _>>()?,
-            ),
-            "SAN" => Component::San(SanSelector::Principal, regex(value)?),
-            _ => {
-                let Some(san) = kind.strip_prefix("SAN:") else {
-                    return Err(format!(
-                        "unknown component <{kind}>; known: {}",
-                        KINDS.join(", ")
-                    ));
-                };
-                let selector = match san {
-                    "rfc822Name" => SanSelector::Email,
-                    "ntPrincipalName" => SanSelector::Upn,
-                    "Principal" => SanSelector::Principal,
-                    "pkinitSAN" => SanSelector::Pkinit,
-                    "dNSName" => SanSelector::Dns,
-                    "uniformResourceIdentifier" => SanSelector::Uri,
-                    other => {
-                        return Err(format!(
-                            "<SAN:{other}> is not supported; supported: rfc822Name, ntPrincipalName, Principal, pkinitSAN, dNSName, uniformResourceIdentifier"
-                        ))
-                    }
-                };
-                Component::San(selector, regex(value)?)
-            }
-        })
-    }
-
-    fn evaluate(&self, fields: &CertificateFields) -> (bool, String) {
-        let mut results = Vec::new();
-        for component in &self.components {
-            let (name, passed, saw) = match component {
-                Component::Subject(re) => (
-                    "SUBJECT",
-                    re.is_match(&fields.subject),
-                    fields.subject.clone(),
-                ),
-                Component::Issuer(re) => {
-                    ("ISSUER", re.is_match(&fields.issuer), fields.issuer.clone())
-                }
-                Component::KeyUsage(bits) => {
-                    let present = fields.key_usage.clone().unwrap_or_default();
-                    (
-                        "KU",
-                        bits.iter().all(|bit| present.contains(bit)),
-                        present.join(","),
-                    )
-                }
-                Component::Eku(oids) => (
-                    "EKU",
-                    oids.iter().all(|oid| fields.eku.contains(oid)),
-                    fields
-                        .eku
-                        .iter()
-                        .map(oid_name)
-                        .collect::<Vec<_>>()
-                        .join(","),
-                ),
-                Component::San(selector, re) => {
-                    let values: Vec<&String> = match selector {
-                        SanSelector::Email => fields.emails.iter().collect(),
-                        SanSelector::Upn => fields.upns.iter().collect(),
-                        SanSelector::Pkinit => fields.krb_principals.iter().collect(),
-                        SanSelector::Principal => {
-                            fields.upns.iter().chain(&fields.krb_principals).collect()
-                        }
-                        SanSelector::Dns => fields.dns_names.iter().collect(),
-                        SanSelector::Uri => fields.uris.iter().collect(),
-                    };
-                    (
-                        "SAN",
-                        values.iter().any(|value| re.is_match(value)),
-                        values
-                            .iter()
-                            .map(|v| v.as_str())
-                            .collect::<Vec<_>>()
-                            .join(","),
-                    )
-                }
-            };
-            results.push((
-                passed,
-                format!(
-                    "<{name}> {} on {saw:?}",
-                    if passed { "ok" } else { "failed" }
-                ),
-            ));
-        }
-        let passed = if self.any {
-            results.iter().any(|(passed, _)| *passed)
-        } else {
-            results.iter().all(|(passed, _)| *passed)
-        };
-        let saw = results
-            .into_iter()
-            .map(|(_, text)| text)
-            .collect::<Vec<_>>()
-            .join("; ");
-        (passed, saw)
-    }
-}
-
-fn next_component(text: &str) -> Option<usize> {
-    text.match_indices('<')
-        .map(|(index, _)| index)
-        .find(|&index| {
-            let after = &text[index + 1..];
-            KINDS.iter().any(|kind| {
-                after.strip_prefix(kind).is_some_and(|rest| {
-                    rest.starts_with('>') || (*kind == "SAN" && rest.starts_with(':'))
-                })
-            })
-        })
-}
-
-fn preview(text: &str) -> String {
-    text.chars().take(32).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_matchrule_over_4_kib_is_refused() {
-        let rule = |length: usize| format!("<SUBJECT>^CN={}$", "a".repeat(length));
-        let fixed = rule(0).len();
-        assert!(MatchRule::parse(&rule(MAX_MATCHRULE_LEN - fixed)).is_ok());
-        let error = MatchRule::parse(&rule(MAX_MATCHRULE_LEN - fixed + 1)).unwrap_err();
-        assert_eq!(error, format!("longer than {MAX_MATCHRULE_LEN} bytes"));
-    }
 
     #[test]
     fn a_regex_that_compiles_over_1_mib_is_refused() {

@@ -14,6 +14,8 @@ use der::asn1::{BmpString, Ia5StringRef, PrintableStringRef, TeletexStringRef, U
 use der::{Encode, Tag, Tagged};
 use x509_cert::name::Name;
 
+mod sssd;
+
 /// Attribute names understood in DN strings and used when printing, with the
 /// Active Directory spelling where it differs.
 const ATTRIBUTES: &[(&str, &str, &str)] = &[
@@ -84,10 +86,39 @@ pub struct Attribute {
 }
 
 /// A distinguished name: RDNs in DER order (the most general first), each a
-/// set of attributes kept sorted so that multi-valued RDNs compare as sets.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+/// set of attributes in the order they were written (a certificate's DER
+/// order, which SSSD's strings follow); multi-valued RDNs compare as sets.
+#[derive(Debug, Clone, Default)]
 pub struct Dn {
     rdns: Vec<Vec<Attribute>>,
+}
+
+impl Dn {
+    /// The RDNs with each attribute set sorted, for comparison.
+    fn canonical(&self) -> Vec<Vec<&Attribute>> {
+        self.rdns
+            .iter()
+            .map(|rdn| {
+                let mut sorted: Vec<&Attribute> = rdn.iter().collect();
+                sorted.sort();
+                sorted
+            })
+            .collect()
+    }
+}
+
+impl PartialEq for Dn {
+    fn eq(&self, other: &Self) -> bool {
+        self.canonical() == other.canonical()
+    }
+}
+
+impl Eq for Dn {}
+
+impl std::hash::Hash for Dn {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.canonical().hash(state);
+    }
 }
 
 /// How to print a DN.
@@ -190,7 +221,6 @@ impl Dn {
                     value,
                 });
             }
-            attributes.sort();
             rdns.push(attributes);
         }
         Ok(Self { rdns })
@@ -215,7 +245,6 @@ impl Dn {
                 let value = parse_value(value.trim_start(), atv_text)?;
                 attributes.push(Attribute { oid, value });
             }
-            attributes.sort();
             rdns.push(attributes);
         }
         // RFC 4514 writes the most specific RDN first; DER order is the reverse.

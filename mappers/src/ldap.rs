@@ -97,17 +97,142 @@ pub struct LdapDirectory {
 }
 
 /// Why the `[ldap]` section is unusable.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct LdapConfigError(pub String);
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LdapConfigError {
+    /// `uri` is empty.
+    #[error("ldap.uri names no server")]
+    NoServer,
+    /// A URI that is neither `ldap://` nor `ldaps://`.
+    #[error("ldap.uri {uri:?}: only ldap:// and ldaps:// are supported")]
+    UnsupportedScheme {
+        /// The URI.
+        uri: String,
+    },
+    /// An `ldap://` URI without StartTLS, and no explicit consent to cleartext.
+    #[error(
+        "ldap.uri {uri:?} is cleartext (not ldaps://, and starttls is off): \
+         anyone on the network path can {} any valid card to any user, \
+         root included; use ldaps:// or starttls = true with tls_ca, or, for a \
+         test directory, set {LDAP_CLEARTEXT_KEY} = true",
+        match bind_dn {
+            Some(dn) => format!("read the bind password of {dn}, and answer the search to map"),
+            None => "answer the search and map".to_owned(),
+        }
+    )]
+    Cleartext {
+        /// The cleartext URI.
+        uri: String,
+        /// Whose password would cross the network in clear, if anyone's.
+        bind_dn: Option<String>,
+    },
+    /// `scope` is not sub, one or base.
+    #[error("ldap.scope {scope:?}: use sub, one or base")]
+    Scope {
+        /// The value given.
+        scope: String,
+    },
+    /// A timeout outside (0, 120] seconds.
+    #[error("ldap.{key} must be between 0 and 120 seconds")]
+    Timeout {
+        /// `connect_timeout` or `search_timeout`.
+        key: &'static str,
+    },
+    /// `bind_dn` without `bind_password_file`, or the reverse.
+    #[error("ldap.bind_dn and ldap.bind_password_file go together")]
+    BindPairing,
+    /// `max_entries` or `max_reply_bytes` is zero.
+    #[error("ldap.max_entries and ldap.max_reply_bytes must be positive")]
+    ZeroBound,
+    /// TLS is used but no CA is configured.
+    #[error("ldaps:// and starttls need ldap.tls_ca, the CA that signs the servers")]
+    TlsCaRequired,
+    /// The `tls_ca` file is unreadable or not PEM.
+    #[error("ldap.tls_ca {}: {source}", path.display())]
+    TlsCaPem {
+        /// The file.
+        path: PathBuf,
+        /// What the PEM reader said.
+        source: Arc<rustls_pki_types::pem::Error>,
+    },
+    /// rustls refused a certificate of `tls_ca`, or its settings.
+    #[error("ldap.tls_ca {}: {source}", path.display())]
+    TlsCaRejected {
+        /// The file.
+        path: PathBuf,
+        /// What rustls said.
+        source: rustls::Error,
+    },
+    /// The `tls_ca` file holds no certificate.
+    #[error("ldap.tls_ca {}: no certificate", path.display())]
+    TlsCaEmpty {
+        /// The file.
+        path: PathBuf,
+    },
+}
 
-/// One server tried, and what happened.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Attempt {
-    /// The URI.
+/// Why the bind password could not be read.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PasswordFileError {
+    /// Opening or reading failed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The failure.
+        source: Arc<std::io::Error>,
+    },
+    /// Not root-owned, or readable or writable by others.
+    #[error("{}: must be owned by root with mode 0600 or stricter", path.display())]
+    NotPrivate {
+        /// The file.
+        path: PathBuf,
+    },
+}
+
+/// Why one server did not answer a search.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ServerError {
+    /// No connection, or the connection broke or timed out during the bind
+    /// or the search: the server is down as far as we can tell.
+    #[error("{0}")]
+    Unreachable(Arc<ldap3::LdapError>),
+    /// The bind password file is unusable.
+    #[error(transparent)]
+    Password(#[from] PasswordFileError),
+    /// The server refused the bind.
+    #[error("{0}")]
+    BindRefused(Arc<ldap3::LdapError>),
+    /// The server ended the search with an error result.
+    #[error("{0}")]
+    SearchRefused(Arc<ldap3::LdapError>),
+    /// More entries or bytes than the configuration allows.
+    #[error(
+        "reply exceeds ldap.max_entries ({max_entries}) or ldap.max_reply_bytes ({max_reply_bytes})"
+    )]
+    ReplyTooLarge {
+        /// `ldap.max_entries`.
+        max_entries: usize,
+        /// `ldap.max_reply_bytes`.
+        max_reply_bytes: usize,
+    },
+}
+
+impl ServerError {
+    /// Whether the server could not be reached or did not answer in time, so
+    /// that the next server may be asked (a refusal is an answer).
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, ServerError::Unreachable(_))
+    }
+}
+
+/// A server that was tried and did not answer.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{uri}: {error}")]
+pub struct ServerFailure {
+    /// The server's URI.
     pub uri: String,
-    /// The error, or "answered".
-    pub outcome: String,
+    /// What went wrong there.
+    pub error: ServerError,
 }
 
 /// An entry found: its DN and the user attribute's values.
@@ -120,31 +245,41 @@ pub struct FoundEntry {
 }
 
 /// A search that was answered.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct SearchAnswer {
-    /// Servers tried, the last one answered.
-    pub attempts: Vec<Attempt>,
+    /// Servers tried before, none of which could be reached.
+    pub unreachable: Vec<ServerFailure>,
+    /// The server that answered.
+    pub uri: String,
     /// Entries found.
     pub entries: Vec<FoundEntry>,
 }
 
-/// A search that no server answered, or that was refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SearchFailure {
-    /// Servers tried.
-    pub attempts: Vec<Attempt>,
-    /// True when no server could be reached or none answered in time (the
-    /// cache may stand in); false when a server refused or the reply broke a bound.
-    pub unreachable: bool,
-    /// A summary.
-    pub message: String,
+/// A search that no server answered, or that one refused.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SearchError {
+    /// No server could be reached or none answered in time (the mapping
+    /// cache may stand in).
+    #[error("no LDAP server answered")]
+    Unreachable {
+        /// Every server, in the order tried.
+        failures: Vec<ServerFailure>,
+    },
+    /// A server answered with an error or broke a bound. It is not "down",
+    /// so no other server is asked: one that says something else could hide
+    /// the refusal.
+    #[error("{refusal}")]
+    Refused {
+        /// Servers tried before, none of which could be reached.
+        unreachable: Vec<ServerFailure>,
+        /// The server that refused, and why.
+        refusal: ServerFailure,
+    },
 }
 
-fn secs(value: f64, key: &str) -> Result<Duration, LdapConfigError> {
+fn secs(value: f64, key: &'static str) -> Result<Duration, LdapConfigError> {
     if !(value > 0.0 && value <= 120.0) {
-        return Err(LdapConfigError(format!(
-            "ldap.{key} must be between 0 and 120 seconds"
-        )));
+        return Err(LdapConfigError::Timeout { key });
     }
     Ok(Duration::from_secs_f64(value))
 }
@@ -153,16 +288,14 @@ impl LdapDirectory {
     /// Checks the section and loads the TLS anchors.
     pub fn new(config: LdapConfig) -> Result<Self, LdapConfigError> {
         if config.uri.is_empty() {
-            return Err(LdapConfigError("ldap.uri names no server".to_owned()));
+            return Err(LdapConfigError::NoServer);
         }
         let mut needs_tls = config.starttls;
         for uri in &config.uri {
             if uri.starts_with("ldaps://") {
                 needs_tls = true;
             } else if !uri.starts_with("ldap://") {
-                return Err(LdapConfigError(format!(
-                    "ldap.uri {uri:?}: only ldap:// and ldaps:// are supported"
-                )));
+                return Err(LdapConfigError::UnsupportedScheme { uri: uri.clone() });
             }
         }
         if !config.allow_cleartext_i_understand_anyone_on_the_network_can_map_users {
@@ -171,18 +304,10 @@ impl LdapDirectory {
                 .iter()
                 .find(|uri| uri.starts_with("ldap://") && !config.starttls)
             {
-                let exposed = match &config.bind_dn {
-                    Some(dn) => {
-                        format!("read the bind password of {dn}, and answer the search to map")
-                    }
-                    None => "answer the search and map".to_owned(),
-                };
-                return Err(LdapConfigError(format!(
-                    "ldap.uri {uri:?} is cleartext (not ldaps://, and starttls is off): \
-                     anyone on the network path can {exposed} any valid card to any user, \
-                     root included; use ldaps:// or starttls = true with tls_ca, or, for a \
-                     test directory, set {LDAP_CLEARTEXT_KEY} = true"
-                )));
+                return Err(LdapConfigError::Cleartext {
+                    uri: uri.clone(),
+                    bind_dn: config.bind_dn.clone(),
+                });
             }
         }
         let scope = match config.scope.as_str() {
@@ -190,31 +315,22 @@ impl LdapDirectory {
             "one" => Scope::OneLevel,
             "base" => Scope::Base,
             other => {
-                return Err(LdapConfigError(format!(
-                    "ldap.scope {other:?}: use sub, one or base"
-                )))
+                return Err(LdapConfigError::Scope {
+                    scope: other.to_owned(),
+                })
             }
         };
         secs(config.connect_timeout, "connect_timeout")?;
         secs(config.search_timeout, "search_timeout")?;
         if config.bind_dn.is_some() != config.bind_password_file.is_some() {
-            return Err(LdapConfigError(
-                "ldap.bind_dn and ldap.bind_password_file go together".to_owned(),
-            ));
+            return Err(LdapConfigError::BindPairing);
         }
         if config.max_entries == 0 || config.max_reply_bytes == 0 {
-            return Err(LdapConfigError(
-                "ldap.max_entries and ldap.max_reply_bytes must be positive".to_owned(),
-            ));
+            return Err(LdapConfigError::ZeroBound);
         }
         let tls = match (&config.tls_ca, needs_tls) {
             (Some(path), _) => Some(tls_config(path)?),
-            (None, true) => {
-                return Err(LdapConfigError(
-                    "ldaps:// and starttls need ldap.tls_ca, the CA that signs the servers"
-                        .to_owned(),
-                ))
-            }
+            (None, true) => return Err(LdapConfigError::TlsCaRequired),
             (None, false) => None,
         };
         Ok(Self { config, scope, tls })
@@ -226,56 +342,52 @@ impl LdapDirectory {
     }
 
     /// Searches with `filter` on each server in turn until one answers.
-    pub fn search(&self, filter: &str, attribute: &str) -> Result<SearchAnswer, SearchFailure> {
-        let mut attempts = Vec::new();
+    pub fn search(&self, filter: &str, attribute: &str) -> Result<SearchAnswer, SearchError> {
+        let mut unreachable = Vec::new();
         for uri in &self.config.uri {
             match self.search_one(uri, filter, attribute) {
                 Ok(entries) => {
-                    attempts.push(Attempt {
+                    return Ok(SearchAnswer {
+                        unreachable,
                         uri: uri.clone(),
-                        outcome: "answered".to_owned(),
-                    });
-                    return Ok(SearchAnswer { attempts, entries });
+                        entries,
+                    })
                 }
-                Err((message, unreachable)) => {
-                    tracing::info!(%uri, "LDAP server failed: {message}");
-                    attempts.push(Attempt {
+                Err(error) => {
+                    tracing::info!(id = "auth.mapping.ldap_server_failed", %uri, "LDAP server failed: {error}");
+                    let failure = ServerFailure {
                         uri: uri.clone(),
-                        outcome: message.clone(),
-                    });
-                    if !unreachable {
-                        // A server that answered with an error is not down:
-                        // trying the next one could hide a refusal.
-                        return Err(SearchFailure {
-                            attempts,
-                            unreachable: false,
-                            message,
+                        error,
+                    };
+                    if !failure.error.is_unreachable() {
+                        return Err(SearchError::Refused {
+                            unreachable,
+                            refusal: failure,
                         });
                     }
+                    unreachable.push(failure);
                 }
             }
         }
-        Err(SearchFailure {
-            message: "no LDAP server answered".to_owned(),
-            attempts,
-            unreachable: true,
+        Err(SearchError::Unreachable {
+            failures: unreachable,
         })
     }
 
-    fn bind_password(&self) -> Result<Option<Zeroizing<String>>, String> {
+    fn bind_password(&self) -> Result<Option<Zeroizing<String>>, PasswordFileError> {
         let Some(path) = &self.config.bind_password_file else {
             return Ok(None);
         };
         read_password(path).map(Some)
     }
 
-    /// One server. `Err((message, unreachable))`.
+    /// One server.
     fn search_one(
         &self,
         uri: &str,
         filter: &str,
         attribute: &str,
-    ) -> Result<Vec<FoundEntry>, (String, bool)> {
+    ) -> Result<Vec<FoundEntry>, ServerError> {
         let connect_timeout = Duration::from_secs_f64(self.config.connect_timeout);
         let operation_timeout = Duration::from_secs_f64(self.config.search_timeout);
         let mut settings = LdapConnSettings::new()
@@ -284,18 +396,19 @@ impl LdapDirectory {
         if let Some(tls) = &self.tls {
             settings = settings.set_config(tls.clone());
         }
-        let unreachable = |error: ldap3::LdapError| (error.to_string(), true);
-        let refused = |error: ldap3::LdapError| (error.to_string(), false);
+        // ldap3 fails the call itself on I/O errors and timeouts, and the
+        // returned result on an answer that says no.
+        let unreachable = |error: ldap3::LdapError| ServerError::Unreachable(Arc::new(error));
         let mut connection = LdapConn::with_settings(settings, uri).map_err(unreachable)?;
         if let Some(dn) = &self.config.bind_dn {
-            let password = self.bind_password().map_err(|error| (error, false))?;
+            let password = self.bind_password()?;
             let password = password.as_ref().map(|p| p.as_str()).unwrap_or_default();
             connection
                 .with_timeout(operation_timeout)
                 .simple_bind(dn, password)
                 .map_err(unreachable)?
                 .success()
-                .map_err(refused)?;
+                .map_err(|error| ServerError::BindRefused(Arc::new(error)))?;
         }
         let limit = i32::try_from(self.config.max_entries + 1).unwrap_or(i32::MAX);
         let seconds = self.config.search_timeout.ceil() as i32;
@@ -306,12 +419,7 @@ impl LdapDirectory {
             .map_err(unreachable)?;
         let mut entries = Vec::new();
         let mut bytes = 0usize;
-        loop {
-            let next = match stream.next() {
-                Ok(next) => next,
-                Err(error) => return Err(unreachable(error)),
-            };
-            let Some(entry) = next else { break };
+        while let Some(entry) = stream.next().map_err(unreachable)? {
             if entry.is_ref() || entry.is_intermediate() {
                 continue;
             }
@@ -330,63 +438,67 @@ impl LdapDirectory {
             });
             if entries.len() > self.config.max_entries || bytes > self.config.max_reply_bytes {
                 // Dropping the stream and the connection abandons the search.
-                return Err((
-                    format!(
-                        "reply exceeds ldap.max_entries ({}) or ldap.max_reply_bytes ({})",
-                        self.config.max_entries, self.config.max_reply_bytes
-                    ),
-                    false,
-                ));
+                return Err(ServerError::ReplyTooLarge {
+                    max_entries: self.config.max_entries,
+                    max_reply_bytes: self.config.max_reply_bytes,
+                });
             }
         }
-        let result = stream.result();
-        result
+        stream
+            .result()
             .success()
-            .map_err(|error| (error.to_string(), false))?;
+            .map_err(|error| ServerError::SearchRefused(Arc::new(error)))?;
         let _ = connection.unbind();
         Ok(entries)
     }
 }
 
 fn tls_config(path: &Path) -> Result<Arc<rustls::ClientConfig>, LdapConfigError> {
-    let error =
-        |message: String| LdapConfigError(format!("ldap.tls_ca {}: {message}", path.display()));
+    let pem = |source| LdapConfigError::TlsCaPem {
+        path: path.to_owned(),
+        source: Arc::new(source),
+    };
+    let rejected = |source| LdapConfigError::TlsCaRejected {
+        path: path.to_owned(),
+        source,
+    };
     let mut roots = rustls::RootCertStore::empty();
     let certificates = CertificateDer::pem_file_iter(path)
-        .map_err(|e| error(e.to_string()))?
+        .map_err(pem)?
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| error(e.to_string()))?;
+        .map_err(pem)?;
     for certificate in certificates {
-        roots.add(certificate).map_err(|e| error(e.to_string()))?;
+        roots.add(certificate).map_err(rejected)?;
     }
     if roots.is_empty() {
-        return Err(error("no certificate".to_owned()));
+        return Err(LdapConfigError::TlsCaEmpty {
+            path: path.to_owned(),
+        });
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| error(e.to_string()))?
+        .map_err(rejected)?
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(Arc::new(config))
 }
 
 /// Reads the bind password: the file must be root-owned and private.
-fn read_password(path: &Path) -> Result<Zeroizing<String>, String> {
-    let file = std::fs::File::open(path).map_err(|error| format!("{}: {error}", path.display()))?;
-    let metadata = file
-        .metadata()
-        .map_err(|error| format!("{}: {error}", path.display()))?;
+fn read_password(path: &Path) -> Result<Zeroizing<String>, PasswordFileError> {
+    let io = |source| PasswordFileError::Io {
+        path: path.to_owned(),
+        source: Arc::new(source),
+    };
+    let file = std::fs::File::open(path).map_err(io)?;
+    let metadata = file.metadata().map_err(io)?;
     if metadata.uid() != 0 || metadata.mode() & 0o077 != 0 {
-        return Err(format!(
-            "{}: must be owned by root with mode 0600 or stricter",
-            path.display()
-        ));
+        return Err(PasswordFileError::NotPrivate {
+            path: path.to_owned(),
+        });
     }
     let mut text = Zeroizing::new(String::new());
-    file.take(4096)
-        .read_to_string(&mut text)
-        .map_err(|error| format!("{}: {error}", path.display()))?;
+    file.take(4096).read_to_string(&mut text).map_err(io)?;
     Ok(Zeroizing::new(
         text.trim_end_matches(['\n', '\r']).to_owned(),
     ))
@@ -413,13 +525,18 @@ mod tests {
         path
     }
 
-    fn refusal(keys: &str) -> String {
-        LdapDirectory::new(config(keys)).unwrap_err().0
+    fn refusal(keys: &str) -> LdapConfigError {
+        LdapDirectory::new(config(keys)).unwrap_err()
     }
 
     #[test]
     fn cleartext_ldap_is_refused_saying_why() {
-        let message = refusal("uri = [\"ldap://dc1.example.test\"]");
+        let error = refusal("uri = [\"ldap://dc1.example.test\"]");
+        assert!(
+            matches!(&error, LdapConfigError::Cleartext { uri, bind_dn: None } if uri == "ldap://dc1.example.test"),
+            "{error:?}"
+        );
+        let message = error.to_string();
         assert!(
             message.starts_with(
                 "ldap.uri \"ldap://dc1.example.test\" is cleartext (not ldaps://, and starttls is off): "
@@ -438,31 +555,68 @@ mod tests {
         // One cleartext server among TLS ones is enough to be refused.
         let dir = tempfile::tempdir().unwrap();
         let ca = ca_file(dir.path());
-        let message = refusal(&format!(
+        let error = refusal(&format!(
             "uri = [\"ldaps://dc1.example.test\", \"ldap://dc2.example.test\"]\ntls_ca = {ca:?}"
         ));
         assert!(
-            message.starts_with("ldap.uri \"ldap://dc2.example.test\" is cleartext"),
-            "{message}"
+            matches!(&error, LdapConfigError::Cleartext { uri, .. } if uri == "ldap://dc2.example.test"),
+            "{error:?}"
         );
         // Saying no is not saying yes.
-        let message = refusal(&format!(
+        let error = refusal(&format!(
             "uri = [\"ldap://dc1.example.test\"]\n{INSECURE} = false"
         ));
-        assert!(message.contains("is cleartext"), "{message}");
+        assert!(
+            matches!(error, LdapConfigError::Cleartext { .. }),
+            "{error:?}"
+        );
     }
 
     #[test]
     fn a_simple_bind_without_tls_is_refused_naming_the_password() {
-        let message = refusal(
+        let error = refusal(
             "uri = [\"ldap://dc1.example.test\"]\nbind_dn = \"cn=reader,dc=example,dc=test\"\nbind_password_file = \"/etc/tessera/ldap-password\"",
         );
-        assert!(message.contains("is cleartext"), "{message}");
+        assert!(
+            matches!(&error, LdapConfigError::Cleartext { bind_dn: Some(dn), .. } if dn == "cn=reader,dc=example,dc=test"),
+            "{error:?}"
+        );
+        let message = error.to_string();
         assert!(
             message.contains("read the bind password of cn=reader,dc=example,dc=test"),
             "{message}"
         );
         assert!(message.contains(&format!("{INSECURE} = true")), "{message}");
+    }
+
+    #[test]
+    fn each_broken_section_is_refused_by_its_own_variant() {
+        let refused_as = |keys: &str, expected: fn(&LdapConfigError) -> bool| {
+            let error = refusal(keys);
+            assert!(expected(&error), "{keys}: {error:?}");
+        };
+        let cleartext = format!("uri = [\"ldap://h\"]\n{INSECURE} = true");
+        refused_as("uri = []", |e| matches!(e, LdapConfigError::NoServer));
+        refused_as("uri = [\"ldapi:///run/slapd\"]", |e| {
+            matches!(e, LdapConfigError::UnsupportedScheme { .. })
+        });
+        refused_as(
+            &format!("{cleartext}\nscope = \"tree\""),
+            |e| matches!(e, LdapConfigError::Scope { scope } if scope == "tree"),
+        );
+        refused_as(
+            &format!("{cleartext}\nsearch_timeout = 0.0"),
+            |e| matches!(e, LdapConfigError::Timeout { key } if *key == "search_timeout"),
+        );
+        refused_as(&format!("{cleartext}\nbind_dn = \"cn=x\""), |e| {
+            matches!(e, LdapConfigError::BindPairing)
+        });
+        refused_as(&format!("{cleartext}\nmax_entries = 0"), |e| {
+            matches!(e, LdapConfigError::ZeroBound)
+        });
+        refused_as("uri = [\"ldaps://h\"]", |e| {
+            matches!(e, LdapConfigError::TlsCaRequired)
+        });
     }
 
     #[test]

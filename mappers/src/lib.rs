@@ -22,22 +22,27 @@ mod template;
 mod username;
 
 pub use authorized::{
-    parse_authorized_keys, read_authorized, Account, AuthorizedKey, FileOutcome, AUTHORIZED_FILES,
+    parse_authorized_keys, read_authorized, Account, AuthorizedFileError, AuthorizedKey,
+    FileOutcome, AUTHORIZED_FILES,
 };
-pub use cache::{CacheLookup, MappingCache};
+pub use cache::{CacheError, CacheLookup, MappingCache};
 pub use certificate::{
     certificate_der, CertificateError, CertificateFields, KEY_USAGE_NAMES, MAX_CERTIFICATE_SIZE,
     SAN_KINDS,
 };
 pub use conditions::{Check, ConditionError, MatchRule, TokenInfo};
 pub use dn::{Dn, DnError, DnStyle};
-pub use ldap::{LdapConfig, LdapConfigError, LdapDirectory, LDAP_CLEARTEXT_KEY};
+pub use ldap::{
+    FoundEntry, LdapConfig, LdapConfigError, LdapDirectory, PasswordFileError, SearchAnswer,
+    SearchError, ServerError, ServerFailure, LDAP_CLEARTEXT_KEY,
+};
 pub use mapfile::{MapFile, MapFileError, MAX_LINE_LEN};
 pub use oid::parse_oid;
 pub use public_key::{KeyError, PublicKey};
 pub use rule::{
-    map_certificate, Accounts, Lookup, Mapping, MappingContext, MappingInput, Outcome, Refusal,
-    Rule, RuleConfig, RuleError, RuleTrace, Verdict,
+    map_certificate, Accounts, CacheFallback, Lookup, Mapping, MappingContext, MappingInput,
+    OpenError, OpenTrusted, Outcome, Refusal, RefusalReason, Rule, RuleConfig, RuleError,
+    RuleTrace, SourceError, Verdict,
 };
 pub use template::{escape_filter_value, Template, TemplateError};
 pub use username::{validate_username, UsernameError};

@@ -14,6 +14,7 @@ use std::hash::BuildHasher;
 use std::io::Read;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use hashbrown::HashTable;
 
@@ -22,26 +23,56 @@ pub const MAX_LINE_LEN: usize = 8192;
 /// Largest mapfile accepted.
 pub const MAX_MAPFILE_SIZE: u64 = 256 * 1024 * 1024;
 
-/// Why a mapfile could not be used.
-#[derive(Debug, thiserror::Error)]
+/// Why a mapfile could not be used; each names the file, and the line when
+/// one is at fault.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum MapFileError {
-    /// Reading failed.
-    #[error("{path}: {message}")]
-    Io {
+    /// The file could not be opened or is not trusted (owner, mode). The
+    /// opener's error names the file: core's trust checks do.
+    #[error("{source}")]
+    Open {
         /// The file.
         path: PathBuf,
-        /// What failed.
-        message: String,
+        /// What the opener said.
+        source: Arc<dyn std::error::Error + Send + Sync>,
     },
-    /// A line that is not `<key> <user>`.
-    #[error("{path}:{line}: {message}")]
-    Line {
+    /// Reading failed.
+    #[error("{}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The failure.
+        source: Arc<std::io::Error>,
+    },
+    /// Larger than [`MAX_MAPFILE_SIZE`].
+    #[error("{}: larger than {MAX_MAPFILE_SIZE} bytes", path.display())]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A line is not UTF-8.
+    #[error("{}:{line}: not UTF-8", path.display())]
+    NotUtf8 {
         /// The file.
         path: PathBuf,
         /// 1-based line number.
         line: usize,
-        /// What is wrong.
-        message: String,
+    },
+    /// A line is longer than [`MAX_LINE_LEN`].
+    #[error("{}:{line}: line longer than {MAX_LINE_LEN} bytes", path.display())]
+    LineTooLong {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line number.
+        line: usize,
+    },
+    /// A line that is not `<key> <user>`.
+    #[error("{}:{line}: expected `<key> <user>`", path.display())]
+    NotKeyAndUser {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line number.
+        line: usize,
     },
 }
 
@@ -68,23 +99,19 @@ pub struct MapFile {
 impl MapFile {
     /// Reads a mapfile from `reader`; `path` names it in errors.
     pub fn read(path: &Path, reader: impl Read) -> Result<Self, MapFileError> {
-        let io_error = |message: String| MapFileError::Io {
-            path: path.to_owned(),
-            message,
-        };
         let mut bytes = Vec::new();
         reader
             .take(MAX_MAPFILE_SIZE + 1)
             .read_to_end(&mut bytes)
-            .map_err(|error| io_error(error.to_string()))?;
+            .map_err(|source| MapFileError::Read {
+                path: path.to_owned(),
+                source: Arc::new(source),
+            })?;
         if bytes.len() as u64 > MAX_MAPFILE_SIZE {
-            return Err(io_error(format!("larger than {MAX_MAPFILE_SIZE} bytes")));
+            return Err(MapFileError::TooLarge {
+                path: path.to_owned(),
+            });
         }
-        let line_error = |line: usize, message: &str| MapFileError::Line {
-            path: path.to_owned(),
-            line,
-            message: message.to_owned(),
-        };
         let text = String::from_utf8(bytes).map_err(|error| {
             let valid = error.utf8_error().valid_up_to();
             let line = error.as_bytes()[..valid]
@@ -92,7 +119,10 @@ impl MapFile {
                 .filter(|&&b| b == b'\n')
                 .count()
                 + 1;
-            line_error(line, "not UTF-8")
+            MapFileError::NotUtf8 {
+                path: path.to_owned(),
+                line,
+            }
         })?;
         let mut entries = Vec::new();
         for (index, raw) in text.split_inclusive('\n').enumerate() {
@@ -100,17 +130,19 @@ impl MapFile {
             let content = raw.strip_suffix('\n').unwrap_or(raw);
             let content = content.strip_suffix('\r').unwrap_or(content);
             if content.len() > MAX_LINE_LEN {
-                return Err(line_error(
-                    number,
-                    &format!("line longer than {MAX_LINE_LEN} bytes"),
-                ));
+                return Err(MapFileError::LineTooLong {
+                    path: path.to_owned(),
+                    line: number,
+                });
             }
             let line = content.trim();
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
-            let (key, user) =
-                split_line(line).ok_or_else(|| line_error(number, "expected `<key> <user>`"))?;
+            let (key, user) = split_line(line).ok_or_else(|| MapFileError::NotKeyAndUser {
+                path: path.to_owned(),
+                line: number,
+            })?;
             // Byte range of a subslice of `text` (str::substr_range is unstable).
             let range = |part: &str| {
                 let begin = part.as_ptr() as usize - text.as_ptr() as usize;
@@ -208,9 +240,9 @@ mod tests {
     fn a_mapfile_over_256_mib_is_refused_unread() {
         let endless = std::io::repeat(b'#');
         let error = MapFile::read(Path::new("/etc/tessera/map"), endless).unwrap_err();
-        assert_eq!(
-            error.to_string(),
-            format!("/etc/tessera/map: larger than {MAX_MAPFILE_SIZE} bytes")
+        assert!(
+            matches!(&error, MapFileError::TooLarge { path } if path == Path::new("/etc/tessera/map")),
+            "{error:?}"
         );
     }
 
@@ -235,17 +267,25 @@ mod tests {
     #[test]
     fn bad_lines_name_file_and_line() {
         let error = read("a b\nlonely\n").unwrap_err();
+        assert!(
+            matches!(&error, MapFileError::NotKeyAndUser { path, line: 2 } if path == Path::new("/etc/tessera/map")),
+            "{error:?}"
+        );
+        // The message is what admins read: file:line first.
         assert_eq!(
             error.to_string(),
             "/etc/tessera/map:2: expected `<key> <user>`"
         );
         let long = format!("ok user\n{} user\n", "k".repeat(MAX_LINE_LEN + 10));
         let error = read(&long).unwrap_err();
-        assert_eq!(
-            error.to_string(),
-            format!("/etc/tessera/map:2: line longer than {MAX_LINE_LEN} bytes")
+        assert!(
+            matches!(error, MapFileError::LineTooLong { line: 2, .. }),
+            "{error:?}"
         );
         let error = MapFile::read(Path::new("/m"), &b"a b\nk \xff\n"[..]).unwrap_err();
-        assert_eq!(error.to_string(), "/m:2: not UTF-8");
+        assert!(
+            matches!(error, MapFileError::NotUtf8 { line: 2, .. }),
+            "{error:?}"
+        );
     }
 }

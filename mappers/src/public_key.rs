@@ -133,20 +133,18 @@ impl PublicKey {
 
     /// Reads the key of a plain OpenSSH `authorized_keys` line: key type,
     /// key, optional comment. `Ok(None)` for key types that tokens do not
-    /// hold (e.g. `sk-` keys), and for lines with options before the key type
-    /// ([`authorized_keys_options`]): `cert-authority` marks a CA key, and
+    /// hold (e.g. `sk-` keys), and for lines that do not start with a key
+    /// type, such as lines with options: `cert-authority` marks a CA key, and
     /// `restrict`, `command=`, `from=`, `expiry-time=` and the others limit
     /// what sshd lets the key do, which a login through tessera cannot honour.
     pub fn from_authorized_keys_line(line: &str) -> Result<Option<Self>, KeyError> {
-        let words: Vec<&str> = split_options_aware(line);
-        let Some((&key_type, rest)) = words.split_first() else {
+        // Blanks are spaces and tabs, as sshd reads the line.
+        let mut words = line.split([' ', '\t']).filter(|word| !word.is_empty());
+        let Some(key_type) = words.next().filter(|word| is_ssh_key_type(word)) else {
             return Ok(None);
         };
-        if !is_ssh_key_type(key_type) {
-            return Ok(None);
-        }
-        let blob_text = rest
-            .first()
+        let blob_text = words
+            .next()
             .ok_or_else(|| malformed("key type without key"))?;
         let blob = Base64::decode_vec(blob_text).map_err(malformed)?;
         let mut reader = SshReader(&blob);
@@ -246,81 +244,9 @@ impl PublicKey {
     }
 }
 
-/// The options field of an `authorized_keys` line (`cert-authority`,
-/// `restrict`, `command="…"`, `from="…"`, `expiry-time=…`, …): the first
-/// word, when the line does not start with a key type but a key type follows.
-/// `None` for a plain line, and for a line with no key type at all.
-pub fn authorized_keys_options(line: &str) -> Option<&str> {
-    let words = split_options_aware(line);
-    let (first, rest) = words.split_first()?;
-    (!is_ssh_key_type(first) && rest.iter().any(|word| is_ssh_key_type(word))).then_some(*first)
-}
-
-/// The option names of an `authorized_keys` options field, lower-cased and
-/// without their values (`command="…",no-pty` gives `command`, `no-pty`).
-pub fn authorized_keys_option_names(options: &str) -> Vec<String> {
-    let mut names = Vec::new();
-    let mut current = String::new();
-    let mut in_value = false;
-    let mut quoted = false;
-    let mut escaped = false;
-    for character in options.chars() {
-        if escaped {
-            escaped = false;
-            continue;
-        }
-        match character {
-            '\\' if quoted => escaped = true,
-            '"' => quoted = !quoted,
-            ',' if !quoted => {
-                names.push(std::mem::take(&mut current).to_ascii_lowercase());
-                in_value = false;
-            }
-            '=' if !quoted => in_value = true,
-            other if !in_value && !quoted => current.push(other),
-            _ => {}
-        }
-    }
-    names.push(current.to_ascii_lowercase());
-    names.retain(|name| !name.is_empty());
-    names
-}
-
-fn is_ssh_key_type(word: &str) -> bool {
+/// Whether `word` is an OpenSSH key type (`ssh-…`, `ecdsa-sha2-…`, `sk-…`).
+pub(crate) fn is_ssh_key_type(word: &str) -> bool {
     word.starts_with("ssh-") || word.starts_with("ecdsa-sha2-") || word.starts_with("sk-")
-}
-
-/// Splits an authorized_keys line at spaces outside double quotes (options
-/// such as `command="a b"` contain spaces).
-fn split_options_aware(line: &str) -> Vec<&str> {
-    let mut words = Vec::new();
-    let mut start = None;
-    let mut quoted = false;
-    let mut escaped = false;
-    for (index, character) in line.char_indices() {
-        if escaped {
-            escaped = false;
-            continue;
-        }
-        match character {
-            '\\' if quoted => escaped = true,
-            '"' => quoted = !quoted,
-            ' ' | '\t' if !quoted => {
-                if let Some(begin) = start.take() {
-                    words.push(&line[begin..index]);
-                }
-                continue;
-            }
-            _ => {}
-        }
-        if start.is_none() {
-            start = Some(index);
-        }
-    }
-    if let Some(begin) = start {
-        words.push(&line[begin..]);
-    }
-    words
 }
 
 struct SshReader<'a>(&'a [u8]);
@@ -375,13 +301,7 @@ mod tests {
                     None,
                     "{with_options}"
                 );
-                assert_eq!(
-                    authorized_keys_options(&with_options),
-                    Some(options),
-                    "{with_options}"
-                );
             }
-            assert_eq!(authorized_keys_options(&line), None);
         }
     }
 

@@ -29,6 +29,8 @@ pub enum Field {
     Uid,
     /// `{email}`: an rfc822Name SAN or emailAddress attribute.
     Email,
+    /// `{subject_rfc822_name}`: an rfc822Name SAN only, as SSSD has it.
+    SanEmail,
     /// `{upn}`: a Microsoft UPN otherName.
     Upn,
     /// `{krb_principal}`: a KRB5PrincipalName otherName (`name@REALM`).
@@ -60,7 +62,7 @@ const NAMES: &[(&str, Field, Conversion)] = &[
     ("cn", Field::Cn, Conversion::Plain),
     ("uid", Field::Uid, Conversion::Plain),
     ("email", Field::Email, Conversion::Plain),
-    ("subject_rfc822_name", Field::Email, Conversion::Plain),
+    ("subject_rfc822_name", Field::SanEmail, Conversion::Plain),
     ("upn", Field::Upn, Conversion::Plain),
     ("subject_nt_principal", Field::Upn, Conversion::Plain),
     ("krb_principal", Field::KrbPrincipal, Conversion::Plain),
@@ -72,9 +74,17 @@ const NAMES: &[(&str, Field, Conversion)] = &[
     ("principal", Field::Principal, Conversion::Plain),
     ("subject_principal", Field::Principal, Conversion::Plain),
     ("subject", Field::Subject, Conversion::Dn(DnStyle::Ldap)),
-    ("subject_dn", Field::Subject, Conversion::Dn(DnStyle::Ldap)),
+    (
+        "subject_dn",
+        Field::Subject,
+        Conversion::SssdDn(DnStyle::Ldap),
+    ),
     ("issuer", Field::Issuer, Conversion::Dn(DnStyle::Ldap)),
-    ("issuer_dn", Field::Issuer, Conversion::Dn(DnStyle::Ldap)),
+    (
+        "issuer_dn",
+        Field::Issuer,
+        Conversion::SssdDn(DnStyle::Ldap),
+    ),
     ("serial", Field::Serial, Conversion::Hex(Hex::LOWER)),
     ("serial_number", Field::Serial, Conversion::Hex(Hex::LOWER)),
     ("serial_dec", Field::Serial, Conversion::Decimal),
@@ -110,7 +120,7 @@ impl Field {
     fn is_address(self) -> bool {
         matches!(
             self,
-            Field::Email | Field::Upn | Field::KrbPrincipal | Field::Principal
+            Field::Email | Field::SanEmail | Field::Upn | Field::KrbPrincipal | Field::Principal
         )
     }
 
@@ -180,6 +190,8 @@ pub enum Conversion {
     Plain,
     /// A DN in the given style.
     Dn(DnStyle),
+    /// A DN in the given style, as SSSD prints it (`{subject_dn}`, `{issuer_dn}`).
+    SssdDn(DnStyle),
     /// Bytes in hex.
     Hex(Hex),
     /// The serial number in decimal.
@@ -224,6 +236,7 @@ impl Placeholder {
     pub fn values(&self, fields: &CertificateFields, domain: Option<&str>) -> Vec<String> {
         let addresses: Vec<&String> = match self.field {
             Field::Email => fields.emails.iter().collect(),
+            Field::SanEmail => san_emails(fields).iter().collect(),
             Field::Upn => fields.upns.iter().collect(),
             Field::KrbPrincipal => fields.krb_principals.iter().collect(),
             Field::Principal => fields.upns.iter().chain(&fields.krb_principals).collect(),
@@ -258,14 +271,11 @@ impl Placeholder {
                 } else {
                     &fields.issuer_dn
                 };
-                let style = match self.conversion {
-                    Conversion::Dn(style) => style,
-                    _ => DnStyle::Ldap,
-                };
-                if dn.is_empty() {
-                    Vec::new()
-                } else {
-                    vec![dn.format(style)]
+                match self.conversion {
+                    _ if dn.is_empty() => Vec::new(),
+                    Conversion::SssdDn(style) => vec![dn.format_sssd(style)],
+                    Conversion::Dn(style) => vec![dn.format(style)],
+                    _ => vec![dn.format(DnStyle::Ldap)],
                 }
             }
             Field::Sid => fields.sid.iter().cloned().collect(),
@@ -343,6 +353,26 @@ pub struct Template {
     pieces: Vec<Piece>,
 }
 
+/// SSSD's names for the DNs (`subject_dn`, `issuer_dn`) print them as SSSD
+/// does; tessera's (`subject`, `issuer`) keep RFC 4514's structure.
+fn dn_conversion(sssd: bool, style: DnStyle) -> Conversion {
+    if sssd {
+        Conversion::SssdDn(style)
+    } else {
+        Conversion::Dn(style)
+    }
+}
+
+/// The rfc822Name SANs alone: `CertificateFields::emails` lists them first,
+/// then the subject's emailAddress attributes.
+fn san_emails(fields: &CertificateFields) -> &[String] {
+    let in_subject = fields
+        .subject_dn
+        .values(&const_oid::db::rfc3280::EMAIL_ADDRESS)
+        .len();
+    &fields.emails[..fields.emails.len().saturating_sub(in_subject)]
+}
+
 fn parse_placeholder(body: &str, offset: usize) -> Result<Placeholder, TemplateError> {
     let (name_part, conversion_text) = match body.split_once('!') {
         Some((name, conversion)) => (name.trim(), Some(conversion.trim())),
@@ -367,19 +397,24 @@ fn parse_placeholder(body: &str, offset: usize) -> Result<Placeholder, TemplateE
             "`.local` applies to email, upn, krb_principal and principal only",
         ));
     }
+    let sssd_dn = matches!(implied, Conversion::SssdDn(_));
     let conversion = match conversion_text {
         None => *implied,
         Some(text) => {
             let lower = text.to_ascii_lowercase();
             match (field, lower.as_str()) {
                 (Field::Subject | Field::Issuer, "ldap" | "nss" | "nss_ldap") => {
-                    Conversion::Dn(DnStyle::Ldap)
+                    dn_conversion(sssd_dn, DnStyle::Ldap)
                 }
                 (Field::Subject | Field::Issuer, "x500" | "nss_x500") => {
-                    Conversion::Dn(DnStyle::X500)
+                    dn_conversion(sssd_dn, DnStyle::X500)
                 }
-                (Field::Subject | Field::Issuer, "ad" | "ad_x500") => Conversion::Dn(DnStyle::Ad),
-                (Field::Subject | Field::Issuer, "ad_ldap") => Conversion::Dn(DnStyle::AdLdap),
+                (Field::Subject | Field::Issuer, "ad" | "ad_x500") => {
+                    dn_conversion(sssd_dn, DnStyle::Ad)
+                }
+                (Field::Subject | Field::Issuer, "ad_ldap") => {
+                    dn_conversion(sssd_dn, DnStyle::AdLdap)
+                }
                 (Field::Serial, "dec") => Conversion::Decimal,
                 (Field::Cert, "bin") => Conversion::LdapBinary,
                 (Field::Cert, "base64") => Conversion::Base64,
@@ -596,7 +631,9 @@ fn looks_like_placeholder(rest: &str) -> bool {
 }
 
 /// RFC 4515 section 3: `*`, `(`, `)`, `\` and NUL become `\2a`, `\28`,
-/// `\29`, `\5c`, `\00`.
+/// `\29`, `\5c`, `\00`; like SSSD, also space, tab, CR and LF (`\20`,
+/// `\09`, `\0d`, `\0a`), which RFC 4515 allows, so that a filter is the
+/// one SSSD builds.
 pub fn escape_filter_value(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
     for character in value.chars() {
@@ -606,6 +643,10 @@ pub fn escape_filter_value(value: &str) -> String {
             ')' => out.push_str("\\29"),
             '\\' => out.push_str("\\5c"),
             '\0' => out.push_str("\\00"),
+            ' ' => out.push_str("\\20"),
+            '\t' => out.push_str("\\09"),
+            '\r' => out.push_str("\\0d"),
+            '\n' => out.push_str("\\0a"),
             other => out.push(other),
         }
     }
@@ -703,6 +744,55 @@ mod tests {
         assert_eq!(expand("{issuer}"), ["CN=Test CA,O=Example\\, Inc."]);
         assert_eq!(expand("{issuer!x500}"), ["O=Example\\, Inc.,CN=Test CA"]);
         assert_eq!(expand("{subject_dn!nss_x500}"), ["O=Example,CN=Alice"]);
+    }
+
+    #[test]
+    fn sssd_dn_names_render_as_sssd_and_tessera_names_as_rfc_4514() {
+        let mut odd = fields();
+        odd.subject_dn = Dn::parse("CN=J\\C3\\BCrgen+UID=j,O=Example\\, Inc.").unwrap();
+        let filter = |template: &str| {
+            Template::parse_ldap_filter(template)
+                .unwrap()
+                .expand(&odd, None)
+                .unwrap()
+        };
+        // SSSD: the multi-valued RDN flattened, non-ASCII as \XX, then
+        // filter-escaped (`\` and space too).
+        assert_eq!(
+            filter("(x={subject_dn})"),
+            ["(x=UID=j,CN=J\\5cC3\\5cBCrgen,O=Example\\5c,\\20Inc.)"]
+        );
+        assert_eq!(
+            filter("(x={subject_dn!ad_x500})"),
+            ["(x=O=Example\\5c,\\20Inc.,CN=J\\5cC3\\5cBCrgen,OID.0.9.2342.19200300.100.1.1=j)"]
+        );
+        assert_eq!(
+            filter("(x={subject})"),
+            ["(x=CN=Jürgen+UID=j,O=Example\\5c,\\20Inc.)"]
+        );
+    }
+
+    #[test]
+    fn subject_rfc822_name_is_the_san_only() {
+        let mut with_subject_email = fields();
+        with_subject_email.subject_dn = Dn::parse("E=subject@example.test,CN=Alice").unwrap();
+        with_subject_email.emails = vec!["san@example.test".into(), "subject@example.test".into()];
+        let expand = |template: &str, fields: &CertificateFields| {
+            Template::parse(template).unwrap().expand(fields, None)
+        };
+        assert_eq!(
+            expand("{subject_rfc822_name}", &with_subject_email),
+            Ok(vec!["san@example.test".to_owned()])
+        );
+        assert_eq!(
+            expand("{email}", &with_subject_email),
+            Ok(vec![
+                "san@example.test".to_owned(),
+                "subject@example.test".to_owned()
+            ])
+        );
+        with_subject_email.emails.remove(0);
+        assert!(expand("{subject_rfc822_name}", &with_subject_email).is_err());
     }
 
     #[test]

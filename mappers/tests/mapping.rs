@@ -11,8 +11,9 @@ use rcgen::{
     KeyPair, KeyUsagePurpose, SerialNumber,
 };
 use tessera_mappers::{
-    map_certificate, Account, Accounts, CertificateFields, Dn, MappingContext, MappingInput,
-    Outcome, PublicKey, Rule, RuleConfig, RuleError, TokenInfo, Verdict,
+    map_certificate, Account, Accounts, CertificateFields, Dn, MapFileError, Mapping,
+    MappingContext, MappingInput, OpenError, Outcome, PublicKey, RefusalReason, Rule, RuleConfig,
+    RuleError, SourceError, TokenInfo, Verdict,
 };
 
 fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
@@ -102,33 +103,23 @@ fn certificate(spec: Spec) -> CertificateFields {
             &krb5_principal(components, realm),
         ));
     }
-    if !san.is_empty() {
+    let mut extension = |oid: &[u64], content: Vec<u8>| {
         params
             .custom_extensions
-            .push(CustomExtension::from_oid_content(
-                &[2, 5, 29, 17],
-                tlv(0x30, &san),
-            ));
+            .push(CustomExtension::from_oid_content(oid, content));
+    };
+    if !san.is_empty() {
+        extension(&[2, 5, 29, 17], tlv(0x30, &san));
     }
     if let Some(sid) = spec.sid {
         let value = tlv(
             0x30,
             &other_name("1.3.6.1.4.1.311.25.2.1", &tlv(0x04, sid.as_bytes())),
         );
-        params
-            .custom_extensions
-            .push(CustomExtension::from_oid_content(
-                &[1, 3, 6, 1, 4, 1, 311, 25, 2],
-                value,
-            ));
+        extension(&[1, 3, 6, 1, 4, 1, 311, 25, 2], value);
     }
     if !spec.ski.is_empty() {
-        params
-            .custom_extensions
-            .push(CustomExtension::from_oid_content(
-                &[2, 5, 29, 14],
-                tlv(0x04, &spec.ski),
-            ));
+        extension(&[2, 5, 29, 14], tlv(0x04, &spec.ski));
     }
     if !spec.policies.is_empty() {
         let infos: Vec<u8> = spec
@@ -136,12 +127,7 @@ fn certificate(spec: Spec) -> CertificateFields {
             .iter()
             .flat_map(|p| tlv(0x30, &oid(p)))
             .collect();
-        params
-            .custom_extensions
-            .push(CustomExtension::from_oid_content(
-                &[2, 5, 29, 32],
-                tlv(0x30, &infos),
-            ));
+        extension(&[2, 5, 29, 32], tlv(0x30, &infos));
     }
     let der = params.self_signed(&key).unwrap().der().to_vec();
     CertificateFields::from_der(&der).unwrap()
@@ -274,13 +260,13 @@ impl FakeAccounts {
 }
 
 impl Accounts for FakeAccounts {
-    fn lookup(&self, name: &str) -> Result<Option<Account>, String> {
+    fn lookup(&self, name: &str) -> std::io::Result<Option<Account>> {
         Ok(self.0.get(name).cloned())
     }
 }
 
-fn open_plain(path: &Path) -> Result<std::fs::File, String> {
-    std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))
+fn open_plain(path: &Path) -> Result<std::fs::File, OpenError> {
+    Ok(std::fs::File::open(path)?)
 }
 
 #[derive(serde::Deserialize)]
@@ -305,7 +291,7 @@ fn map(
     fields: &CertificateFields,
     accounts: &FakeAccounts,
     user: Option<&str>,
-) -> tessera_mappers::Mapping {
+) -> Mapping {
     let context = MappingContext::new(accounts, &open_plain, None, None, false, 0);
     let token = TokenInfo {
         label: "alice-token".into(),
@@ -323,79 +309,100 @@ fn map(
     )
 }
 
-#[test]
-fn plain_cn_rule_still_works_exactly() {
-    let mapping = map(
-        &rules("[[rule]]\nuser = \"{cn}\""),
+/// Alice's certificate under the rules in `tables`, where only alice exists.
+fn map_alice(tables: &str) -> Mapping {
+    map(
+        &rules(tables),
         &alice(),
         &FakeAccounts::with(&["alice"]),
         None,
-    );
+    )
+}
+
+/// A mapfile holding `text`, in a directory that lives as long as the guard.
+fn mapfile(text: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("map");
+    std::fs::write(&file, text).unwrap();
+    (dir, file)
+}
+
+/// A `[[rule]]` table that looks `key` up in `file`.
+fn mapfile_rule(file: &Path, key: &str) -> String {
+    format!("[[rule]]\nmapfile = {file:?}\nkey = \"{key}\"\n")
+}
+
+#[test]
+fn plain_cn_rule_still_works_exactly() {
+    let mapping = map_alice("[[rule]]\nuser = \"{cn}\"");
     assert_eq!(mapping.users(), ["alice"]);
     assert_eq!(mapping.trace[0].rule, "rule 1");
 }
 
 #[test]
 fn mapfile_hit_miss_and_never_the_key() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("map");
     let fields = alice();
-    std::fs::write(
-        &file,
-        format!("{} alice\nCN=bob,O=Example bob\n", fields.sha256_hex),
-    )
-    .unwrap();
-    let accounts = FakeAccounts::with(&["alice", "bob", "CN=alice,O=Example"]);
-    let hit = rules(&format!(
-        "[[rule]]\nmapfile = {:?}\nkey = \"{{sha256}}\"",
-        file
+    let (_dir, file) = mapfile(&format!(
+        "{} alice\nCN=bob,O=Example bob\n",
+        fields.sha256_hex
     ));
-    let mapping = map(&hit, &fields, &accounts, None);
+    let accounts = FakeAccounts::with(&["alice", "bob", "CN=alice,O=Example"]);
+    let mapping = map(
+        &rules(&mapfile_rule(&file, "{sha256}")),
+        &fields,
+        &accounts,
+        None,
+    );
     assert_eq!(mapping.users(), ["alice"]);
     assert!(mapping.trace[0].lookups[0].result.contains("line 1"));
 
     // A miss is a miss: the key (the subject) exists as an account name
     // here, and still nothing maps.
-    let miss = rules(&format!(
-        "[[rule]]\nmapfile = {:?}\nkey = \"{{subject}}\"",
-        file
-    ));
-    let mapping = map(&miss, &fields, &accounts, None);
-    assert_eq!(mapping.outcome, Outcome::NoMatch);
+    let mapping = map(
+        &rules(&mapfile_rule(&file, "{subject}")),
+        &fields,
+        &accounts,
+        None,
+    );
+    assert!(matches!(mapping.outcome, Outcome::NoMatch));
     assert_eq!(mapping.trace[0].lookups[0].result, "miss");
     assert!(matches!(mapping.trace[0].verdict, Verdict::NoMatch { .. }));
 }
 
 #[test]
 fn broken_mapfile_stops_mapping_with_file_and_line() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("map");
-    std::fs::write(&file, "good alice\nbroken\n").unwrap();
-    let tables = format!(
-        "[[rule]]\nmapfile = {:?}\nkey = \"{{cn}}\"\n[[rule]]\nuser = \"{{cn}}\"",
-        file
-    );
-    let mapping = map(
-        &rules(&tables),
-        &alice(),
-        &FakeAccounts::with(&["alice"]),
-        None,
-    );
+    let (_dir, file) = mapfile("good alice\nbroken\n");
+    let mapping = map_alice(&format!(
+        "{}[[rule]]\nuser = \"{{cn}}\"",
+        mapfile_rule(&file, "{cn}")
+    ));
     match &mapping.outcome {
         Outcome::Error {
-            message,
-            unavailable,
+            message: SourceError::MapFile(MapFileError::NotKeyAndUser { path, line: 2 }),
+            unavailable: false,
             ..
-        } => {
-            assert_eq!(
-                message,
-                &format!("{}:2: expected `<key> <user>`", file.display())
-            );
-            assert!(!unavailable);
-        }
+        } => assert_eq!(path, &file),
         other => panic!("{other:?}"),
     }
     assert_eq!(mapping.trace.len(), 1, "later rules are not tried");
+}
+
+#[test]
+fn a_missing_mapfile_is_an_error_naming_it_not_a_miss() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("absent.map");
+    let mapping = map_alice(&mapfile_rule(&file, "{cn}"));
+    assert!(
+        matches!(
+            &mapping.outcome,
+            Outcome::Error {
+                message: SourceError::MapFile(MapFileError::Open { path, .. }),
+                unavailable: false,
+                ..
+            } if path == &file
+        ),
+        "{mapping:#?}"
+    );
 }
 
 #[test]
@@ -407,7 +414,10 @@ fn email_domain_is_never_ignored() {
     });
     let accounts = FakeAccounts::with(&["root"]);
     let rule = rules("[[rule]]\nuser = \"{email.local}\"\ndomain = \"example.test\"");
-    assert_eq!(map(&rule, &evil, &accounts, None).outcome, Outcome::NoMatch);
+    assert!(matches!(
+        map(&rule, &evil, &accounts, None).outcome,
+        Outcome::NoMatch
+    ));
     let config = &configs("[[rule]]\nuser = \"{email.local}\"")[0];
     assert!(matches!(
         Rule::compile(0, config),
@@ -422,10 +432,8 @@ fn email_domain_is_never_ignored() {
 
 #[test]
 fn several_users_from_one_rule_are_all_returned_for_the_choice() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("map");
-    std::fs::write(&file, "alice alice\nalice alice-admin\n").unwrap();
-    let rule = rules(&format!("[[rule]]\nmapfile = {:?}\nkey = \"{{cn}}\"", file));
+    let (_dir, file) = mapfile("alice alice\nalice alice-admin\n");
+    let rule = rules(&mapfile_rule(&file, "{cn}"));
     let accounts = FakeAccounts::with(&["alice", "alice-admin"]);
     assert_eq!(
         map(&rule, &alice(), &accounts, None).users(),
@@ -440,15 +448,12 @@ fn several_users_from_one_rule_are_all_returned_for_the_choice() {
 
 #[test]
 fn unknown_users_are_refused_and_the_next_rule_is_tried() {
-    let tables = "[[rule]]\nuser = \"{upn}\"\n[[rule]]\nname = \"by cn\"\nuser = \"{cn}\"\nissuer = \"CN=alice,O=Example\"";
-    let mapping = map(
-        &rules(tables),
-        &alice(),
-        &FakeAccounts::with(&["alice"]),
-        None,
+    let mapping = map_alice(
+        "[[rule]]\nuser = \"{upn}\"\n[[rule]]\nname = \"by cn\"\nuser = \"{cn}\"\nissuer = \"CN=alice,O=Example\"",
     );
     assert!(
-        matches!(&mapping.trace[0].verdict, Verdict::Refused { refused } if refused[0].reason == "no such user in NSS")
+        matches!(&mapping.trace[0].verdict, Verdict::Refused { refused } if matches!(refused[0].reason, RefusalReason::NoSuchUser)),
+        "{mapping:#?}"
     );
     assert_eq!(mapping.users(), ["alice"]);
     let text = mapping
@@ -466,15 +471,14 @@ fn unknown_users_are_refused_and_the_next_rule_is_tried() {
 
 #[test]
 fn conditions_gate_the_rule_and_the_trace_shows_what_they_saw() {
-    let tables = "[[rule]]\nuser = \"{cn}\"\neku = [\"msScLogin\"]\n[[rule]]\nuser = \"{cn}\"\ntoken_label = \"other\"\n[[rule]]\nuser = \"{cn}\"\nmatchrule = \"<SAN:ntPrincipalName>^alice@EXAMPLE\\\\.TEST$<EKU>clientAuth\"";
-    let mapping = map(
-        &rules(tables),
-        &alice(),
-        &FakeAccounts::with(&["alice"]),
-        None,
+    let mapping = map_alice(
+        "[[rule]]\nuser = \"{cn}\"\neku = [\"msScLogin\"]\n[[rule]]\nuser = \"{cn}\"\ntoken_label = \"other\"\n[[rule]]\nuser = \"{cn}\"\nmatchrule = \"<SAN:ntPrincipalName>^alice@EXAMPLE\\\\.TEST$<EKU>clientAuth\"",
     );
     assert_eq!(mapping.trace.len(), 3);
-    assert_eq!(mapping.trace[0].verdict, Verdict::ConditionsFailed);
+    assert!(matches!(
+        mapping.trace[0].verdict,
+        Verdict::ConditionsFailed
+    ));
     assert_eq!(mapping.trace[0].checks[0].saw, "clientAuth");
     assert_eq!(mapping.trace[1].checks[0].saw, "\"alice-token\"");
     assert_eq!(mapping.users(), ["alice"]);
@@ -482,8 +486,7 @@ fn conditions_gate_the_rule_and_the_trace_shows_what_they_saw() {
 
 #[test]
 fn authorized_files_need_the_user_name() {
-    let rule = rules("[[rule]]\nauthorized_files = true");
-    let mapping = map(&rule, &alice(), &FakeAccounts::with(&["alice"]), None);
+    let mapping = map_alice("[[rule]]\nauthorized_files = true");
     assert!(matches!(
         mapping.trace[0].verdict,
         Verdict::NotApplicable { .. }
@@ -492,13 +495,22 @@ fn authorized_files_need_the_user_name() {
 
 #[test]
 fn explain_serialises_to_json() {
-    let mapping = map(
-        &rules("[[rule]]\nuser = \"{cn}\""),
-        &alice(),
-        &FakeAccounts::with(&["alice"]),
-        None,
-    );
+    let mapping = map_alice("[[rule]]\nuser = \"{cn}\"");
     let json = serde_json::to_value(&mapping).unwrap();
     assert_eq!(json["outcome"]["result"], "matched");
     assert_eq!(json["trace"][0]["verdict"]["outcome"], "users");
+
+    // A failed source keeps its JSON shape: a message and whether it was
+    // unreachable, in the outcome and in the rule's verdict.
+    let (_dir, file) = mapfile("broken\n");
+    let mapping = map_alice(&mapfile_rule(&file, "{cn}"));
+    let json = serde_json::to_value(&mapping).unwrap();
+    let message = format!("{}:1: expected `<key> <user>`", file.display());
+    assert_eq!(json["outcome"]["result"], "error");
+    assert_eq!(json["outcome"]["message"], message.as_str());
+    assert_eq!(json["outcome"]["unavailable"], false);
+    let verdict = &json["trace"][0]["verdict"];
+    assert_eq!(verdict["outcome"], "error");
+    assert_eq!(verdict["message"], message.as_str());
+    assert_eq!(verdict["unavailable"], false);
 }

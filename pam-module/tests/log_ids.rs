@@ -9,7 +9,12 @@ use std::path::{Path, PathBuf};
 
 /// The sources (folders or files) whose records reach the log as
 /// `pam_tessera`.
-const LOGGING_SOURCES: &[&str] = &["pam-module/src", "ipc/src", "auth-helper/src/main.rs"];
+const LOGGING_SOURCES: &[&str] = &[
+    "pam-module/src",
+    "ipc/src",
+    "auth-helper/src/main.rs",
+    "mappers/src",
+];
 
 const LEVELS: &[&str] = &["error", "warn", "info", "debug", "trace"];
 

@@ -24,7 +24,7 @@ use x509_cert::ext::pkix::{CrlDistributionPoints, KeyUsage};
 use x509_cert::time::Time;
 use x509_cert::Certificate;
 
-use super::extension;
+use super::x509::extension;
 use crate::filetrust;
 
 /// File name extensions read from a CRL directory.

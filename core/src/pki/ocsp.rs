@@ -19,9 +19,9 @@ use x509_ocsp::{
 
 use super::cache::Cache;
 use super::crl::hex_string;
-use super::extension;
 use super::fetch::{self, Deadline};
 use super::policy::{OcspHash, OcspPolicy};
+use super::x509::extension;
 
 /// id-kp-OCSPSigning, as webpki wants it (DER value without the tag).
 static OCSP_SIGNING: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x09];
@@ -289,7 +289,7 @@ pub fn verify_response(
     if this_update.as_secs() > now.saturating_add(context.skew) {
         return Err(Failure::Invalid(format!(
             "thisUpdate {} is in the future",
-            super::format_time(this_update)
+            super::x509::format_time(this_update)
         )));
     }
     let next_update = single.next_update.as_ref().map(unix);
@@ -297,14 +297,14 @@ pub fn verify_response(
         Some(next) if next.as_secs().saturating_add(context.skew) < now => {
             return Err(Failure::Invalid(format!(
                 "stale response: nextUpdate {} has passed",
-                super::format_time(next)
+                super::x509::format_time(next)
             )));
         }
         // No nextUpdate: only a response made just now is current.
         None if this_update.as_secs().saturating_add(context.skew) < now => {
             return Err(Failure::Invalid(format!(
                 "stale response: made {} without a nextUpdate",
-                super::format_time(this_update)
+                super::x509::format_time(this_update)
             )));
         }
         _ => {}

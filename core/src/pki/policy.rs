@@ -6,7 +6,7 @@ use std::time::Duration;
 use const_oid::ObjectIdentifier;
 use rustls_pki_types::SignatureVerificationAlgorithm;
 
-use super::{EKU_CLIENT_AUTH, EKU_PKINIT_CLIENT, EKU_SMARTCARD_LOGON};
+use super::x509::{EKU_CLIENT_AUTH, EKU_PKINIT_CLIENT, EKU_SMARTCARD_LOGON};
 
 /// Where fetched CRLs and OCSP responses are kept between logins.
 pub const DEFAULT_CACHE_DIR: &str = "/var/cache/tessera";

@@ -16,7 +16,8 @@ use super::crl::{self, CrlDocument};
 use super::fetch::{self, Deadline};
 use super::ocsp::{self, Answer, Failure};
 use super::policy::{Method, MissingPolicy, Policy};
-use super::{format_time, Rejection};
+use super::rejection::Rejection;
+use super::x509::format_time;
 
 /// One certificate of the path whose status is checked.
 #[derive(Debug)]

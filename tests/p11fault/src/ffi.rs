@@ -2,6 +2,10 @@
 //! wrappers that count and log each call, apply the plan and forward to the
 //! real module. Every wrapper body runs under `catch_unwind`; a panic becomes
 //! CKR_GENERAL_ERROR instead of unwinding into C.
+//!
+//! Long on purpose: one short wrapper per PKCS#11 function, all of the same
+//! shape, next to the function list that names them; split up, the list and
+//! its wrappers would be read in different files.
 #![allow(non_snake_case)]
 
 use std::collections::HashMap;

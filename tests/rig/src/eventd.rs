@@ -14,7 +14,6 @@ use serde_json::Value;
 use crate::bins::artefact;
 use crate::login::{LoginRig, PIN};
 use crate::pcscd::{stop_child, Pcscd};
-use crate::pki::UserCert;
 use crate::run;
 
 /// The unit's name.
@@ -25,36 +24,6 @@ pub const CONFIG: &str = "/etc/tessera/tessera.toml";
 /// The source tree's `etc/` directory.
 pub fn etc_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../etc")
-}
-
-/// A P-256 key made on the host and a certificate for `user` from the rig's
-/// CA, for a virtual card.
-pub fn card_credentials(rig: &LoginRig, user: &str) -> (PathBuf, PathBuf) {
-    let dir = rig.path().join(format!("card-{user}"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let key = dir.join("key.pem");
-    let spki = dir.join("spki.der");
-    run(Command::new("openssl")
-        .args([
-            "genpkey",
-            "-algorithm",
-            "EC",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-out",
-        ])
-        .arg(&key));
-    run(Command::new("openssl")
-        .args(["pkey", "-pubout", "-outform", "DER", "-in"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&spki));
-    let certificate = rig
-        .ca
-        .issue(&UserCert::valid(user), &std::fs::read(&spki).unwrap());
-    let cert = dir.join("cert.der");
-    std::fs::write(&cert, certificate).unwrap();
-    (key, cert)
 }
 
 /// tessera-eventd installed as a systemd unit in the namespace.

@@ -17,11 +17,13 @@ pub mod pki;
 pub mod references;
 pub mod slapd;
 pub mod softhsm;
+pub mod sssd;
 pub mod system;
 pub mod systemd;
 pub mod vcard;
 
-use std::process::{Command, Output};
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
 
 /// Runs a command, panicking with its output if it fails.
 pub fn run(command: &mut Command) -> Output {
@@ -36,4 +38,33 @@ pub fn run(command: &mut Command) -> Output {
         String::from_utf8_lossy(&output.stderr)
     );
     output
+}
+
+/// Runs `command` with `input` on its standard input and returns what it
+/// printed, whatever its exit status.
+pub fn output_with_stdin(command: &mut Command, input: &str) -> Output {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|error| panic!("cannot run {command:?}: {error}"));
+    // A command that exits without reading its input is not this helper's
+    // failure: the caller asserts on the status.
+    let _ = child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(input.as_bytes());
+    child.wait_with_output().expect("wait for the command")
+}
+
+/// A command's exit status and output, for assertion messages.
+pub fn describe(output: &Output) -> String {
+    format!(
+        "status {}\nstdout: {}\nstderr: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
 }

@@ -11,6 +11,7 @@ use tempfile::TempDir;
 
 use crate::bins::{artefact, pam_module};
 use crate::pki::{TestCa, UserCert};
+use crate::run;
 use crate::softhsm::{KeyType, SoftHsm, SOFTHSM_MODULE};
 
 /// The PAM service the rig writes.
@@ -25,6 +26,24 @@ const NSS_WRAPPER: &str = "libnss_wrapper.so";
 pub const PAM_SET_ITEMS: &str = "/usr/lib/x86_64-linux-gnu/pam_wrapper/pam_set_items.so";
 /// pam_wrapper's test module that copies PAM items into the PAM environment.
 pub const PAM_GET_ITEMS: &str = "/usr/lib/x86_64-linux-gnu/pam_wrapper/pam_get_items.so";
+
+/// Algorithms of keys made on the host for a virtual card.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CardKey {
+    /// RSA-2048.
+    Rsa2048,
+    /// ECDSA P-256.
+    P256,
+}
+
+impl CardKey {
+    fn genpkey_args(self) -> [&'static str; 4] {
+        match self {
+            CardKey::Rsa2048 => ["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"],
+            CardKey::P256 => ["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"],
+        }
+    }
+}
 
 /// A token enrolled for a user.
 #[derive(Debug, Clone)]
@@ -335,6 +354,33 @@ impl LoginRig {
             &UserCert::valid(user),
             &self.ca,
         )
+    }
+
+    /// A key made on the host by openssl and a certificate for `user` from
+    /// the rig's CA, for a virtual card: (PKCS#8 PEM key, DER certificate),
+    /// in the rig's `card-<user>` directory.
+    pub fn card_credentials(&self, user: &str, key_type: CardKey) -> (PathBuf, PathBuf) {
+        let dir = self.path().join(format!("card-{user}"));
+        std::fs::create_dir_all(&dir).expect("card directory");
+        let key = dir.join("key.pem");
+        let spki = dir.join("spki.der");
+        run(Command::new("openssl")
+            .arg("genpkey")
+            .args(key_type.genpkey_args())
+            .arg("-out")
+            .arg(&key));
+        run(Command::new("openssl")
+            .args(["pkey", "-pubout", "-outform", "DER", "-in"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&spki));
+        let certificate = self.ca.issue(
+            &UserCert::valid(user),
+            &std::fs::read(&spki).expect("public key"),
+        );
+        let cert = dir.join("cert.der");
+        std::fs::write(&cert, certificate).expect("certificate");
+        (key, cert)
     }
 
     /// Environment for processes that must see the rig's users and tokens.

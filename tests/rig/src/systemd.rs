@@ -267,11 +267,18 @@ impl Drop for Namespace {
 }
 
 /// Runs `body` inside a freshly booted namespace. Called as the whole body
-/// of test `name`: outside, it boots the namespace and runs the same test
-/// binary in it with only `name` selected (failing if that run fails);
-/// inside, it runs `body`.
-pub fn in_namespace(name: &str, body: impl FnOnce()) {
-    if std::env::var(INNER).as_deref() == Ok(name) {
+/// of a test: outside, it boots the namespace and runs the same test binary
+/// in it with only this test selected (failing if that run fails); inside,
+/// it runs `body`. The test is named by libtest's thread, not by the
+/// caller, so a copied test cannot run another test's body.
+pub fn in_namespace(body: impl FnOnce()) {
+    let current = std::thread::current();
+    let name = current
+        .name()
+        .filter(|name| *name != "main")
+        .expect("in_namespace runs as the body of a #[test], on libtest's thread named after it");
+    if let Ok(inner) = std::env::var(INNER) {
+        assert_eq!(inner, name, "the namespace was booted for another test");
         body();
         return;
     }

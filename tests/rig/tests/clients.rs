@@ -4,13 +4,13 @@
 //! machine's own files are never changed.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 use tessera_testrig::bins::pam_module;
 use tessera_testrig::login::{LoginRig, PIN};
 use tessera_testrig::softhsm::KeyType;
 use tessera_testrig::system::Overlay;
+use tessera_testrig::{describe, output_with_stdin};
 
 const PAM_MATRIX: &str = "/usr/lib/x86_64-linux-gnu/pam_wrapper/pam_matrix.so";
 const PASSWORD: &str = "correct horse";
@@ -34,38 +34,16 @@ fn card_or_password(rig: &LoginRig, card: &str) -> String {
     )
 }
 
-fn with_stdin(command: &mut Command, input: &str) -> Output {
-    let mut child = command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "status {}\nstdout: {}\nstderr: {}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
-/// `su alice -c 'id -u'` as root, through the test's su stack.
-fn su(rig: &LoginRig, stack: &str, input: &str) -> Output {
+/// `su alice -c 'id -u'` as root, through the card-or-password stack with
+/// `card=` set to `card`.
+fn su(rig: &LoginRig, card: &str, input: &str) -> Output {
     let mut overlay = Overlay::new(&rig.path().join("overlay-su"));
-    overlay.users(&[("alice", 20001)]).pam_service("su", stack);
+    overlay
+        .users(&[("alice", 20001)])
+        .pam_service("su", &card_or_password(rig, card));
     // No SOFTHSM2_CONF here: the helper gets its environment from the
     // config's `[pkcs11] environment` only, never from su's caller.
-    with_stdin(
+    output_with_stdin(
         overlay
             .command("su")
             .args(["alice", "-c", "id -u"])
@@ -74,26 +52,48 @@ fn su(rig: &LoginRig, stack: &str, input: &str) -> Output {
     )
 }
 
-/// `sudo -S -k id -u` as alice, through the test's sudo stack.
-fn sudo(rig: &LoginRig, stack: &str, input: &str) -> Output {
+/// `sudo -S -k id -u` as alice, through the card-or-password stack with
+/// `card=` set to `card`.
+fn sudo(rig: &LoginRig, card: &str, input: &str) -> Output {
     let mut overlay = Overlay::new(&rig.path().join("overlay-sudo"));
     // sudo passes no SOFTHSM2_CONF on, and need not: the helper finds the
     // test's SoftHSM through the config's `[pkcs11] environment`.
     overlay
         .users(&[("alice", 20001)])
-        .pam_service("sudo", stack)
+        .pam_service("sudo", &card_or_password(rig, card))
         .file(
             "/etc/sudoers",
             "Defaults !lecture, passwd_tries=1\nroot ALL=(ALL:ALL) ALL\nalice ALL=(root) /usr/bin/id\n",
             0o440,
         );
-    with_stdin(
+    output_with_stdin(
         overlay
             .command("setpriv")
             .args(["--reuid=20001", "--regid=20001", "--clear-groups"])
             .args(["sudo", "-S", "-k", "/usr/bin/id", "-u"]),
         input,
     )
+}
+
+/// The client ran its command, which printed `expected`.
+fn assert_ran(output: &Output, expected: &str) {
+    assert!(output.status.success(), "{}", describe(output));
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        expected,
+        "{}",
+        describe(output)
+    );
+}
+
+/// The client refused: it failed and its command never ran.
+fn assert_refused(output: &Output) {
+    assert!(!output.status.success(), "{}", describe(output));
+    assert!(
+        String::from_utf8_lossy(&output.stdout).trim().is_empty(),
+        "{}",
+        describe(output)
+    );
 }
 
 fn rig_with_alice() -> LoginRig {
@@ -115,7 +115,7 @@ fn pamtester_authenticates_with_the_card_and_refuses_a_wrong_pin() {
         ),
     );
     let run = |pin: &str| {
-        with_stdin(
+        output_with_stdin(
             overlay
                 .command("pamtester")
                 .args(["tessera-pamtester", "alice", "authenticate"])
@@ -124,115 +124,78 @@ fn pamtester_authenticates_with_the_card_and_refuses_a_wrong_pin() {
         )
     };
     let good = run(PIN);
-    assert!(good.status.success(), "{}", text(&good));
+    assert!(good.status.success(), "{}", describe(&good));
     assert!(
         String::from_utf8_lossy(&good.stdout).contains("successfully authenticated"),
         "{}",
-        text(&good)
+        describe(&good)
     );
     let bad = run("000000");
-    assert!(!bad.status.success(), "{}", text(&bad));
+    assert!(!bad.status.success(), "{}", describe(&bad));
     assert!(
         String::from_utf8_lossy(&bad.stderr).contains("Authentication failure"),
         "{}",
-        text(&bad)
+        describe(&bad)
     );
 }
 
 #[test]
 fn su_logs_in_with_the_card() {
     let rig = rig_with_alice();
-    let output = su(
-        &rig,
-        &card_or_password(&rig, "optional"),
-        &format!("{PIN}\n"),
-    );
-    assert!(output.status.success(), "{}", text(&output));
-    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "20001");
+    let output = su(&rig, "optional", &format!("{PIN}\n"));
+    assert_ran(&output, "20001");
 }
 
 #[test]
 fn su_with_a_wrong_pin_fails_without_falling_back_to_the_password() {
     let rig = rig_with_alice();
-    let output = su(
-        &rig,
-        &card_or_password(&rig, "optional"),
-        &format!("000000\n{PASSWORD}\n"),
-    );
-    assert!(!output.status.success(), "{}", text(&output));
-    assert!(String::from_utf8_lossy(&output.stdout).trim().is_empty());
+    let output = su(&rig, "optional", &format!("000000\n{PASSWORD}\n"));
+    assert_refused(&output);
 }
 
 #[test]
 fn su_without_a_card_falls_back_to_the_password_when_allowed() {
     let mut rig = LoginRig::new();
     rig.add_user("alice");
-    let output = su(
-        &rig,
-        &card_or_password(&rig, "optional"),
-        &format!("{PASSWORD}\n"),
-    );
-    assert!(output.status.success(), "{}", text(&output));
-    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "20001");
+    let output = su(&rig, "optional", &format!("{PASSWORD}\n"));
+    assert_ran(&output, "20001");
 }
 
 #[test]
 fn su_without_a_card_fails_when_the_card_is_required() {
     let mut rig = LoginRig::new();
     rig.add_user("alice");
-    let output = su(
-        &rig,
-        &card_or_password(&rig, "required"),
-        &format!("{PASSWORD}\n"),
-    );
-    assert!(!output.status.success(), "{}", text(&output));
+    let output = su(&rig, "required", &format!("{PASSWORD}\n"));
+    assert_refused(&output);
 }
 
 #[test]
 fn sudo_runs_the_command_after_the_card_pin() {
     let rig = rig_with_alice();
-    let output = sudo(
-        &rig,
-        &card_or_password(&rig, "optional"),
-        &format!("{PIN}\n"),
-    );
-    assert!(output.status.success(), "{}", text(&output));
-    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "0");
+    let output = sudo(&rig, "optional", &format!("{PIN}\n"));
+    assert_ran(&output, "0");
     assert!(
         String::from_utf8_lossy(&output.stderr).contains("PIN for alice-token: "),
         "{}",
-        text(&output)
+        describe(&output)
     );
 }
 
 #[test]
 fn sudo_refuses_a_wrong_pin() {
     let rig = rig_with_alice();
-    let output = sudo(
-        &rig,
-        &card_or_password(&rig, "optional"),
-        &format!("000000\n{PASSWORD}\n"),
-    );
-    assert!(!output.status.success(), "{}", text(&output));
-    assert!(String::from_utf8_lossy(&output.stdout).trim().is_empty());
+    let output = sudo(&rig, "optional", &format!("000000\n{PASSWORD}\n"));
+    assert_refused(&output);
 }
 
 #[test]
 fn sudo_falls_back_to_the_password_without_a_card_only_when_allowed() {
     let mut rig = LoginRig::new();
     rig.add_user("alice");
-    let allowed = sudo(
-        &rig,
-        &card_or_password(&rig, "optional"),
-        &format!("{PASSWORD}\n"),
-    );
-    assert!(allowed.status.success(), "{}", text(&allowed));
-    let required = sudo(
-        &rig,
-        &card_or_password(&rig, "required"),
-        &format!("{PASSWORD}\n"),
-    );
-    assert!(!required.status.success(), "{}", text(&required));
+    let allowed = sudo(&rig, "optional", &format!("{PASSWORD}\n"));
+    assert_ran(&allowed, "0");
+    let required = sudo(&rig, "required", &format!("{PASSWORD}\n"));
+    assert_refused(&required);
 }
 
 #[test]
@@ -240,16 +203,12 @@ fn sudo_with_someone_elses_card_says_so_and_falls_back() {
     let mut rig = LoginRig::new();
     rig.enroll("bob", KeyType::P256);
     rig.add_user("alice");
-    let output = sudo(
-        &rig,
-        &card_or_password(&rig, "optional"),
-        &format!("{PASSWORD}\n"),
-    );
-    assert!(output.status.success(), "{}", text(&output));
+    let output = sudo(&rig, "optional", &format!("{PASSWORD}\n"));
+    assert_ran(&output, "0");
     assert!(
         String::from_utf8_lossy(&output.stderr).contains("The smart card does not belong to alice"),
         "{}",
-        text(&output)
+        describe(&output)
     );
 }
 
@@ -296,7 +255,7 @@ fn the_pam_auth_update_profile_enables_card_or_password_in_common_auth() {
 
     let (key, value) = rig.hsm.env();
     let script = "pam-auth-update --package --enable tessera && cat /etc/pam.d/common-auth && pamtester tessera-profile-check alice authenticate";
-    let output = with_stdin(
+    let output = output_with_stdin(
         overlay
             .command("sh")
             .args(["-c", script])
@@ -308,7 +267,7 @@ fn the_pam_auth_update_profile_enables_card_or_password_in_common_auth() {
         &format!("{PIN}\n"),
     );
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{}", text(&output));
+    assert!(output.status.success(), "{}", describe(&output));
     assert!(
         stdout.contains("authinfo_unavail=ignore ignore=ignore default=die]\tpam_tessera.so"),
         "{stdout}"

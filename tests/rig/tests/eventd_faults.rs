@@ -9,10 +9,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tessera_core::binding::{BoundToken, SessionBinding, BINDING_VERSION};
-use tessera_core::eventd_config::DBUS_NAME;
+use tessera_core::eventd_api::DBUS_NAME;
 use tessera_testrig::dbus::PrivateBus;
-use tessera_testrig::eventd::{card_credentials, HostEventd, Login1StandIn};
-use tessera_testrig::login::{LoginRig, PIN};
+use tessera_testrig::eventd::{HostEventd, Login1StandIn};
+use tessera_testrig::login::{CardKey, LoginRig, PIN};
 use tessera_testrig::p11fault;
 use tessera_testrig::pcscd::{reader_name, Pcscd, OPENSC_PKCS11};
 use tessera_testrig::vcard::{CardSpec, VirtualCard};
@@ -53,7 +53,7 @@ impl Rig {
         let mut rig = LoginRig::new();
         rig.add_user("alice");
         let pcscd = Pcscd::start_for_readers(&rig.path().join("pcscd"), &[0]).unwrap();
-        let (key, cert) = card_credentials(&rig, "alice");
+        let (key, cert) = rig.card_credentials("alice", CardKey::P256);
         let card = CardSpec::new(0)
             .slot("9a", key, cert)
             .pin(PIN)

@@ -13,10 +13,9 @@ use std::time::{Duration, Instant};
 use tessera_core::binding::SESSIONS_DIR;
 use tessera_testrig::bins::{artefact, pam_module};
 use tessera_testrig::eventd::{
-    add_system_user, card_credentials, locked_hint, session_alive, write_config, EventdUnit,
-    Locker, Session,
+    add_system_user, locked_hint, session_alive, write_config, EventdUnit, Locker, Session,
 };
-use tessera_testrig::login::{LoginRig, PIN};
+use tessera_testrig::login::{CardKey, LoginRig, PIN};
 use tessera_testrig::pcscd::{Pcscd, OPENSC_PKCS11};
 use tessera_testrig::run;
 use tessera_testrig::systemd::in_namespace;
@@ -46,7 +45,7 @@ fn world(users: &[&str], eventd: &str) -> World {
         .iter()
         .enumerate()
         .map(|(index, user)| {
-            let (key, cert) = card_credentials(&rig, user);
+            let (key, cert) = rig.card_credentials(user, CardKey::P256);
             CardSpec::new(index as u16)
                 .slot("9a", key, cert)
                 .pin(PIN)
@@ -88,6 +87,38 @@ impl World {
         session
     }
 
+    /// Logs `user` in with a screen locker in the session (`ignore`: one
+    /// that never answers Lock, like a text console), then waits until
+    /// eventd has seen `tokens` tokens inserted in all.
+    fn login_with_locker(&self, user: &str, ignore: bool, tokens: usize) -> (Session, Locker) {
+        let session = self.login(user);
+        let locker = Locker::start(&session, ignore);
+        self.unit
+            .wait_records("eventd.token.inserted", tokens, REACTION);
+        (session, locker)
+    }
+
+    /// logind sent Lock to the session's locker within `within` and shows
+    /// the session locked.
+    fn assert_locks(&self, locker: &Locker, session: &Session, within: Duration) {
+        assert!(
+            locker.wait("lock", within).is_some(),
+            "no Lock for session {}:\n{}",
+            session.id,
+            self.unit.log_text()
+        );
+        wait_until("LockedHint", REACTION, || locked_hint(&session.id));
+    }
+
+    /// pcscd dies, eventd notices, and pcscd comes back after a moment.
+    fn restart_pcscd(&mut self, while_down: impl FnOnce(&Self)) {
+        self.pcscd.kill();
+        self.unit.wait_records("eventd.pcsc.lost", 1, REACTION);
+        while_down(self);
+        std::thread::sleep(Duration::from_millis(500));
+        self.pcscd.restart().unwrap();
+    }
+
     fn pull(&self, reader: usize) {
         self.cards[reader].pull().unwrap();
         self.pcscd
@@ -124,7 +155,7 @@ fn assert_no_lock(locker: &Locker, quiet: Duration, unit: &EventdUnit) {
 
 #[test]
 fn pulling_a_card_locks_exactly_the_session_it_opened() {
-    in_namespace("pulling_a_card_locks_exactly_the_session_it_opened", || {
+    in_namespace(|| {
         let world = world(&["alice", "bob"], "");
         let alice = world.login("alice");
         let bob = world.login("bob");
@@ -136,12 +167,7 @@ fn pulling_a_card_locks_exactly_the_session_it_opened() {
 
         // Bob pulls his card: only his session locks.
         world.pull(1);
-        assert!(
-            bob_locker.wait("lock", REACTION).is_some(),
-            "{}",
-            world.unit.log_text()
-        );
-        wait_until("bob's LockedHint", REACTION, || locked_hint(&bob.id));
+        world.assert_locks(&bob_locker, &bob, REACTION);
         world
             .unit
             .wait_records("eventd.session.locked", 1, REACTION);
@@ -152,12 +178,7 @@ fn pulling_a_card_locks_exactly_the_session_it_opened() {
 
         // Alice pulls hers: logind emits Lock for her session, once.
         world.pull(0);
-        assert!(
-            alice_locker.wait("lock", REACTION).is_some(),
-            "{}",
-            world.unit.log_text()
-        );
-        wait_until("alice's LockedHint", REACTION, || locked_hint(&alice.id));
+        world.assert_locks(&alice_locker, &alice, REACTION);
         let locked = world
             .unit
             .wait_records("eventd.session.locked", 2, REACTION);
@@ -191,39 +212,29 @@ fn pulling_a_card_locks_exactly_the_session_it_opened() {
 
 #[test]
 fn reinserting_the_card_within_the_grace_delay_does_nothing() {
-    in_namespace(
-        "reinserting_the_card_within_the_grace_delay_does_nothing",
-        || {
-            let world = world(&["alice"], "grace = \"3s\"\n");
-            let alice = world.login("alice");
-            let locker = Locker::start(&alice, false);
-            world
-                .unit
-                .wait_records("eventd.token.inserted", 1, REACTION);
+    in_namespace(|| {
+        let world = world(&["alice"], "grace = \"3s\"\n");
+        let (alice, locker) = world.login_with_locker("alice", false, 1);
 
-            world.pull(0);
-            world.insert(0);
-            world
-                .unit
-                .wait_records("eventd.grace.cancelled", 1, REACTION);
-            assert_no_lock(&locker, Duration::from_secs(4), &world.unit);
-            assert!(!locked_hint(&alice.id));
+        world.pull(0);
+        world.insert(0);
+        world
+            .unit
+            .wait_records("eventd.grace.cancelled", 1, REACTION);
+        assert_no_lock(&locker, Duration::from_secs(4), &world.unit);
+        assert!(!locked_hint(&alice.id));
 
-            // Left out, the card's session locks once the delay is over.
-            let pulled = Instant::now();
-            world.pull(0);
-            assert!(locker
-                .wait("lock", REACTION + Duration::from_secs(3))
-                .is_some());
-            assert!(pulled.elapsed() >= Duration::from_secs(3));
-            wait_until("LockedHint", REACTION, || locked_hint(&alice.id));
-        },
-    );
+        // Left out, the card's session locks once the delay is over.
+        let pulled = Instant::now();
+        world.pull(0);
+        world.assert_locks(&locker, &alice, REACTION + Duration::from_secs(3));
+        assert!(pulled.elapsed() >= Duration::from_secs(3));
+    });
 }
 
 #[test]
 fn a_session_nothing_locks_is_escalated_to_terminate() {
-    in_namespace("a_session_nothing_locks_is_escalated_to_terminate", || {
+    in_namespace(|| {
         let world = world(
             &["alice"],
             "lock_timeout = \"1s\"\nescalation = \"terminate\"\n",
@@ -256,178 +267,131 @@ fn a_session_nothing_locks_is_escalated_to_terminate() {
 
 #[test]
 fn after_pcscd_restarts_with_the_card_in_a_pull_still_locks() {
-    in_namespace(
-        "after_pcscd_restarts_with_the_card_in_a_pull_still_locks",
-        || {
-            let mut world = world(&["alice"], "");
-            let alice = world.login("alice");
-            let locker = Locker::start(&alice, false);
-            world
-                .unit
-                .wait_records("eventd.token.inserted", 1, REACTION);
+    in_namespace(|| {
+        let mut world = world(&["alice"], "");
+        let (alice, locker) = world.login_with_locker("alice", false, 1);
 
-            world.pcscd.kill();
-            world.unit.wait_records("eventd.pcsc.lost", 1, REACTION);
-            std::thread::sleep(Duration::from_millis(500));
-            world.pcscd.restart().unwrap();
-            world.pcscd.wait_card(0, true, REACTION).unwrap();
-            world.unit.wait_records("eventd.pcsc.restored", 1, REACTION);
-            // The card never left: no lock from the restart itself.
-            assert_no_lock(&locker, Duration::from_secs(4), &world.unit);
-            assert!(world.unit.records("eventd.token.removed").is_empty());
+        world.restart_pcscd(|_| {});
+        world.pcscd.wait_card(0, true, REACTION).unwrap();
+        world.unit.wait_records("eventd.pcsc.restored", 1, REACTION);
+        // The card never left: no lock from the restart itself.
+        assert_no_lock(&locker, Duration::from_secs(4), &world.unit);
+        assert!(world.unit.records("eventd.token.removed").is_empty());
 
-            world.pull(0);
-            assert!(
-                locker.wait("lock", REACTION).is_some(),
-                "{}",
-                world.unit.log_text()
-            );
-            wait_until("LockedHint", REACTION, || locked_hint(&alice.id));
-        },
-    );
+        world.pull(0);
+        world.assert_locks(&locker, &alice, REACTION);
+    });
 }
 
 #[test]
 fn a_pull_while_pcscd_is_down_is_acted_on_once_it_is_back() {
-    in_namespace(
-        "a_pull_while_pcscd_is_down_is_acted_on_once_it_is_back",
-        || {
-            let mut world = world(&["alice"], "");
-            let alice = world.login("alice");
-            let locker = Locker::start(&alice, false);
-            world
-                .unit
-                .wait_records("eventd.token.inserted", 1, REACTION);
+    in_namespace(|| {
+        let mut world = world(&["alice"], "");
+        let (alice, locker) = world.login_with_locker("alice", false, 1);
 
-            world.pcscd.kill();
-            world.unit.wait_records("eventd.pcsc.lost", 1, REACTION);
-            world.cards[0].pull().unwrap();
-            std::thread::sleep(Duration::from_millis(500));
-            world.pcscd.restart().unwrap();
-            // Judged pulled at the end of eventd's resync window (3 s).
-            assert!(
-                locker
-                    .wait("lock", REACTION + Duration::from_secs(3))
-                    .is_some(),
-                "{}",
-                world.unit.log_text()
-            );
-            wait_until("LockedHint", REACTION, || locked_hint(&alice.id));
-            assert_eq!(world.unit.records("eventd.session.act").len(), 1);
-        },
-    );
+        world.restart_pcscd(|world| world.cards[0].pull().unwrap());
+        // Judged pulled at the end of eventd's resync window (3 s).
+        world.assert_locks(&locker, &alice, REACTION + Duration::from_secs(3));
+        assert_eq!(world.unit.records("eventd.session.act").len(), 1);
+    });
 }
 
 #[test]
 fn malformed_and_foreign_owned_bindings_are_ignored_with_a_log_line() {
-    in_namespace(
-        "malformed_and_foreign_owned_bindings_are_ignored_with_a_log_line",
-        || {
-            let world = world(&["alice"], "");
-            let alice = world.login("alice");
-            let locker = Locker::start(&alice, false);
-            world
-                .unit
-                .wait_records("eventd.token.inserted", 1, REACTION);
-            let path = binding_path(&alice.id);
+    in_namespace(|| {
+        let world = world(&["alice"], "");
+        let (alice, locker) = world.login_with_locker("alice", false, 1);
+        let path = binding_path(&alice.id);
 
-            // The user's own copy of the record is not trusted.
-            std::os::unix::fs::chown(&path, Some(alice.uid), None).unwrap();
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-            std::fs::write(
-                Path::new(SESSIONS_DIR).join("c99.toml"),
-                "version = \"x\"\n[",
-            )
-            .unwrap();
-            let writable = Path::new(SESSIONS_DIR).join("c98.toml");
-            std::fs::copy(&path, &writable).unwrap();
-            std::os::unix::fs::chown(&writable, Some(0), None).unwrap();
-            std::fs::set_permissions(&writable, std::fs::Permissions::from_mode(0o666)).unwrap();
-            let refused = world
-                .unit
-                .wait_records("eventd.binding.refused", 3, REACTION);
-            let text: Vec<String> = refused
-                .iter()
-                .map(|r| {
-                    r["MESSAGE"].as_str().unwrap_or_default().to_owned()
-                        + r["TESSERA_ERROR"].as_str().unwrap_or_default()
-                })
-                .collect();
-            assert!(
-                text.iter()
-                    .any(|t| t.contains(&format!("owned by uid {}", alice.uid))),
-                "{text:?}"
-            );
-            assert!(text.iter().any(|t| t.contains("malformed")), "{text:?}");
-            assert!(
-                text.iter()
-                    .any(|t| t.contains("lets group or others write it")),
-                "{text:?}"
-            );
+        // The user's own copy of the record is not trusted.
+        std::os::unix::fs::chown(&path, Some(alice.uid), None).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::write(
+            Path::new(SESSIONS_DIR).join("c99.toml"),
+            "version = \"x\"\n[",
+        )
+        .unwrap();
+        let writable = Path::new(SESSIONS_DIR).join("c98.toml");
+        std::fs::copy(&path, &writable).unwrap();
+        std::os::unix::fs::chown(&writable, Some(0), None).unwrap();
+        std::fs::set_permissions(&writable, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let refused = world
+            .unit
+            .wait_records("eventd.binding.refused", 3, REACTION);
+        let text: Vec<String> = refused
+            .iter()
+            .map(|r| {
+                r["MESSAGE"].as_str().unwrap_or_default().to_owned()
+                    + r["TESSERA_ERROR"].as_str().unwrap_or_default()
+            })
+            .collect();
+        assert!(
+            text.iter()
+                .any(|t| t.contains(&format!("owned by uid {}", alice.uid))),
+            "{text:?}"
+        );
+        assert!(text.iter().any(|t| t.contains("malformed")), "{text:?}");
+        assert!(
+            text.iter()
+                .any(|t| t.contains("lets group or others write it")),
+            "{text:?}"
+        );
 
-            world.pull(0);
-            world.unit.wait_records("eventd.token.removed", 1, REACTION);
-            assert_no_lock(&locker, Duration::from_secs(2), &world.unit);
-            assert!(world.unit.records("eventd.session.act").is_empty());
+        world.pull(0);
+        world.unit.wait_records("eventd.token.removed", 1, REACTION);
+        assert_no_lock(&locker, Duration::from_secs(2), &world.unit);
+        assert!(world.unit.records("eventd.session.act").is_empty());
 
-            // Root-owned again: bound again.
-            std::os::unix::fs::chown(&path, Some(0), None).unwrap();
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-            world.insert(0);
-            world
-                .unit
-                .wait_records("eventd.token.inserted", 2, REACTION);
-            world.pull(0);
-            assert!(
-                locker.wait("lock", REACTION).is_some(),
-                "{}",
-                world.unit.log_text()
-            );
-        },
-    );
+        // Root-owned again: bound again.
+        std::os::unix::fs::chown(&path, Some(0), None).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        world.insert(0);
+        world
+            .unit
+            .wait_records("eventd.token.inserted", 2, REACTION);
+        world.pull(0);
+        assert!(
+            locker.wait("lock", REACTION).is_some(),
+            "{}",
+            world.unit.log_text()
+        );
+    });
 }
 
 #[test]
 fn bindings_of_sessions_logind_no_longer_knows_are_dropped() {
-    in_namespace(
-        "bindings_of_sessions_logind_no_longer_knows_are_dropped",
-        || {
-            let mut world = world(&["alice"], "");
-            let alice = world.login("alice");
-            // A leftover from before: logind never heard of session c77.
-            assert!(world.unit.stop());
-            let stale = binding_path("c77");
-            let record = std::fs::read_to_string(binding_path(&alice.id))
-                .unwrap()
-                .replace(
-                    &format!("session_id = \"{}\"", alice.id),
-                    "session_id = \"c77\"",
-                );
-            std::fs::write(&stale, record).unwrap();
-            std::fs::set_permissions(&stale, std::fs::Permissions::from_mode(0o600)).unwrap();
-            world.unit.start();
-            wait_until("the stale binding is removed", REACTION, || !stale.exists());
+    in_namespace(|| {
+        let mut world = world(&["alice"], "");
+        let alice = world.login("alice");
+        // A leftover from before: logind never heard of session c77.
+        assert!(world.unit.stop());
+        let stale = binding_path("c77");
+        let record = std::fs::read_to_string(binding_path(&alice.id))
+            .unwrap()
+            .replace(
+                &format!("session_id = \"{}\"", alice.id),
+                "session_id = \"c77\"",
+            );
+        std::fs::write(&stale, record).unwrap();
+        std::fs::set_permissions(&stale, std::fs::Permissions::from_mode(0o600)).unwrap();
+        world.unit.start();
+        wait_until("the stale binding is removed", REACTION, || !stale.exists());
 
-            // A session that ends (here killed, so close_session never runs).
-            run(Command::new("loginctl").args(["terminate-session", &alice.id]));
-            wait_until("the binding is removed", REACTION, || {
-                !binding_path(&alice.id).exists()
-            });
-            assert_eq!(world.unit.records("eventd.binding.forgotten").len(), 2);
-            drop(alice);
-        },
-    );
+        // A session that ends (here killed, so close_session never runs).
+        run(Command::new("loginctl").args(["terminate-session", &alice.id]));
+        wait_until("the binding is removed", REACTION, || {
+            !binding_path(&alice.id).exists()
+        });
+        assert_eq!(world.unit.records("eventd.binding.forgotten").len(), 2);
+        drop(alice);
+    });
 }
 
 #[test]
 fn sighup_reloads_the_config_and_a_bad_one_is_refused() {
-    in_namespace("sighup_reloads_the_config_and_a_bad_one_is_refused", || {
+    in_namespace(|| {
         let world = world(&["alice"], "");
-        let alice = world.login("alice");
-        let locker = Locker::start(&alice, false);
-        world
-            .unit
-            .wait_records("eventd.token.inserted", 1, REACTION);
+        let (_alice, locker) = world.login_with_locker("alice", false, 1);
 
         write_config("on_remove = \"sleep\"\n");
         world.unit.reload();
@@ -471,40 +435,37 @@ fn sighup_reloads_the_config_and_a_bad_one_is_refused() {
 
 #[test]
 fn tessera_status_shows_readers_tokens_and_sessions_to_any_user() {
-    in_namespace(
-        "tessera_status_shows_readers_tokens_and_sessions_to_any_user",
-        || {
-            let world = world(&["alice"], "");
-            let alice = world.login("alice");
-            world
-                .unit
-                .wait_records("eventd.token.inserted", 1, REACTION);
-            // As alice, not root: the bus policy lets anyone read.
-            let output = run(Command::new("setpriv")
-                .arg(format!("--reuid={}", alice.uid))
-                .arg(format!("--regid={}", alice.uid))
-                .arg("--clear-groups")
-                .arg(artefact("tessera"))
-                .args(["status", "--json"]));
-            let status: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-            assert_eq!(status["pcsc_available"], true, "{status}");
-            assert_eq!(
-                status["readers"][0]["name"], "Virtual PCD 00 00",
-                "{status}"
-            );
-            assert_eq!(status["readers"][0]["card_present"], true, "{status}");
-            assert_eq!(status["tokens"][0]["state"], "identified", "{status}");
-            assert_eq!(status["tokens"][0]["label"], "alice", "{status}");
-            assert_eq!(status["sessions"][0]["id"], alice.id.as_str(), "{status}");
-            assert_eq!(status["sessions"][0]["user"], "alice", "{status}");
-            assert_eq!(status["sessions"][0]["token_present"], true, "{status}");
+    in_namespace(|| {
+        let world = world(&["alice"], "");
+        let alice = world.login("alice");
+        world
+            .unit
+            .wait_records("eventd.token.inserted", 1, REACTION);
+        // As alice, not root: the bus policy lets anyone read.
+        let output = run(Command::new("setpriv")
+            .arg(format!("--reuid={}", alice.uid))
+            .arg(format!("--regid={}", alice.uid))
+            .arg("--clear-groups")
+            .arg(artefact("tessera"))
+            .args(["status", "--json"]));
+        let status: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        assert_eq!(status["pcsc_available"], true, "{status}");
+        assert_eq!(
+            status["readers"][0]["name"], "Virtual PCD 00 00",
+            "{status}"
+        );
+        assert_eq!(status["readers"][0]["card_present"], true, "{status}");
+        assert_eq!(status["tokens"][0]["state"], "identified", "{status}");
+        assert_eq!(status["tokens"][0]["label"], "alice", "{status}");
+        assert_eq!(status["sessions"][0]["id"], alice.id.as_str(), "{status}");
+        assert_eq!(status["sessions"][0]["user"], "alice", "{status}");
+        assert_eq!(status["sessions"][0]["token_present"], true, "{status}");
 
-            let text = run(Command::new(artefact("tessera")).arg("status"));
-            let text = String::from_utf8_lossy(&text.stdout);
-            assert!(text.contains("Virtual PCD 00 00"), "{text}");
-            assert!(text.contains(&format!("session {}", alice.id)), "{text}");
-        },
-    );
+        let text = run(Command::new(artefact("tessera")).arg("status"));
+        let text = String::from_utf8_lossy(&text.stdout);
+        assert!(text.contains("Virtual PCD 00 00"), "{text}");
+        assert!(text.contains(&format!("session {}", alice.id)), "{text}");
+    });
 }
 
 /// Resident memory of a process, in KiB.
@@ -601,10 +562,7 @@ fn soak(cycles: usize, restarts: usize, rss_slack_kib: u64) {
 
 #[test]
 fn soak_smoke_50_pulls_and_2_pcscd_restarts_each_pull_locks_exactly_once() {
-    in_namespace(
-        "soak_smoke_50_pulls_and_2_pcscd_restarts_each_pull_locks_exactly_once",
-        || soak(50, 2, 2048),
-    );
+    in_namespace(|| soak(50, 2, 2048));
 }
 
 /// The full soak, run by hand (about 15 minutes):
@@ -612,10 +570,7 @@ fn soak_smoke_50_pulls_and_2_pcscd_restarts_each_pull_locks_exactly_once() {
 #[test]
 #[ignore = "15 minutes; run by hand"]
 fn soak_full_1000_pulls_and_20_pcscd_restarts_each_pull_locks_exactly_once() {
-    in_namespace(
-        "soak_full_1000_pulls_and_20_pcscd_restarts_each_pull_locks_exactly_once",
-        || soak(1000, 20, 1024),
-    );
+    in_namespace(|| soak(1000, 20, 1024));
 }
 
 /// Microseconds since the epoch, to compare with the locker's timestamps.
@@ -650,7 +605,7 @@ fn summary(name: &str, mut micros: Vec<u64>) -> String {
 #[test]
 #[ignore = "benchmark; run by hand"]
 fn bench_pull_to_logind_lock_latency() {
-    in_namespace("bench_pull_to_logind_lock_latency", || {
+    in_namespace(|| {
         const PULLS: usize = 200;
         let world = world(&["alice"], "");
         let alice = world.login("alice");
@@ -736,7 +691,7 @@ fn cost(pid: u32) -> (u64, u64, u64) {
 #[test]
 #[ignore = "benchmark; run by hand"]
 fn bench_idle_cost_next_to_pam_pkcs11_event_managers() {
-    in_namespace("bench_idle_cost_next_to_pam_pkcs11_event_managers", || {
+    in_namespace(|| {
         let window = Duration::from_secs(
             std::env::var("TESSERA_IDLE_SECS")
                 .ok()
@@ -908,72 +863,60 @@ fn events_until(
 /// authenticated nor remove the caller's binding when it closes.
 #[test]
 fn su_with_another_card_inside_a_card_session_keeps_that_sessions_lock() {
-    in_namespace(
-        "su_with_another_card_inside_a_card_session_keeps_that_sessions_lock",
-        || {
-            let mut world = world(&["alice", "bob"], "");
-            let alice = world.login("alice");
-            let locker = Locker::start(&alice, false);
-            world
-                .unit
-                .wait_records("eventd.token.inserted", 2, REACTION);
-            let before = std::fs::read_to_string(binding_path(&alice.id)).unwrap();
+    in_namespace(|| {
+        let mut world = world(&["alice", "bob"], "");
+        let (alice, locker) = world.login_with_locker("alice", false, 2);
+        let before = std::fs::read_to_string(binding_path(&alice.id)).unwrap();
 
-            // "su bob" from a shell of alice's session: the PAM application
-            // runs in her session's scope, with the same stack.
-            world.rig.run_under([
-                "sh".to_owned(),
-                "-c".to_owned(),
-                r#"echo $$ > "$0/cgroup.procs" && exec "$@""#.to_owned(),
-                alice.scope().display().to_string(),
-            ]);
-            let su = world
-                .rig
-                .harness_command(
-                    Some("bob"),
-                    &[PIN],
-                    &[
-                        "authenticate",
-                        "acct_mgmt",
-                        "open_session",
-                        "env=XDG_SESSION_ID",
-                        "close_session",
-                    ],
-                    &["--stop-on-failure"],
-                )
-                .output()
-                .unwrap();
-            let stdout = String::from_utf8_lossy(&su.stdout);
-            let results: Vec<serde_json::Value> = stdout
-                .lines()
-                .filter_map(|line| serde_json::from_str(line).ok())
-                .filter(|value: &serde_json::Value| value["event"] == "result")
-                .collect();
-            assert_eq!(results.len(), 4, "{stdout}");
-            assert!(
-                results.iter().all(|result| result["name"] == "PAM_SUCCESS"),
-                "{stdout}"
-            );
-            assert!(
-                !stdout.contains(&format!("\"value\":\"{}\"", alice.id)),
-                "pam_systemd created no session for su: {stdout}"
-            );
-            assert_eq!(
-                std::fs::read_to_string(binding_path(&alice.id)).ok(),
-                Some(before),
-                "su must leave alice's binding as it was"
-            );
+        // "su bob" from a shell of alice's session: the PAM application
+        // runs in her session's scope, with the same stack.
+        world.rig.run_under([
+            "sh".to_owned(),
+            "-c".to_owned(),
+            r#"echo $$ > "$0/cgroup.procs" && exec "$@""#.to_owned(),
+            alice.scope().display().to_string(),
+        ]);
+        let su = world
+            .rig
+            .harness_command(
+                Some("bob"),
+                &[PIN],
+                &[
+                    "authenticate",
+                    "acct_mgmt",
+                    "open_session",
+                    "env=XDG_SESSION_ID",
+                    "close_session",
+                ],
+                &["--stop-on-failure"],
+            )
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&su.stdout);
+        let results: Vec<serde_json::Value> = stdout
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .filter(|value: &serde_json::Value| value["event"] == "result")
+            .collect();
+        assert_eq!(results.len(), 4, "{stdout}");
+        assert!(
+            results.iter().all(|result| result["name"] == "PAM_SUCCESS"),
+            "{stdout}"
+        );
+        assert!(
+            !stdout.contains(&format!("\"value\":\"{}\"", alice.id)),
+            "pam_systemd created no session for su: {stdout}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(binding_path(&alice.id)).ok(),
+            Some(before),
+            "su must leave alice's binding as it was"
+        );
 
-            // Alice pulls her card: her session locks.
-            world.pull(0);
-            assert!(
-                locker.wait("lock", REACTION).is_some(),
-                "{}",
-                world.unit.log_text()
-            );
-            wait_until("alice's LockedHint", REACTION, || locked_hint(&alice.id));
-        },
-    );
+        // Alice pulls her card: her session locks.
+        world.pull(0);
+        world.assert_locks(&locker, &alice, REACTION);
+    });
 }
 
 /// Security review: a card pulled between pam_sm_authenticate and
@@ -981,67 +924,64 @@ fn su_with_another_card_inside_a_card_session_keeps_that_sessions_lock() {
 /// eventd must lock the session as soon as it sees the binding.
 #[test]
 fn a_card_pulled_before_open_session_locks_the_new_session_at_once() {
-    in_namespace(
-        "a_card_pulled_before_open_session_locks_the_new_session_at_once",
-        || {
-            let world = world(&["alice"], "");
-            world
-                .unit
-                .wait_records("eventd.token.inserted", 1, REACTION);
-            let mut child = world
-                .rig
-                .harness_command(
-                    Some("alice"),
-                    &[PIN],
-                    &[
-                        "authenticate",
-                        "acct_mgmt",
-                        "pause",
-                        "open_session",
-                        "env=XDG_SESSION_ID",
-                        "wait",
-                    ],
-                    &["--stop-on-failure"],
-                )
-                .stdin(std::process::Stdio::piped())
-                .stdout(std::process::Stdio::piped())
-                .spawn()
-                .unwrap();
-            let mut stdin = child.stdin.take().unwrap();
-            let lines = follow(child.stdout.take().unwrap());
-            let authenticated = events_until(&lines, "paused");
-            assert!(
-                authenticated
-                    .iter()
-                    .filter(|value| value["event"] == "result")
-                    .all(|value| value["name"] == "PAM_SUCCESS"),
-                "{authenticated:?}"
-            );
-
-            world.pull(0);
-            world.unit.wait_records("eventd.token.removed", 1, REACTION);
-            std::io::Write::write_all(&mut stdin, b"\n").unwrap();
-            let opened = events_until(&lines, "waiting");
-            let id = opened
+    in_namespace(|| {
+        let world = world(&["alice"], "");
+        world
+            .unit
+            .wait_records("eventd.token.inserted", 1, REACTION);
+        let mut child = world
+            .rig
+            .harness_command(
+                Some("alice"),
+                &[PIN],
+                &[
+                    "authenticate",
+                    "acct_mgmt",
+                    "pause",
+                    "open_session",
+                    "env=XDG_SESSION_ID",
+                    "wait",
+                ],
+                &["--stop-on-failure"],
+            )
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let lines = follow(child.stdout.take().unwrap());
+        let authenticated = events_until(&lines, "paused");
+        assert!(
+            authenticated
                 .iter()
-                .find(|value| value["event"] == "env")
-                .and_then(|value| value["value"].as_str())
-                .unwrap_or_else(|| panic!("no XDG_SESSION_ID: {opened:?}"))
-                .to_owned();
-            assert!(binding_path(&id).exists(), "{opened:?}");
+                .filter(|value| value["event"] == "result")
+                .all(|value| value["name"] == "PAM_SUCCESS"),
+            "{authenticated:?}"
+        );
 
-            let requests = world
-                .unit
-                .wait_records("eventd.lock.requested", 1, REACTION);
-            assert_eq!(
-                requests[0]["TESSERA_SESSION"],
-                id.as_str(),
-                "{}",
-                world.unit.log_text()
-            );
-            drop(stdin);
-            let _ = child.kill();
-            let _ = child.wait();
-        },
-    );
+        world.pull(0);
+        world.unit.wait_records("eventd.token.removed", 1, REACTION);
+        std::io::Write::write_all(&mut stdin, b"\n").unwrap();
+        let opened = events_until(&lines, "waiting");
+        let id = opened
+            .iter()
+            .find(|value| value["event"] == "env")
+            .and_then(|value| value["value"].as_str())
+            .unwrap_or_else(|| panic!("no XDG_SESSION_ID: {opened:?}"))
+            .to_owned();
+        assert!(binding_path(&id).exists(), "{opened:?}");
+
+        let requests = world
+            .unit
+            .wait_records("eventd.lock.requested", 1, REACTION);
+        assert_eq!(
+            requests[0]["TESSERA_SESSION"],
+            id.as_str(),
+            "{}",
+            world.unit.log_text()
+        );
+        drop(stdin);
+        let _ = child.kill();
+        let _ = child.wait();
+    });
 }

@@ -14,7 +14,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
@@ -28,6 +27,7 @@ use tessera_testrig::login::{LoginRig, PamRun, PIN};
 use tessera_testrig::references::{self, PAM_P11_SERVICE, PAM_PKCS11_SERVICE};
 use tessera_testrig::softhsm::KeyType;
 use tessera_testrig::system::Overlay;
+use tessera_testrig::{describe, output_with_stdin};
 
 const PAM_MATRIX: &str = "/usr/lib/x86_64-linux-gnu/pam_wrapper/pam_matrix.so";
 const OPENSC_MODULE: &str = "/usr/lib/x86_64-linux-gnu/opensc-pkcs11.so";
@@ -125,17 +125,8 @@ fn compile(source: &str, library: &Path, defines: &[String]) {
         .arg(&c_file)
         .output()
         .unwrap();
-    assert!(output.status.success(), "cc failed: {}", text(&output));
+    assert!(output.status.success(), "cc failed: {}", describe(&output));
     std::fs::set_permissions(library, std::fs::Permissions::from_mode(0o755)).unwrap();
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "status {}\nstdout: {}\nstderr: {}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
 }
 
 /// The unprivileged caller's files: a library of theirs that leaves a
@@ -302,15 +293,7 @@ fn su_as_attacker(
         command.env(format!("TESSERA_HOSTILE_{index}"), value);
     }
     let started = Instant::now();
-    let mut child = command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // su may exit before reading: a broken pipe is not an error here.
-    let _ = child.stdin.take().unwrap().write_all(input.as_bytes());
-    let output = child.wait_with_output().unwrap();
+    let output = output_with_stdin(&mut command, input);
     assert!(
         started.elapsed() < Duration::from_secs(60),
         "su took {:?}",
@@ -321,11 +304,11 @@ fn su_as_attacker(
 
 /// su's PAM stack refused: it exits non-zero and says so.
 fn assert_su_refused(output: &Output) {
-    assert!(!output.status.success(), "{}", text(output));
+    assert!(!output.status.success(), "{}", describe(output));
     assert!(
         String::from_utf8_lossy(&output.stderr).contains("Authentication failure"),
         "{}",
-        text(output)
+        describe(output)
     );
 }
 
@@ -354,15 +337,15 @@ fn opensc_under_su_ignores_the_caller(rig: &LoginRig) {
     assert!(
         String::from_utf8_lossy(&output.stderr).contains("no token present"),
         "the token stack did not run: {}",
-        text(&output)
+        describe(&output)
     );
     assert_eq!(
         attacker.marker(),
         None,
         "the caller's library ran: {}",
-        text(&output)
+        describe(&output)
     );
-    assert_eq!(attacker.pcsc_connections(), 0, "{}", text(&output));
+    assert_eq!(attacker.pcsc_connections(), 0, "{}", describe(&output));
 }
 
 #[test]
@@ -407,14 +390,14 @@ fn a_hostile_caller_of_su_still_falls_back_to_the_password() {
         &attacker.environment(),
         &format!("{PASSWORD}\n"),
     );
-    assert!(output.status.success(), "{}", text(&output));
+    assert!(output.status.success(), "{}", describe(&output));
     assert!(
         String::from_utf8_lossy(&output.stderr).contains("no token present"),
         "{}",
-        text(&output)
+        describe(&output)
     );
-    assert_eq!(attacker.marker(), None, "{}", text(&output));
-    assert_eq!(attacker.pcsc_connections(), 0, "{}", text(&output));
+    assert_eq!(attacker.marker(), None, "{}", describe(&output));
+    assert_eq!(attacker.pcsc_connections(), 0, "{}", describe(&output));
 }
 
 /// Control: the same attack with the caller's OPENSC_CONF handed to the
@@ -438,7 +421,7 @@ fn control_opensc_conf_in_the_helper_environment_runs_the_library_as_root() {
     assert!(
         marker.contains("euid=0 "),
         "marker {marker:?}: {}",
-        text(&output)
+        describe(&output)
     );
 }
 
@@ -457,8 +440,8 @@ fn control_pcsclite_csock_name_in_the_helper_environment_reaches_the_callers_soc
         &attacker.environment(),
         "",
     );
-    assert!(!output.status.success(), "{}", text(&output));
-    assert!(attacker.pcsc_connections() > 0, "{}", text(&output));
+    assert!(!output.status.success(), "{}", describe(&output));
+    assert!(attacker.pcsc_connections() > 0, "{}", describe(&output));
 }
 
 /// What the probe library saw in one helper process.
@@ -594,11 +577,15 @@ fn the_helper_gets_only_the_configured_environment_and_a_clean_process() {
         "",
     );
     assert_su_refused(&output);
-    assert_eq!(attacker.marker(), None, "{}", text(&output));
-    assert_eq!(attacker.pcsc_connections(), 0, "{}", text(&output));
+    assert_eq!(attacker.marker(), None, "{}", describe(&output));
+    assert_eq!(attacker.pcsc_connections(), 0, "{}", describe(&output));
 
     let seen = Probe::read_all(&probes);
-    assert!(!seen.is_empty(), "the helper never ran: {}", text(&output));
+    assert!(
+        !seen.is_empty(),
+        "the helper never ran: {}",
+        describe(&output)
+    );
     for (raw, probe) in &seen {
         assert_eq!(probe.env, expected_env, "environment:\n{raw}");
         assert_eq!(probe.cwd, "/", "{raw}");
@@ -660,13 +647,13 @@ fn bounded(rig: &LoginRig, answers: &[&str], ops: &[&str], extra: &[&str]) -> Pa
         if started.elapsed() > Duration::from_secs(60) {
             child.kill().unwrap();
             let output = child.wait_with_output().unwrap();
-            panic!("the harness hung with {extra:?}: {}", text(&output));
+            panic!("the harness hung with {extra:?}: {}", describe(&output));
         }
         std::thread::sleep(Duration::from_millis(20));
     }
     let output = child.wait_with_output().unwrap();
     let run = PamRun::parse(&output.stdout, &output.stderr);
-    assert!(output.status.success(), "{}\n{run}", text(&output));
+    assert!(output.status.success(), "{}\n{run}", describe(&output));
     run
 }
 
@@ -792,12 +779,16 @@ fn the_anchors_run_the_callers_library_as_root_under_su() {
         );
         let attacker = Attacker::new();
         let output = su_as_attacker(&rig, &stack, "", "", &attacker.environment(), "");
-        assert!(!output.status.success(), "{reference}: {}", text(&output));
+        assert!(
+            !output.status.success(),
+            "{reference}: {}",
+            describe(&output)
+        );
         let marker = attacker.marker().unwrap_or_default();
         assert!(
             marker.contains("euid=0 "),
             "{reference}: marker {marker:?}: {}",
-            text(&output)
+            describe(&output)
         );
     }
 }

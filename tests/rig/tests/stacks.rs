@@ -6,15 +6,15 @@
 //! a variable su passes on) shows whether later modules get their setcred.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 use tessera_testrig::bins::pam_module;
 use tessera_testrig::login::{LoginRig, PIN};
 use tessera_testrig::softhsm::KeyType;
 use tessera_testrig::system::Overlay;
+use tessera_testrig::{describe, output_with_stdin};
 
 const PASSWORD: &str = "correct horse";
 
@@ -39,15 +39,6 @@ fn write(path: &Path, text: &str, mode: u32) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(path, text).unwrap();
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "status {}\nstdout: {}\nstderr: {}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
 }
 
 /// Enables `profile` (and the probe) with pam-auth-update, then runs
@@ -117,23 +108,14 @@ fn su_with_profile(profile: &str, card: Card, input: &str) -> Output {
     let script = format!(
         "pam-auth-update --package --enable {profile} tessera-probe >/dev/null && cat /etc/pam.d/common-auth >&2 && exec su alice -c 'id -u; echo \"probe=$TESSERA_PROBE\"'"
     );
-    let mut child = overlay
-        .command("sh")
-        .args(["-c", &script])
-        .env(key, value)
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
+    let output = output_with_stdin(
+        overlay
+            .command("sh")
+            .args(["-c", &script])
+            .env(key, value)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+        input,
+    );
     assert!(
         !Path::new("/usr/lib/x86_64-linux-gnu/security/pam_tessera.so").exists(),
         "the overlay must not leak into the real system"
@@ -143,13 +125,13 @@ fn su_with_profile(profile: &str, card: Card, input: &str) -> Output {
 
 fn logged_in(output: &Output, probe: bool) {
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{}", text(output));
-    assert!(stdout.contains("2000"), "{}", text(output));
+    assert!(output.status.success(), "{}", describe(output));
+    assert!(stdout.contains("2000"), "{}", describe(output));
     assert_eq!(
         stdout.contains("probe=setcred"),
         probe,
         "later modules' setcred: {}",
-        text(output)
+        describe(output)
     );
 }
 
@@ -184,7 +166,7 @@ fn card_required_profile_with_the_card_present() {
 #[test]
 fn card_required_profile_without_a_card_refuses_the_password() {
     let output = su_with_profile("tessera-required", Card::Absent, &format!("{PASSWORD}\n"));
-    assert!(!output.status.success(), "{}", text(&output));
+    assert!(!output.status.success(), "{}", describe(&output));
     assert!(!String::from_utf8_lossy(&output.stdout).contains("2000"));
 }
 
@@ -192,7 +174,7 @@ fn card_required_profile_without_a_card_refuses_the_password() {
 fn card_required_profile_keeps_the_card_required_when_the_config_disables_it() {
     // card=required in the profile wins over the service's "disabled".
     let output = su_with_profile("tessera-required", Card::Disabled, &format!("{PASSWORD}\n"));
-    assert!(!output.status.success(), "{}", text(&output));
+    assert!(!output.status.success(), "{}", describe(&output));
     let output = su_with_profile("tessera-required", Card::Disabled, &format!("{PIN}\n"));
     logged_in(&output, false);
 }

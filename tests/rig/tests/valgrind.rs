@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use rcgen::RevocationReason;
-use tessera_testrig::login::{LoginRig, PamRun, PIN};
+use tessera_testrig::login::{CardKey, LoginRig, PamRun, PIN};
 use tessera_testrig::p11fault::{memcheck_command, memcheck_reports};
 use tessera_testrig::pcscd::{Pcscd, OPENSC_PKCS11};
 use tessera_testrig::pki::{Pointers, Revoked, UserCert};
@@ -97,30 +97,7 @@ fn crl_checks_of_a_good_and_a_revoked_certificate_are_clean_under_memcheck() {
 fn a_virtual_card_login_and_a_failed_one_are_clean_under_memcheck() {
     let mut rig = LoginRig::new();
     rig.add_user("alice");
-    let dir = rig.path().join("card");
-    std::fs::create_dir(&dir).unwrap();
-    let key = dir.join("key.pem");
-    let spki = dir.join("spki.der");
-    run(Command::new("openssl")
-        .args([
-            "genpkey",
-            "-algorithm",
-            "EC",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-out",
-        ])
-        .arg(&key));
-    run(Command::new("openssl")
-        .args(["pkey", "-pubout", "-outform", "DER", "-in"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&spki));
-    let cert = dir.join("cert.der");
-    let certificate = rig
-        .ca
-        .issue(&UserCert::valid("alice"), &std::fs::read(&spki).unwrap());
-    std::fs::write(&cert, certificate).unwrap();
+    let (key, cert) = rig.card_credentials("alice", CardKey::P256);
     let pcscd = Pcscd::start_for_readers(&rig.path().join("pcscd"), &[0]).unwrap();
     let _card = CardSpec::new(0)
         .slot("9a", key, cert)

@@ -3,45 +3,16 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use tessera_testrig::bins::artefact;
-use tessera_testrig::login::{LoginRig, PIN};
+use tessera_testrig::login::{CardKey, LoginRig, PIN};
 use tessera_testrig::pcscd::{Pcscd, OPENSC_PKCS11};
-use tessera_testrig::pki::UserCert;
-use tessera_testrig::run;
 use tessera_testrig::vcard::{CardSpec, VirtualCard};
 
 const PCSC_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// A host-made key for the card and a certificate for it from the rig's CA.
-fn card_credentials(rig: &LoginRig, user: &str, algorithm: &[&str]) -> (PathBuf, PathBuf) {
-    let dir = rig.path().join(format!("card-{user}"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let key = dir.join("key.pem");
-    let spki = dir.join("spki.der");
-    run(Command::new("openssl")
-        .arg("genpkey")
-        .args(algorithm)
-        .arg("-out")
-        .arg(&key));
-    run(Command::new("openssl")
-        .args(["pkey", "-pubout", "-outform", "DER", "-in"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&spki));
-    let certificate = rig
-        .ca
-        .issue(&UserCert::valid(user), &std::fs::read(&spki).unwrap());
-    let cert = dir.join("cert.der");
-    std::fs::write(&cert, certificate).unwrap();
-    (key, cert)
-}
-
-const RSA_2048: &[&str] = &["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"];
-const P256: &[&str] = &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"];
 
 struct CardRig {
     rig: LoginRig,
@@ -49,10 +20,10 @@ struct CardRig {
     pcscd: Pcscd,
 }
 
-fn card_rig(algorithm: &[&str], pin_tries: u8) -> CardRig {
+fn card_rig(key_type: CardKey, pin_tries: u8) -> CardRig {
     let mut rig = LoginRig::new();
     rig.add_user("alice");
-    let (key, cert) = card_credentials(&rig, "alice", algorithm);
+    let (key, cert) = rig.card_credentials("alice", key_type);
     let pcscd = Pcscd::start_for_readers(&rig.path().join("pcscd"), &[0]).unwrap();
     let card = CardSpec::new(0)
         .slot("9a", key, cert)
@@ -72,7 +43,7 @@ fn log_of(path: &Path) -> String {
 
 #[test]
 fn rsa_virtual_card_user_logs_in_through_opensc() {
-    let card = card_rig(RSA_2048, 3);
+    let card = card_rig(CardKey::Rsa2048, 3);
     let run = card.rig.authenticate(Some("alice"), &[PIN]);
     assert_eq!(
         run.result("authenticate"),
@@ -90,7 +61,7 @@ fn rsa_virtual_card_user_logs_in_through_opensc() {
 
 #[test]
 fn p256_virtual_card_user_is_found_without_a_user_name() {
-    let card = card_rig(P256, 3);
+    let card = card_rig(CardKey::P256, 3);
     let run = card.rig.authenticate(None, &[PIN]);
     assert_eq!(run.result("authenticate"), "PAM_SUCCESS", "{run}");
     assert_eq!(run.user().as_deref(), Some("alice"));
@@ -98,7 +69,7 @@ fn p256_virtual_card_user_is_found_without_a_user_name() {
 
 #[test]
 fn wrong_pin_is_refused_even_while_another_application_is_logged_in() {
-    let card = card_rig(P256, 5);
+    let card = card_rig(CardKey::P256, 5);
     // Another application logs in to the card and stays logged in.
     let mut holder = Command::new(artefact("tessera-rig-p11"))
         .args([
@@ -135,7 +106,7 @@ fn wrong_pin_is_refused_even_while_another_application_is_logged_in() {
 
 #[test]
 fn wrong_pins_lock_the_card_and_a_locked_pin_is_maxtries_without_a_login_attempt() {
-    let card = card_rig(P256, 2);
+    let card = card_rig(CardKey::P256, 2);
     let first = card.rig.authenticate(Some("alice"), &["000000"]);
     assert_eq!(first.result("authenticate"), "PAM_AUTH_ERR", "{first}");
 
@@ -169,7 +140,7 @@ fn wrong_pins_lock_the_card_and_a_locked_pin_is_maxtries_without_a_login_attempt
 
 #[test]
 fn pulled_card_is_authinfo_unavail() {
-    let card = card_rig(P256, 3);
+    let card = card_rig(CardKey::P256, 3);
     card.card.pull().unwrap();
     card.pcscd.wait_card(0, false, PCSC_TIMEOUT).unwrap();
     let run = card.rig.authenticate(Some("alice"), &[PIN]);
@@ -183,7 +154,7 @@ fn pulled_card_is_authinfo_unavail() {
 
 #[test]
 fn waiting_for_a_card_returns_as_soon_as_it_is_inserted() {
-    let card = card_rig(P256, 3);
+    let card = card_rig(CardKey::P256, 3);
     card.card.pull().unwrap();
     card.pcscd.wait_card(0, false, PCSC_TIMEOUT).unwrap();
     let config = card
@@ -211,7 +182,7 @@ fn waiting_for_a_card_returns_as_soon_as_it_is_inserted() {
 
 #[test]
 fn the_card_pin_is_changed_through_pam() {
-    let card = card_rig(P256, 3);
+    let card = card_rig(CardKey::P256, 3);
     card.rig.write_service(&format!(
         "auth required {module} config={config} log=stderr debug\npassword required {module} config={config} log=stderr debug\n",
         module = tessera_testrig::bins::pam_module().display(),
@@ -232,8 +203,8 @@ fn the_card_pin_is_changed_through_pam() {
 #[test]
 #[ignore = "measurement, run by hand"]
 fn measure_virtual_card_login_time() {
-    for (name, algorithm) in [("RSA-2048", RSA_2048), ("P-256", P256)] {
-        let card = card_rig(algorithm, 3);
+    for (name, key_type) in [("RSA-2048", CardKey::Rsa2048), ("P-256", CardKey::P256)] {
+        let card = card_rig(key_type, 3);
         let mut micros: Vec<u64> = (0..10)
             .map(|_| {
                 let run = card.rig.authenticate(Some("alice"), &[PIN]);

@@ -19,6 +19,7 @@ use tessera_testrig::pcscd::{Pcscd, OPENSC_PKCS11};
 use tessera_testrig::pki::{pem_encode, serial_of, Revoked, UserCert};
 use tessera_testrig::references::{self, PAM_P11_SERVICE, PAM_PKCS11_SERVICE};
 use tessera_testrig::softhsm::{KeyType, SOFTHSM_MODULE};
+use tessera_testrig::sssd::{self, SssdDaemon, SssdLogin, PAM_SSS_SERVICE};
 use tessera_testrig::vcard::CardSpec;
 
 /// The PAM service of the baseline module, when there is one.
@@ -55,6 +56,51 @@ fn baseline_service(rig: &LoginRig) -> Option<&'static str> {
     )
     .unwrap();
     Some(BASELINE_SERVICE)
+}
+
+/// The row name of the pam_sss stack.
+const PAM_SSS_LABEL: &str = "pam_sss (sssd 2.8.2, pam_cert_auth)";
+
+/// sssd for the pam_sss row, logging `user` in with `token`, when sssd is
+/// installed (otherwise a note says why the row is missing). `env` is
+/// sssd's, which its p11_child inherits. The rig's PAM application then runs
+/// in sssd's mount namespace, where pam_sss finds its socket.
+fn start_sssd(
+    rig: &mut LoginRig,
+    token: &str,
+    env: Vec<(String, std::ffi::OsString)>,
+    notes: &mut Vec<String>,
+) -> Option<SssdDaemon> {
+    if !sssd::sssd_installed() {
+        notes.push("pam_sss row left out: sssd is not installed (scripts/setup).".to_owned());
+        return None;
+    }
+    let dir = rig.path().join("sssd");
+    let daemon = SssdDaemon::start(&SssdLogin {
+        dir: &dir,
+        ca_pem: &rig.ca_dir().join("root.pem"),
+        token_label: token,
+        user: "alice",
+        domain: "local",
+        domain_keys: sssd::files_domain(&rig.path().join("passwd"), &rig.path().join("group")),
+        confdir: &rig.confdir(),
+        also_allowed: &[SERVICE],
+        env,
+    });
+    rig.run_under(std::iter::once("nsenter".to_owned()).chain(daemon.enter()));
+    Some(daemon)
+}
+
+/// `SOFTHSM2_CONF` for sssd: the rig's tokens, shown as removable, since
+/// p11_child looks at removable slots only.
+fn removable_softhsm(rig: &LoginRig) -> Vec<(String, std::ffi::OsString)> {
+    let (key, conf) = rig.hsm.env();
+    let text = std::fs::read_to_string(&conf)
+        .unwrap()
+        .replace("slots.removable = false", "slots.removable = true");
+    let removable = rig.path().join("softhsm2-removable.conf");
+    std::fs::write(&removable, text).unwrap();
+    vec![(key.to_owned(), removable.into_os_string())]
 }
 
 /// Rounds per interleaved chunk, and chunks (the first is warm-up).
@@ -132,6 +178,11 @@ fn softhsm_logins(key_type: KeyType, name: &str) -> String {
         services.clear();
     }
     services.extend(baseline_service(&rig));
+    let env = removable_softhsm(&rig);
+    let sssd = start_sssd(&mut rig, &enrolled.token, env, &mut notes);
+    if sssd.is_some() {
+        services.push(PAM_SSS_SERVICE);
+    }
     notes.push(
         "pam_p11 0.3.1 hangs on SoftHSM2 2.6.1 (libp11 0.4.12 waits forever on the \
          uninitialised token SoftHSM always shows, cf. OpenSC/libp11#525), so it is measured \
@@ -158,6 +209,7 @@ fn softhsm_logins(key_type: KeyType, name: &str) -> String {
             let label = match service.as_str() {
                 SERVICE => "pam_tessera".to_owned(),
                 PAM_PKCS11_SERVICE => "pam_pkcs11 (ca,signature; cn mapper)".to_owned(),
+                PAM_SSS_SERVICE => PAM_SSS_LABEL.to_owned(),
                 BASELINE_SERVICE => baseline_label(),
                 other => other.to_owned(),
             };
@@ -205,6 +257,7 @@ fn fresh_process_logins(
                 let label = match service.as_str() {
                     SERVICE => "pam_tessera".to_owned(),
                     PAM_PKCS11_SERVICE => "pam_pkcs11 (ca,signature; cn mapper)".to_owned(),
+                    PAM_SSS_SERVICE => PAM_SSS_LABEL.to_owned(),
                     BASELINE_SERVICE => baseline_label(),
                     other => other.to_owned(),
                 };
@@ -394,6 +447,12 @@ fn virtual_card_logins() -> String {
     );
     let mut services = vec![PAM_PKCS11_SERVICE, PAM_P11_SERVICE];
     services.extend(baseline_service(&rig));
+    let mut notes = Vec::new();
+    // OpenSC's PIV driver labels the token with the first certificate's CN.
+    let sssd = start_sssd(&mut rig, "alice", pcscd.env(), &mut notes);
+    if sssd.is_some() {
+        services.push(PAM_SSS_SERVICE);
+    }
     let mut samples = Samples::default();
     for chunk in 0..CHUNKS {
         let results = rig.bench_services("alice", PIN, ROUNDS / 2, &services);
@@ -404,12 +463,13 @@ fn virtual_card_logins() -> String {
             samples.add(&card_label(service), micros);
         }
     }
-    let traffic = card_traffic(&rig, card.log_path(), &services);
+    notes.push(card_traffic(&rig, card.log_path(), &services));
+    drop(sssd);
     table(
         "Login through libpam, virtual PIV card over pcscd + OpenSC, ECDSA P-256",
         &samples,
         None,
-        &[traffic],
+        &notes,
     )
 }
 
@@ -419,6 +479,7 @@ fn card_label(service: &str) -> String {
         SERVICE => "pam_tessera".to_owned(),
         PAM_PKCS11_SERVICE => "pam_pkcs11 (ca,signature; cn mapper)".to_owned(),
         PAM_P11_SERVICE => "pam_p11 (authorized certificate)".to_owned(),
+        PAM_SSS_SERVICE => PAM_SSS_LABEL.to_owned(),
         BASELINE_SERVICE => baseline_label(),
         other => other.to_owned(),
     }

@@ -30,7 +30,7 @@ const LDAP_USERS: usize = 10_000;
 struct Everyone;
 
 impl Accounts for Everyone {
-    fn lookup(&self, name: &str) -> Result<Option<Account>, String> {
+    fn lookup(&self, name: &str) -> std::io::Result<Option<Account>> {
         Ok(Some(Account {
             name: name.to_owned(),
             uid: 1,
@@ -39,8 +39,8 @@ impl Accounts for Everyone {
     }
 }
 
-fn open_plain(path: &Path) -> Result<std::fs::File, String> {
-    std::fs::File::open(path).map_err(|e| e.to_string())
+fn open_plain(path: &Path) -> Result<std::fs::File, tessera_mappers::OpenError> {
+    Ok(std::fs::File::open(path)?)
 }
 
 fn compile(source: &str) -> Vec<Rule> {

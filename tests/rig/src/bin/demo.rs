@@ -18,10 +18,8 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use tessera_testrig::bins::pam_module;
-use tessera_testrig::eventd::{
-    add_system_user, card_credentials, locked_hint, EventdUnit, Locker, Session,
-};
-use tessera_testrig::login::{LoginRig, PIN};
+use tessera_testrig::eventd::{add_system_user, locked_hint, EventdUnit, Locker, Session};
+use tessera_testrig::login::{CardKey, LoginRig, PIN};
 use tessera_testrig::pcscd::{Pcscd, OPENSC_PKCS11};
 use tessera_testrig::softhsm::KeyType;
 use tessera_testrig::systemd::{Namespace, INNER};
@@ -45,7 +43,7 @@ fn card_pull_inside() -> ExitCode {
     rig.add_user("demo");
     add_system_user(&rig, "demo");
     let pcscd = Pcscd::start_for_readers(&rig.path().join("pcscd"), &[0]).expect("pcscd");
-    let (key, cert) = card_credentials(&rig, "demo");
+    let (key, cert) = rig.card_credentials("demo", CardKey::P256);
     let card = CardSpec::new(0)
         .slot("9a", key, cert)
         .pin(PIN)

@@ -1,5 +1,5 @@
-//! PKCS#11 tokens: loading the module, listing tokens and certificates,
-//! logging in and signing.
+//! The PKCS#11 implementation of [`TokenBackend`]: loading the module,
+//! listing tokens and certificates, logging in and signing, through cryptoki.
 
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
@@ -13,158 +13,21 @@ use cryptoki::object::{
 use cryptoki::session::{Session, UserType};
 use cryptoki::slot::{Slot, TokenInfo};
 use cryptoki::types::AuthPin;
+use rustls_pki_types::CertificateDer;
+use tessera_ipc::Secret;
 use tessera_mappers::PublicKey;
-use zeroize::Zeroizing;
 
 use const_oid::ObjectIdentifier;
 use der::Decode;
 
-use crate::filetrust::{self, TrustError};
+use super::backend::{SigningSession, TokenBackend};
+use super::error::{TokenError, UnblockError};
+use super::identity::{
+    hex_id, TokenCertificate, TokenIdentity, TokenPublicKey, MAX_CERTIFICATES_PER_TOKEN,
+    MAX_PUBLIC_KEY_ATTRIBUTE,
+};
+use crate::filetrust;
 use tessera_mappers::MAX_CERTIFICATE_SIZE;
-
-/// At most this many certificate objects are read from one token; a hostile
-/// or broken token cannot make us read without end.
-pub const MAX_CERTIFICATES_PER_TOKEN: usize = 32;
-
-/// What went wrong talking to the PKCS#11 module or token.
-#[derive(Debug, thiserror::Error)]
-pub enum TokenError {
-    /// The module file is not protected from non-root writers.
-    #[error("refusing PKCS#11 module: {0}")]
-    Untrusted(#[from] TrustError),
-    /// The module could not be loaded or initialised.
-    #[error("cannot load PKCS#11 module {path}: {source}")]
-    Load {
-        /// Module path.
-        path: PathBuf,
-        /// Underlying error.
-        source: CryptokiError,
-    },
-    /// A PKCS#11 call failed.
-    #[error("PKCS#11 {0}")]
-    Call(#[from] CryptokiError),
-    /// A private key with the certificate's CKA_ID was not found.
-    #[error("no private key with CKA_ID {0} on the token")]
-    NoPrivateKey(String),
-    /// Several private keys share the certificate's CKA_ID.
-    #[error("{count} private keys share CKA_ID {id}; refusing to guess")]
-    AmbiguousPrivateKey {
-        /// Hex CKA_ID.
-        id: String,
-        /// How many keys matched.
-        count: usize,
-    },
-}
-
-/// Which step of a PIN unblock failed.
-#[derive(Debug, thiserror::Error)]
-pub enum UnblockError {
-    /// No read-write session could be opened.
-    #[error("{0}")]
-    Session(TokenError),
-    /// The token refused the PUK (C_Login as SO).
-    #[error("PUK login: {0}")]
-    Puk(TokenError),
-    /// The token refused the new PIN (C_InitPIN).
-    #[error("setting the new PIN: {0}")]
-    NewPin(TokenError),
-}
-
-impl TokenError {
-    /// The PKCS#11 return value, when this is a failed call.
-    pub fn rv(&self) -> Option<RvError> {
-        match self {
-            TokenError::Call(CryptokiError::Pkcs11(rv, _))
-            | TokenError::Load {
-                source: CryptokiError::Pkcs11(rv, _),
-                ..
-            } => Some(*rv),
-            _ => None,
-        }
-    }
-
-    /// True when the token went away during the call.
-    pub fn token_gone(&self) -> bool {
-        matches!(
-            self.rv(),
-            Some(
-                RvError::DeviceRemoved
-                    | RvError::TokenNotPresent
-                    | RvError::SessionClosed
-                    | RvError::SlotIdInvalid
-            )
-        )
-    }
-}
-
-/// Identity and state of a token in a slot.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TokenIdentity {
-    /// The slot the token sits in.
-    pub slot_id: u64,
-    /// The slot's description (often the reader name).
-    pub slot_description: String,
-    /// CKA token label.
-    pub label: String,
-    /// Token manufacturer.
-    pub manufacturer: String,
-    /// Token model.
-    pub model: String,
-    /// Token serial number.
-    pub serial: String,
-    /// CKF_USER_PIN_LOCKED.
-    pub pin_locked: bool,
-    /// CKF_USER_PIN_FINAL_TRY.
-    pub pin_final_try: bool,
-    /// CKF_USER_PIN_COUNT_LOW.
-    pub pin_count_low: bool,
-    /// CKF_PROTECTED_AUTHENTICATION_PATH (PIN pad).
-    pub protected_authentication_path: bool,
-    /// CKF_SO_PIN_LOCKED: the PUK (SO PIN) is locked too.
-    pub so_pin_locked: bool,
-    /// CKF_SO_PIN_FINAL_TRY.
-    pub so_pin_final_try: bool,
-}
-
-impl TokenIdentity {
-    /// A short human description, e.g. `"Alice's PIV card" (serial 0123)`.
-    pub fn describe(&self) -> String {
-        if self.serial.is_empty() {
-            format!("\"{}\"", self.label)
-        } else {
-            format!("\"{}\" (serial {})", self.label, self.serial)
-        }
-    }
-}
-
-/// An X.509 certificate object found on a token.
-#[derive(Debug, Clone)]
-pub struct TokenCertificate {
-    /// The token it was found on.
-    pub token: TokenIdentity,
-    /// CKA_ID, which links it to its private key.
-    pub id: Vec<u8>,
-    /// CKA_LABEL.
-    pub label: String,
-    /// CKA_VALUE: the DER certificate.
-    pub der: Vec<u8>,
-}
-
-/// Largest attribute of a public-key object read (an RSA-16384 modulus is 2 KiB).
-pub const MAX_PUBLIC_KEY_ATTRIBUTE: usize = 4096;
-
-/// A public-key object found on a token.
-#[derive(Debug, Clone)]
-pub struct TokenPublicKey {
-    /// The token it was found on.
-    pub token: TokenIdentity,
-    /// CKA_ID, which links it to its private key.
-    pub id: Vec<u8>,
-    /// CKA_LABEL.
-    pub label: String,
-    /// The key, or why it cannot be used.
-    pub key: Result<PublicKey, String>,
-}
 
 /// Builds a key from a public-key object's attributes.
 fn public_key_from_attributes(attributes: Vec<Attribute>) -> Result<PublicKey, String> {
@@ -376,11 +239,11 @@ impl Pkcs11Module {
                 token: token.clone(),
                 id: Vec::new(),
                 label: String::new(),
-                der: Vec::new(),
+                der: CertificateDer::from(Vec::new()),
             };
             for attribute in attributes {
                 match attribute {
-                    Attribute::Value(value) => certificate.der = value,
+                    Attribute::Value(value) => certificate.der = CertificateDer::from(value),
                     Attribute::Id(id) => certificate.id = id,
                     Attribute::Label(label) => {
                         certificate.label = String::from_utf8_lossy(&label).into_owned()
@@ -411,18 +274,15 @@ impl Pkcs11Module {
     pub fn set_pin(
         &self,
         token: &TokenIdentity,
-        old: &Zeroizing<String>,
-        new: &Zeroizing<String>,
+        old: &Secret,
+        new: &Secret,
     ) -> Result<(), TokenError> {
-        let mut session = TokenSession {
+        let mut session = Pkcs11Session {
             session: self.context()?.open_rw_session(self.slot(token)?)?,
             logged_in: false,
         };
         session.login(Some(old))?;
-        session.session.set_pin(
-            &AuthPin::new(old.as_str().into()),
-            &AuthPin::new(new.as_str().into()),
-        )?;
+        session.session.set_pin(&auth_pin(old), &auth_pin(new))?;
         Ok(())
     }
 
@@ -431,17 +291,17 @@ impl Pkcs11Module {
     pub fn unblock_pin(
         &self,
         token: &TokenIdentity,
-        puk: &Zeroizing<String>,
-        new: &Zeroizing<String>,
+        puk: &Secret,
+        new: &Secret,
     ) -> Result<(), UnblockError> {
         let session = self
             .context()
             .and_then(|context| Ok(context.open_rw_session(self.slot(token)?)?))
             .map_err(UnblockError::Session)?;
         session
-            .login(UserType::So, Some(&AuthPin::new(puk.as_str().into())))
+            .login(UserType::So, Some(&auth_pin(puk)))
             .map_err(|error| UnblockError::Puk(error.into()))?;
-        let initialised = session.init_pin(&AuthPin::new(new.as_str().into()));
+        let initialised = session.init_pin(&auth_pin(new));
         if let Err(error) = session.logout() {
             tracing::debug!(%error, "C_Logout after the PIN unblock failed");
         }
@@ -509,9 +369,9 @@ impl Pkcs11Module {
     }
 
     /// Opens a session on `token` for logging in and signing.
-    pub fn open_session(&self, token: &TokenIdentity) -> Result<TokenSession, TokenError> {
+    pub fn open_session(&self, token: &TokenIdentity) -> Result<Pkcs11Session, TokenError> {
         let session = self.context()?.open_ro_session(self.slot(token)?)?;
-        Ok(TokenSession {
+        Ok(Pkcs11Session {
             session,
             logged_in: false,
         })
@@ -530,21 +390,21 @@ impl Drop for Pkcs11Module {
     }
 }
 
-/// A session on one token.
+/// A PKCS#11 session on one token.
 #[derive(Debug)]
-pub struct TokenSession {
+pub struct Pkcs11Session {
     session: Session,
     logged_in: bool,
 }
 
-impl TokenSession {
+impl Pkcs11Session {
     /// Logs the user in with `pin` (or through the PIN pad when `None`).
     ///
     /// If the token says the user is already logged in (another application
     /// logged in, or a card that kept its state), logs out and logs in again,
     /// so that the PIN is always verified.
-    pub fn login(&mut self, pin: Option<&Zeroizing<String>>) -> Result<(), TokenError> {
-        let auth_pin = pin.map(|pin| AuthPin::new(pin.as_str().into()));
+    pub fn login(&mut self, pin: Option<&Secret>) -> Result<(), TokenError> {
+        let auth_pin = pin.map(auth_pin);
         match self.session.login(UserType::User, auth_pin.as_ref()) {
             Ok(()) => {}
             Err(CryptokiError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {
@@ -590,7 +450,7 @@ impl TokenSession {
     }
 }
 
-impl Drop for TokenSession {
+impl Drop for Pkcs11Session {
     fn drop(&mut self) {
         if self.logged_in {
             if let Err(error) = self.session.logout() {
@@ -600,7 +460,65 @@ impl Drop for TokenSession {
     }
 }
 
-/// CKA_ID in hex for messages.
-pub fn hex_id(id: &[u8]) -> String {
-    id.iter().map(|byte| format!("{byte:02x}")).collect()
+/// The PIN as cryptoki takes it: its own zeroizing copy, made at the call.
+fn auth_pin(secret: &Secret) -> AuthPin {
+    AuthPin::new(secret.expose().as_str().into())
+}
+
+impl TokenBackend for Pkcs11Module {
+    fn tokens(&self) -> Result<Vec<TokenIdentity>, TokenError> {
+        Pkcs11Module::tokens(self)
+    }
+
+    fn refresh(&self, token: &TokenIdentity) -> Result<TokenIdentity, TokenError> {
+        Pkcs11Module::refresh(self, token)
+    }
+
+    fn certificates(&self, token: &TokenIdentity) -> Result<Vec<TokenCertificate>, TokenError> {
+        Pkcs11Module::certificates(self, token)
+    }
+
+    fn public_keys(&self, token: &TokenIdentity) -> Result<Vec<TokenPublicKey>, TokenError> {
+        Pkcs11Module::public_keys(self, token)
+    }
+
+    fn pin_length_range(&self, token: &TokenIdentity) -> Result<(usize, usize), TokenError> {
+        Pkcs11Module::pin_length_range(self, token)
+    }
+
+    fn set_pin(&self, token: &TokenIdentity, old: &Secret, new: &Secret) -> Result<(), TokenError> {
+        Pkcs11Module::set_pin(self, token, old, new)
+    }
+
+    fn unblock_pin(
+        &self,
+        token: &TokenIdentity,
+        puk: &Secret,
+        new: &Secret,
+    ) -> Result<(), UnblockError> {
+        Pkcs11Module::unblock_pin(self, token, puk, new)
+    }
+
+    fn open_session<'s>(
+        &'s self,
+        token: &TokenIdentity,
+    ) -> Result<Box<dyn SigningSession + 's>, TokenError> {
+        Ok(Box::new(Pkcs11Module::open_session(self, token)?))
+    }
+}
+
+impl SigningSession for Pkcs11Session {
+    fn login(&mut self, pin: Option<&Secret>) -> Result<(), TokenError> {
+        Pkcs11Session::login(self, pin)
+    }
+
+    fn sign(
+        &mut self,
+        key_id: &[u8],
+        mechanism: &Mechanism<'_>,
+        data: &[u8],
+    ) -> Result<Vec<u8>, TokenError> {
+        let key = self.private_key(key_id)?;
+        Pkcs11Session::sign(self, mechanism, key, data)
+    }
 }

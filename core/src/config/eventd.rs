@@ -1,30 +1,25 @@
 //! The `[eventd]` section of tessera.toml: what tessera-eventd does when a
 //! card is pulled or inserted.
 
-use std::ops::Range;
+use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::config::ConfigError;
-use crate::policy::parse_duration;
-
-/// tessera-eventd's name on the system bus.
-pub const DBUS_NAME: &str = "org.tessera.EventD1";
-/// Its object.
-pub const DBUS_PATH: &str = "/org/tessera/EventD1";
-/// Its interface.
-pub const DBUS_INTERFACE: &str = "org.tessera.EventD1";
+use super::error::{ConfigError, ConfigText};
 
 /// Longest grace delay: a card may be away this long before the action runs.
-const GRACE: Range<Duration> = Duration::ZERO..Duration::from_secs(10 * 60);
+const GRACE: RangeInclusive<Duration> = Duration::ZERO..=Duration::from_secs(10 * 60);
 /// Bounds of the time a locker gets to set LockedHint.
-const LOCK_TIMEOUT: Range<Duration> = Duration::from_millis(100)..Duration::from_secs(60);
+const LOCK_TIMEOUT: RangeInclusive<Duration> = Duration::from_millis(100)..=Duration::from_secs(60);
 /// Bounds of the time a command may run before it is killed.
-const COMMAND_TIMEOUT: Range<Duration> = Duration::from_millis(100)..Duration::from_secs(10 * 60);
-const IDENTIFY_TIMEOUT: Range<Duration> = Duration::from_millis(500)..Duration::from_secs(5 * 60);
+const COMMAND_TIMEOUT: RangeInclusive<Duration> =
+    Duration::from_millis(100)..=Duration::from_secs(10 * 60);
+/// Bounds of the time a PKCS#11 identification may take before it is killed.
+const IDENTIFY_TIMEOUT: RangeInclusive<Duration> =
+    Duration::from_millis(500)..=Duration::from_secs(5 * 60);
 /// Most arguments (the program included) a command may have.
 const MAX_ARGS: usize = 64;
 /// Longest single argument.
@@ -56,7 +51,7 @@ pub enum Escalation {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct RawEventd {
+pub(super) struct RawEventd {
     on_remove: Option<RemoveAction>,
     remove_command: Option<Spanned<Vec<String>>>,
     grace: Option<Spanned<String>>,
@@ -68,6 +63,17 @@ pub(crate) struct RawEventd {
     insert_command: Option<Spanned<Vec<String>>>,
     command_timeout: Option<Spanned<String>>,
     identify_timeout: Option<Spanned<String>>,
+}
+
+impl Escalation {
+    /// Its name in the file, in logs and in the `SessionEscalated` signal.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Terminate => "terminate",
+            Self::Command => "command",
+            Self::Warn => "warn",
+        }
+    }
 }
 
 /// A program and its arguments, run without a shell.
@@ -128,39 +134,22 @@ impl Default for EventdConfig {
     }
 }
 
-/// Builds a positioned error from a span and a message.
-pub(crate) type At<'a> = &'a dyn Fn(Option<Range<usize>>, String) -> ConfigError;
-
 impl EventdConfig {
-    /// Checks the raw section; `at` positions errors in the file.
-    pub(crate) fn from_raw(raw: RawEventd, at: At<'_>) -> Result<Self, ConfigError> {
+    /// Checks the raw section.
+    pub(super) fn from_raw(raw: RawEventd, config: ConfigText<'_>) -> Result<Self, ConfigError> {
         let defaults = Self::default();
-        // Bounds are inclusive at both ends.
         let duration = |value: &Option<Spanned<String>>,
                         key: &str,
-                        range: Range<Duration>,
-                        default: Duration|
-         -> Result<Duration, ConfigError> {
-            let Some(value) = value else {
-                return Ok(default);
-            };
-            let error =
-                |message: String| at(Some(value.span()), format!("eventd.{key}: {message}"));
-            let parsed = parse_duration(value.get_ref()).map_err(error)?;
-            if parsed < range.start || parsed > range.end {
-                return Err(error(format!(
-                    "{:?} is out of range {:?}..={:?}",
-                    value.get_ref(),
-                    range.start,
-                    range.end
-                )));
-            }
-            Ok(parsed)
+                        bounds: RangeInclusive<Duration>,
+                        default: Duration| {
+            value.as_ref().map_or(Ok(default), |value| {
+                config.duration_in(value, &format!("eventd.{key}"), bounds)
+            })
         };
         let command = |value: &Option<Spanned<Vec<String>>>, key: &str| {
             value
                 .as_ref()
-                .map(|value| command_line(value, key, at))
+                .map(|value| command_line(value, key, config))
                 .transpose()
         };
         let escalation = raw
@@ -170,13 +159,13 @@ impl EventdConfig {
         let escalation_command = command(&raw.escalation_command, "escalation_command")?;
         match (&raw.escalation, &escalation_command) {
             (Some(chosen), None) if *chosen.get_ref() == Escalation::Command => {
-                return Err(at(
+                return Err(config.error(
                     Some(chosen.span()),
                     "eventd.escalation = \"command\" needs eventd.escalation_command".to_owned(),
                 ))
             }
             (_, Some(_)) if escalation != Escalation::Command => {
-                return Err(at(
+                return Err(config.error(
                     raw.escalation_command.as_ref().map(Spanned::span),
                     "eventd.escalation_command is set but eventd.escalation is not \"command\""
                         .to_owned(),
@@ -218,9 +207,10 @@ impl EventdConfig {
 fn command_line(
     value: &Spanned<Vec<String>>,
     key: &str,
-    at: At<'_>,
+    config: ConfigText<'_>,
 ) -> Result<CommandLine, ConfigError> {
-    let error = |message: String| at(Some(value.span()), format!("eventd.{key}: {message}"));
+    let error =
+        |message: String| config.error(Some(value.span()), format!("eventd.{key}: {message}"));
     let argv = value.get_ref();
     let Some((program, args)) = argv.split_first() else {
         return Err(error(
@@ -256,15 +246,23 @@ fn command_line(
 mod tests {
     use std::path::Path;
 
-    use crate::config::Config;
-
     use super::*;
 
     const BASE: &str = "version = 1\n[pki]\nca = [\"/ca\"]\n[[rule]]\nuser = \"{cn}\"\n";
 
+    /// The section read out of a whole file, so positions are the file's.
+    #[derive(Deserialize)]
+    struct File {
+        #[serde(default)]
+        eventd: RawEventd,
+    }
+
     fn parse(eventd: &str) -> Result<EventdConfig, ConfigError> {
-        Config::parse(Path::new("/t.toml"), &format!("{BASE}[eventd]\n{eventd}"))
-            .map(|config| config.eventd)
+        let text = format!("{BASE}[eventd]\n{eventd}");
+        let config = ConfigText::new(Path::new("/t.toml"), &text);
+        let file: File = toml::from_str(&text)
+            .map_err(|error| config.error(error.span(), error.message().to_owned()))?;
+        EventdConfig::from_raw(file.eventd, config)
     }
 
     fn error_at(eventd: &str) -> (usize, String) {
@@ -275,12 +273,12 @@ mod tests {
     }
 
     #[test]
-    fn absent_section_means_lock_and_terminate_when_nothing_locked() {
-        let config = Config::parse(Path::new("/t.toml"), BASE).unwrap();
-        assert_eq!(config.eventd, EventdConfig::default());
-        assert_eq!(config.eventd.on_remove, RemoveAction::Lock);
-        assert_eq!(config.eventd.escalation, Escalation::Terminate);
-        assert_eq!(config.eventd.grace, Duration::ZERO);
+    fn an_empty_section_means_lock_and_terminate_when_nothing_locked() {
+        let config = parse("").unwrap();
+        assert_eq!(config, EventdConfig::default());
+        assert_eq!(config.on_remove, RemoveAction::Lock);
+        assert_eq!(config.escalation, Escalation::Terminate);
+        assert_eq!(config.grace, Duration::ZERO);
     }
 
     #[test]
@@ -351,5 +349,22 @@ mod tests {
         assert!(parse("grace = \"10m\"\n").is_ok());
         let (_, message) = error_at("grace = \"2\"\n");
         assert!(message.contains("needs a unit"), "{message}");
+    }
+
+    #[test]
+    fn durations_are_bounded_by_their_own_range_only() {
+        let (_, message) = error_at("grace = \"11m\"\n");
+        assert!(
+            message.contains("eventd.grace: \"11m\" is out of range 0ns..=600s"),
+            "{message}"
+        );
+        let (_, message) = error_at("identify_timeout = \"6m\"\n");
+        assert!(message.contains("out of range 500ms..=300s"), "{message}");
+        assert_eq!(
+            parse("command_timeout = \"10m\"\n")
+                .unwrap()
+                .command_timeout,
+            Duration::from_secs(600)
+        );
     }
 }
