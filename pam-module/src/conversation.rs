@@ -4,7 +4,7 @@ use pamsm::Pam;
 use tessera_ipc::{Conversation, ConversationError};
 use zeroize::Zeroizing;
 
-use crate::ffi::{self, MessageStyle};
+use crate::ffi::calls::{self as ffi, MessageStyle};
 
 /// Talks to the user through the application's PAM conversation.
 pub struct PamConversation<'a> {

@@ -7,7 +7,10 @@ use pamsm::{Pam, PamError, PamLibExt};
 use tessera_ipc::protocol::{Operation, Verdict};
 use tessera_ipc::verdict::BoundSession;
 
-use crate::{auth_record, ffi, logging, Call};
+use tessera_ipc::logging;
+
+use crate::call::{auth_record, Call};
+use crate::ffi::calls as ffi;
 
 /// XDG_SESSION_ID from the PAM environment, if pam_systemd set it.
 fn xdg_session_id(pamh: &Pam) -> Option<String> {

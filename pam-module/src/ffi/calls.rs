@@ -1,17 +1,11 @@
-//! The only unsafe code of tessera: libpam calls that pamsm does not wrap
-//! (a conversation that wipes the reply, setting PAM_USER), and pamsm's
-//! entry-point macro.
-#![allow(unsafe_code)]
+//! libpam calls that pamsm does not wrap: a conversation that wipes the
+//! reply, PAM_TTY, setting PAM_USER.
 
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::ptr;
 
-use pamsm::{Pam, PamError, PamServiceModule};
+use pamsm::{Pam, PamError};
 use zeroize::{Zeroize, Zeroizing};
-
-use crate::PamTessera;
-
-pamsm::pam_module!(PamTessera);
 
 const PAM_SUCCESS: c_int = PamError::SUCCESS as c_int;
 // Item types of _pam_types.h (pamsm keeps its own enum private).
