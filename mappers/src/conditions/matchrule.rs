@@ -99,7 +99,7 @@ impl SssdView {
         }
     }
 
-    /// The values of names of `kind`, in certificate order.
+    /// The values of the names of `kind`.
     fn values<'a>(&'a self, kind: &'a SanKind) -> impl Iterator<Item = &'a [u8]> + 'a {
         self.sans
             .iter()

@@ -63,7 +63,7 @@ impl Rng {
 
 /// How an attribute value is encoded in the certificate.
 #[derive(Clone, Copy)]
-enum Encoding_ {
+enum StringType {
     Utf8,
     Printable,
     Ia5,
@@ -158,7 +158,7 @@ fn oid(text: &str) -> ObjectIdentifier {
     ObjectIdentifier::new_unwrap(text)
 }
 
-fn encode_value(value: &str, encoding: Encoding_) -> Any {
+fn encode_value(value: &str, encoding: StringType) -> Any {
     let printable = value
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || b" '()+,-./:=?".contains(&b));
@@ -167,10 +167,10 @@ fn encode_value(value: &str, encoding: Encoding_) -> Any {
         .map(|c| u8::try_from(u32::from(c)).ok())
         .collect();
     let (tag, bytes) = match encoding {
-        Encoding_::Printable if printable => (Tag::PrintableString, value.as_bytes().to_vec()),
-        Encoding_::Ia5 if value.is_ascii() => (Tag::Ia5String, value.as_bytes().to_vec()),
-        Encoding_::T61 if latin1.is_some() => (Tag::TeletexString, latin1.unwrap_or_default()),
-        Encoding_::Bmp if value.chars().all(|c| u32::from(c) <= 0xffff) => (
+        StringType::Printable if printable => (Tag::PrintableString, value.as_bytes().to_vec()),
+        StringType::Ia5 if value.is_ascii() => (Tag::Ia5String, value.as_bytes().to_vec()),
+        StringType::T61 if latin1.is_some() => (Tag::TeletexString, latin1.unwrap_or_default()),
+        StringType::Bmp if value.chars().all(|c| u32::from(c) <= 0xffff) => (
             Tag::BmpString,
             value.encode_utf16().flat_map(u16::to_be_bytes).collect(),
         ),
@@ -183,15 +183,15 @@ fn attribute(rng: &mut Rng, oid_text: &str, value: &str) -> AttributeTypeAndValu
     let encoding = match oid_text {
         // The e-mail attribute is an IA5String; C and serialNumber are
         // PrintableStrings by definition.
-        "1.2.840.113549.1.9.1" | "0.9.2342.19200300.100.1.25" => Encoding_::Ia5,
-        "2.5.4.6" | "2.5.4.5" => Encoding_::Printable,
+        "1.2.840.113549.1.9.1" | "0.9.2342.19200300.100.1.25" => StringType::Ia5,
+        "2.5.4.6" | "2.5.4.5" => StringType::Printable,
         _ => *rng.pick(&[
-            Encoding_::Utf8,
-            Encoding_::Utf8,
-            Encoding_::Utf8,
-            Encoding_::Printable,
-            Encoding_::Bmp,
-            Encoding_::T61,
+            StringType::Utf8,
+            StringType::Utf8,
+            StringType::Utf8,
+            StringType::Printable,
+            StringType::Bmp,
+            StringType::T61,
         ]),
     };
     AttributeTypeAndValue {
@@ -212,7 +212,7 @@ fn fixed_name(parts: &[(&str, &str)]) -> Name {
             .map(|(kind, value)| {
                 rdn(vec![AttributeTypeAndValue {
                     oid: oid(kind),
-                    value: encode_value(value, Encoding_::Utf8),
+                    value: encode_value(value, StringType::Utf8),
                 }])
             })
             .collect(),
@@ -968,8 +968,8 @@ pub struct SssdLogin<'a> {
 /// sssd with `pam_cert_auth`, the smart-card login RHEL, Fedora and Ubuntu
 /// document. It runs in a mount namespace of its own, made by `unshare`,
 /// where `/etc/sssd`, `/var/lib/sss`, `/var/log/sssd` and `/run` are the
-/// rig's: the host's are never touched, and the mounts go when sssd does. PAM clients
-/// reach it through [`SssdDaemon::enter`].
+/// rig's: the host's are never touched, and the mounts go when sssd does.
+/// PAM clients reach it through [`SssdDaemon::enter`].
 #[derive(Debug)]
 pub struct SssdDaemon {
     child: std::process::Child,
@@ -986,11 +986,11 @@ impl SssdDaemon {
     /// starts `sssd -i` in its namespace and waits for its PAM responder;
     /// writes the [`PAM_SSS_SERVICE`] stack.
     pub fn start(login: &SssdLogin<'_>) -> Self {
-        let user = login.user;
+        let (user, domain) = (login.user, login.domain);
         Self::start_with_certmap(
             login,
             &format!(
-                "[certmap/local/{user}]\nmatchrule = <SUBJECT>.*CN={user}.*\nmaprule = ({user})\n"
+                "[certmap/{domain}/{user}]\nmatchrule = <SUBJECT>.*CN={user}.*\nmaprule = ({user})\n"
             ),
         )
     }
