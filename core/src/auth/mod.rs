@@ -1,12 +1,12 @@
 //! The authentication flow, free of PAM, in three steps:
-//! - [`discover`]: token → certificates → validation → mapping
-//!   ([`tokens`] finds the tokens and their objects, [`discover`] examines them);
-//! - [`choose`]: one (certificate, user) pair, asked when there are several;
-//! - [`prove`]: PIN → C_Login → challenge signature → verification.
+//! - [`mod@discover`]: token → certificates → validation → mapping
+//!   ([`tokens`] finds the tokens and their objects, [`mod@discover`] examines them);
+//! - `choose`: one (certificate, user) pair, asked when there are several;
+//! - `prove`: PIN → C_Login → challenge signature → verification.
 //!
-//! The leaves [`failure`], [`request`] and [`candidate`] hold the types the
+//! The leaves [`failure`], [`request`] and `candidate` hold the types the
 //! steps share, so no step imports another (discovery's two halves aside:
-//! [`discover`] reads what [`tokens`] found). This file only wires them.
+//! [`mod@discover`] reads what [`tokens`] found). This file only wires them.
 
 mod candidate;
 mod choose;

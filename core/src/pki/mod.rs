@@ -1,7 +1,7 @@
 //! Certificate validation for a login, in steps: trust anchors
-//! ([`anchors`]), a path to one of them ([`chain`]), the policy's further
-//! constraints ([`constraints`]) and the revocation of the path
-//! ([`path_revocation`], with CRL and OCSP in [`revocation`], [`crl`],
+//! ([`anchors`]), a path to one of them (`chain`), the policy's further
+//! constraints (`constraints`) and the revocation of the path
+//! (`path_revocation`, with CRL and OCSP in [`revocation`], [`crl`],
 //! [`ocsp`]). The leaves [`x509`] and [`rejection`] hold what the steps share.
 
 pub mod anchors;
