@@ -94,7 +94,11 @@ fn authenticate(
     conversation: &mut RemoteConversation<'_>,
 ) -> Verdict {
     if policy.card == CardRequirement::Disabled {
-        tracing::debug!(service, "module disabled for this service");
+        tracing::debug!(
+            id = "auth.login.disabled",
+            service,
+            "module disabled for this service"
+        );
         return Verdict::Ignored;
     }
     // The one place the helper reads the clock; the core takes it as a parameter.
@@ -109,6 +113,7 @@ fn authenticate(
     match tessera_core::authenticate(config, &request, conversation) {
         Ok(success) => {
             tracing::info!(
+                id = "auth.login.succeeded",
                 service,
                 user = %success.user,
                 token = %success.token.describe(),
@@ -133,10 +138,10 @@ fn authenticate(
             let user = user.as_deref().unwrap_or("");
             match failure.kind {
                 FailureKind::NoToken | FailureKind::NoMatchingCertificate => {
-                    tracing::info!(service, user, kind = ?failure.kind, "{failure}")
+                    tracing::info!(id = "auth.login.unavailable", service, user, kind = ?failure.kind, "{failure}")
                 }
                 _ => {
-                    tracing::warn!(service, user, kind = ?failure.kind, "authentication failed: {failure}")
+                    tracing::warn!(id = "auth.login.failed", service, user, kind = ?failure.kind, "authentication failed: {failure}")
                 }
             }
             failed(failure.kind, failure.message)
@@ -148,7 +153,7 @@ fn pin_change_verdict(service: &str, user: &str, result: Result<(), AuthFailure>
     match result {
         Ok(()) => Verdict::Done,
         Err(failure) => {
-            tracing::warn!(service, user, kind = ?failure.kind, "PIN change: {failure}");
+            tracing::warn!(id = "auth.pin.change_failed", service, user, kind = ?failure.kind, "PIN change: {failure}");
             failed(failure.kind, failure.message)
         }
     }
@@ -165,7 +170,7 @@ fn created_session(service: &str, xdg_session_id: Option<String>, host_pid: u32)
             let path = std::path::Path::new(LOGIND_SESSIONS_DIR).join(id);
             std::fs::read_to_string(&path)
                 .map_err(|error| {
-                    tracing::debug!(service, path = %path.display(), %error, "no logind state file; trusting XDG_SESSION_ID")
+                    tracing::debug!(id = "auth.session.no_state_file", service, path = %path.display(), %error, "no logind state file; trusting XDG_SESSION_ID")
                 })
                 .ok()
         });
@@ -173,17 +178,23 @@ fn created_session(service: &str, xdg_session_id: Option<String>, host_pid: u32)
         Ok(session) => Some(session),
         Err(NotBound::NoSession) => {
             tracing::info!(
+                id = "auth.session.no_session_id",
                 service,
                 "no logind session created by this PAM transaction (no XDG_SESSION_ID); nothing bound"
             );
             None
         }
         Err(NotBound::BadSessionId(error)) => {
-            tracing::warn!(service, "{error}; nothing bound");
+            tracing::warn!(
+                id = "auth.session.bad_session_id",
+                service,
+                "{error}; nothing bound"
+            );
             None
         }
         Err(NotBound::OtherLeader { session, leader }) => {
             tracing::warn!(
+                id = "auth.session.other_leader",
                 service,
                 %session,
                 ?leader,
@@ -205,7 +216,11 @@ fn open_session(
 ) -> Verdict {
     if !geteuid().is_root() {
         // Screen lockers run PAM as the user; bindings are root's business.
-        tracing::debug!(service, "not running as root; session binding skipped");
+        tracing::debug!(
+            id = "auth.session.unprivileged",
+            service,
+            "not running as root; session binding skipped"
+        );
         return Verdict::Done;
     }
     let Some(session_id) = created_session(service, xdg_session_id, host_pid) else {
@@ -214,7 +229,7 @@ fn open_session(
     let uid = match User::from_name(&record.user) {
         Ok(Some(user)) => user.uid.as_raw(),
         other => {
-            tracing::error!(service, user = %record.user, ?other, "cannot resolve the user's uid");
+            tracing::error!(id = "auth.session.uid_unresolved", service, user = %record.user, ?other, "cannot resolve the user's uid");
             return failed(
                 FailureKind::Internal,
                 format!("cannot resolve the uid of {}", record.user),
@@ -240,11 +255,15 @@ fn open_session(
     };
     match binding.write(&config.session.bindings_dir) {
         Ok(path) => {
-            tracing::info!(service, user = %record.user, session = %binding.session_id, path = %path.display(), "session bound to token");
+            tracing::info!(id = "auth.session.bound", service, user = %record.user, session = %binding.session_id, path = %path.display(), "session bound to token");
             Verdict::Done
         }
         Err(error) => {
-            tracing::error!(service, "cannot write the session binding: {error}");
+            tracing::error!(
+                id = "auth.session.bind_failed",
+                service,
+                "cannot write the session binding: {error}"
+            );
             failed(FailureKind::Internal, error.to_string())
         }
     }
@@ -259,7 +278,11 @@ fn close_session(
     certificate_sha256: &str,
 ) -> Verdict {
     if !geteuid().is_root() {
-        tracing::debug!(service, "not running as root; session binding left alone");
+        tracing::debug!(
+            id = "auth.session.unprivileged",
+            service,
+            "not running as root; session binding left alone"
+        );
         return Verdict::Done;
     }
     let written_by_this_transaction =
@@ -270,15 +293,19 @@ fn close_session(
         written_by_this_transaction,
     ) {
         Ok(true) => {
-            tracing::info!(service, session = %session_id, "session binding removed");
+            tracing::info!(id = "auth.session.unbound", service, session = %session_id, "session binding removed");
             Verdict::Done
         }
         Ok(false) => {
-            tracing::info!(service, session = %session_id, "the session's binding is not the one this transaction wrote; left alone");
+            tracing::info!(id = "auth.session.binding_not_ours", service, session = %session_id, "the session's binding is not the one this transaction wrote; left alone");
             Verdict::Done
         }
         Err(error) => {
-            tracing::error!(service, "cannot remove the session binding: {error}");
+            tracing::error!(
+                id = "auth.session.unbind_failed",
+                service,
+                "cannot remove the session binding: {error}"
+            );
             failed(FailureKind::Internal, error.to_string())
         }
     }

@@ -133,13 +133,8 @@ fn run_once(config_path: &Path, user: Option<&str>, service: &str) -> Result<boo
             Ok(true)
         }
         Err(failure) => {
-            // The specific refusal, where the protocol's class is only the nearest one.
-            let refusal = failure
-                .refusal
-                .map(|refusal| format!(", {refusal:?}"))
-                .unwrap_or_default();
             eprintln!(
-                "login FAILED ({:?}{refusal}): {failure}, {elapsed:.3} ms",
+                "login FAILED ({:?}): {failure}, {elapsed:.3} ms",
                 failure.kind
             );
             Ok(false)

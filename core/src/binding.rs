@@ -462,29 +462,6 @@ impl SessionBinding {
     }
 }
 
-/// What `pam_sm_acct_mgmt` decides for a user this module authenticated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AccountCheck {
-    /// Same user, certificate within its validity period: PAM_SUCCESS.
-    Valid,
-    /// PAM_USER is no longer the authenticated user: PAM_PERM_DENIED.
-    UserChanged,
-    /// The certificate is outside its validity period at `now`: PAM_PERM_DENIED.
-    CertificateNotValid,
-}
-
-/// Re-checks the account of `record` for `current_user` (PAM_USER now) at
-/// `now`, seconds since the epoch.
-pub fn recheck_account(record: &AuthRecord, current_user: Option<&str>, now: u64) -> AccountCheck {
-    if current_user != Some(record.user.as_str()) {
-        AccountCheck::UserChanged
-    } else if now < record.not_before || now > record.not_after {
-        AccountCheck::CertificateNotValid
-    } else {
-        AccountCheck::Valid
-    }
-}
-
 #[cfg(test)]
 mod record_tests {
     use super::*;
@@ -530,41 +507,6 @@ mod record_tests {
         assert!(!record.written_by(42, "sudo", "alice", &sha256));
         assert!(!record.written_by(42, "login", "bob", &sha256));
         assert!(!record.written_by(42, "login", "alice", &"cd".repeat(32)));
-    }
-
-    #[test]
-    fn the_account_holds_while_the_user_and_the_certificate_validity_do() {
-        let record = AuthRecord {
-            user: "alice".into(),
-            token: super::tests_support::sample("c1").token,
-            certificate_sha256: "00".into(),
-            not_before: 1_000,
-            not_after: 2_000,
-        };
-        assert_eq!(
-            recheck_account(&record, Some("alice"), 1_000),
-            AccountCheck::Valid
-        );
-        assert_eq!(
-            recheck_account(&record, Some("alice"), 2_000),
-            AccountCheck::Valid
-        );
-        assert_eq!(
-            recheck_account(&record, Some("alice"), 2_001),
-            AccountCheck::CertificateNotValid
-        );
-        assert_eq!(
-            recheck_account(&record, Some("alice"), 999),
-            AccountCheck::CertificateNotValid
-        );
-        assert_eq!(
-            recheck_account(&record, Some("root"), 1_500),
-            AccountCheck::UserChanged
-        );
-        assert_eq!(
-            recheck_account(&record, None, 1_500),
-            AccountCheck::UserChanged
-        );
     }
 
     #[test]

@@ -71,7 +71,7 @@ pub fn map(config: &Config, context: &MappingContext<'_>, input: &MappingInput<'
         })
         .unwrap_or_default();
     for step in &mapping.trace {
-        tracing::debug!(subject = %what, "mapping: {step}");
+        tracing::debug!(id = "auth.mapping.step", subject = %what, "mapping: {step}");
     }
     mapping
 }

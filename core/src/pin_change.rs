@@ -164,7 +164,7 @@ pub(crate) fn change_pin_of(
             _ => AuthFailure::new(FailureKind::NewPinRejected, failure.message),
         });
     }
-    tracing::info!(user, token = %token.describe(), "token PIN changed");
+    tracing::info!(id = "auth.pin.changed", user, token = %token.describe(), "token PIN changed");
     Ok(token)
 }
 
@@ -201,7 +201,7 @@ fn unblock(
     let new = ask_new_pin(conversation, lengths)?;
     match backend.unblock_pin(token, &puk, &new) {
         Ok(()) => {
-            tracing::info!(user, token = %token.describe(), "token PIN unblocked with the PUK");
+            tracing::info!(id = "auth.pin.unblocked", user, token = %token.describe(), "token PIN unblocked with the PUK");
             Ok(())
         }
         Err(UnblockError::Puk(error)) => {
@@ -241,7 +241,6 @@ fn unblock(
 mod tests {
     use super::*;
     use crate::auth::scripted_conversation::{error, info, secret, ScriptedConversation, Step};
-    use crate::auth::Refusal;
     use crate::token::scripted::ScriptedTokens;
 
     const PIN: &str = "123456";
@@ -330,7 +329,6 @@ mod tests {
         .err()
         .unwrap();
         assert_eq!(failure.kind, FailureKind::WrongPin);
-        assert_eq!(failure.refusal, None::<Refusal>);
         assert_eq!(tokens.pin(0), PIN);
     }
 

@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use pcsc::{Context, ReaderState, Scope, State, PNP_NOTIFICATION};
 
-/// How often the slot list is re-read when PC/SC is not available.
+/// How often the slot list is re-read when PC/SC is not available, and
+/// while a reader holds a card that no token stands for yet (OpenSC may
+/// list it a moment after pcscd reports it: no reader event follows).
 pub const POLL_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Reader names can be long, but not this long.
@@ -33,7 +35,7 @@ fn snapshot(context: &Context) -> Option<Vec<ReaderState>> {
             .collect(),
         Err(pcsc::Error::NoReadersAvailable) => Vec::new(),
         Err(error) => {
-            tracing::debug!(%error, "cannot list PC/SC readers");
+            tracing::debug!(id = "auth.card_wait.readers_unlisted", %error, "cannot list PC/SC readers");
             return None;
         }
     };
@@ -51,16 +53,27 @@ impl CardWatcher {
     /// Takes the reader snapshot, or falls back to polling without pcscd.
     pub fn start() -> Self {
         let pcsc = Context::establish(Scope::User)
-            .map_err(|error| tracing::debug!(%error, "PC/SC unavailable; will poll the slot list"))
+            .map_err(|error| {
+                tracing::debug!(id = "auth.card_wait.polling", %error, "PC/SC unavailable; will poll the slot list")
+            })
             .ok()
             .and_then(|context| snapshot(&context).map(|states| (context, states)));
         Self { pcsc }
     }
 
     /// Returns when a reader changes (card in or out, reader plugged) or after
-    /// `timeout`; without PC/SC, after [`POLL_INTERVAL`] at most.
+    /// `timeout`; without PC/SC, or while a reader already holds a card, after
+    /// [`POLL_INTERVAL`] at most.
     pub fn wait(&mut self, timeout: Duration) {
         if let Some((context, states)) = &mut self.pcsc {
+            let card_present = states.iter().any(|state| {
+                state.name() != PNP_NOTIFICATION() && state.current_state().contains(State::PRESENT)
+            });
+            let timeout = if card_present {
+                timeout.min(POLL_INTERVAL)
+            } else {
+                timeout
+            };
             match context.get_status_change(timeout, states) {
                 Ok(()) => {
                     let readers_changed = states.iter().any(|state| {
@@ -81,7 +94,7 @@ impl CardWatcher {
                 }
                 Err(pcsc::Error::Timeout) => return,
                 Err(error) => {
-                    tracing::debug!(%error, "PC/SC wait failed; polling instead");
+                    tracing::debug!(id = "auth.card_wait.polling", %error, "PC/SC wait failed; polling instead");
                     self.pcsc = None;
                 }
             }

@@ -1,6 +1,6 @@
 //! What the fuzz targets share: the fixed test PKI they check inputs
-//! against (`material/`, written by `tessera-fuzz-seeds` together with the
-//! seed corpora in `seeds/`).
+//! against (`material/`, written by `tessera-fuzz-seeds` of `tools/`
+//! together with the seed corpora in `seeds/`).
 
 use std::sync::OnceLock;
 use std::time::Duration;

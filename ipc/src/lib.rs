@@ -22,4 +22,4 @@ pub const DEFAULT_CONFIG_PATH: &str = "/etc/tessera/tessera.toml";
 
 pub use conversation::{Conversation, ConversationError};
 pub use secret::Secret;
-pub use verdict::{AuthRecord, BoundToken, CardRequirement, FailureKind};
+pub use verdict::{AccountCheck, AuthRecord, BoundToken, CardRequirement, FailureKind};

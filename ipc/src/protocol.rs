@@ -15,7 +15,7 @@ use crate::verdict::{AuthRecord, CardRequirement, FailureKind};
 /// Bumped whenever a message changes shape. A long-running host (gdm) can
 /// keep an old `pam_tessera.so` mapped across a package upgrade; the two
 /// sides then refuse each other by this number instead of misreading.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Largest datagram either side accepts.
 pub const MAX_FRAME_BYTES: usize = 64 * 1024;

@@ -35,6 +35,10 @@ pub enum FailureKind {
     /// A new PIN was refused: the two entries differ, its length is outside
     /// the token's limits, or the token would not set it.
     NewPinRejected,
+    /// The answer to "choose a certificate" was not one of the choices.
+    InvalidChoice,
+    /// `use_first_pass` without a password from an earlier module.
+    MissingAuthtok,
 }
 
 /// What happens when no usable card is present.
@@ -84,7 +88,31 @@ pub struct AuthRecord {
     pub not_after: u64,
 }
 
+/// What `pam_sm_acct_mgmt` decides for a user this module authenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccountCheck {
+    /// Same user, certificate within its validity period: PAM_SUCCESS.
+    Valid,
+    /// PAM_USER is no longer the authenticated user: PAM_PERM_DENIED.
+    UserChanged,
+    /// The certificate is outside its validity period at `now`: PAM_PERM_DENIED.
+    CertificateNotValid,
+}
+
 impl AuthRecord {
+    /// Re-checks the account for `current_user` (PAM_USER now) at `now`,
+    /// seconds since the epoch. Needs no token, file or parser: it runs in
+    /// the PAM module.
+    pub fn recheck(&self, current_user: Option<&str>, now: u64) -> AccountCheck {
+        if current_user != Some(self.user.as_str()) {
+            AccountCheck::UserChanged
+        } else if now < self.not_before || now > self.not_after {
+            AccountCheck::CertificateNotValid
+        } else {
+            AccountCheck::Valid
+        }
+    }
+
     /// Serialised form for pam_set_data.
     pub fn to_bytes(&self) -> Vec<u8> {
         to_transaction_bytes(self)
@@ -160,6 +188,33 @@ mod tests {
         let mut longer = bytes.clone();
         longer.push(0);
         assert_eq!(AuthRecord::from_bytes(&longer), None, "trailing bytes");
+    }
+
+    #[test]
+    fn the_account_holds_while_the_user_and_the_certificate_validity_do() {
+        let record = AuthRecord {
+            user: "alice".into(),
+            token: BoundToken {
+                label: "a".into(),
+                manufacturer: "m".into(),
+                model: "x".into(),
+                serial: "1".into(),
+                slot_description: "r".into(),
+            },
+            certificate_sha256: "00".into(),
+            not_before: 1_000,
+            not_after: 2_000,
+        };
+        let check = |user, now| record.recheck(user, now);
+        assert_eq!(check(Some("alice"), 1_000), AccountCheck::Valid);
+        assert_eq!(check(Some("alice"), 2_000), AccountCheck::Valid);
+        assert_eq!(
+            check(Some("alice"), 2_001),
+            AccountCheck::CertificateNotValid
+        );
+        assert_eq!(check(Some("alice"), 999), AccountCheck::CertificateNotValid);
+        assert_eq!(check(Some("root"), 1_500), AccountCheck::UserChanged);
+        assert_eq!(check(None, 1_500), AccountCheck::UserChanged);
     }
 
     #[test]

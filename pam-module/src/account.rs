@@ -3,7 +3,7 @@
 
 use pamsm::{Pam, PamError};
 use tessera_ipc::logging;
-use tessera_ipc::Conversation;
+use tessera_ipc::{AccountCheck, Conversation};
 
 use crate::call::{auth_record, cached_user, Call};
 use crate::conversation::PamConversation;
@@ -26,23 +26,25 @@ pub(crate) fn acct_mgmt(pamh: &Pam, raw_args: &[String]) -> PamError {
             );
             return PamError::IGNORE;
         };
-        match cached_user(pamh) {
-            Ok(Some(user)) if user == record.user => {}
-            other => {
-                tracing::warn!(id = "pam.account.user_changed", service, authenticated = %record.user, now = ?other, "PAM_USER changed after authentication");
-                return PamError::PERM_DENIED;
-            }
-        }
+        // An unreadable or non-UTF-8 PAM_USER is not the user authenticated.
+        let user = cached_user(pamh).ok().flatten();
         #[allow(clippy::disallowed_methods)]
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|elapsed| elapsed.as_secs())
             .unwrap_or(0);
-        if now < record.not_before || now > record.not_after {
-            tracing::warn!(id = "pam.account.certificate_expired", service, user = %record.user, "certificate no longer within its validity period");
-            let mut conversation = PamConversation::new(pamh, false);
-            let _ = conversation.error("Your smart card certificate is no longer valid");
-            return PamError::PERM_DENIED;
+        match record.recheck(user.as_deref(), now) {
+            AccountCheck::Valid => {}
+            AccountCheck::UserChanged => {
+                tracing::warn!(id = "pam.account.user_changed", service, authenticated = %record.user, now = ?user, "PAM_USER changed after authentication");
+                return PamError::PERM_DENIED;
+            }
+            AccountCheck::CertificateNotValid => {
+                tracing::warn!(id = "pam.account.certificate_expired", service, user = %record.user, "certificate no longer within its validity period");
+                let mut conversation = PamConversation::new(pamh, false);
+                let _ = conversation.error("Your smart card certificate is no longer valid");
+                return PamError::PERM_DENIED;
+            }
         }
         PamError::SUCCESS
     })

@@ -20,6 +20,8 @@ pub(crate) fn failure_code(kind: FailureKind, card: CardRequirement) -> PamError
         },
         FailureKind::CertificateRejected
         | FailureKind::WrongPin
+        | FailureKind::InvalidChoice
+        | FailureKind::MissingAuthtok
         | FailureKind::ProofFailed
         | FailureKind::NewPinRejected => PamError::AUTH_ERR,
         FailureKind::PinLocked => PamError::MAXTRIES,
@@ -37,7 +39,9 @@ pub(crate) fn chauthtok_failure_code(kind: FailureKind) -> PamError {
         | FailureKind::NoMatchingCertificate
         | FailureKind::MappingUnavailable
         | FailureKind::TokenUnavailable => PamError::AUTHINFO_UNAVAIL,
-        FailureKind::WrongPin => PamError::AUTH_ERR,
+        FailureKind::WrongPin | FailureKind::InvalidChoice | FailureKind::MissingAuthtok => {
+            PamError::AUTH_ERR
+        }
         FailureKind::PinLocked => PamError::MAXTRIES,
         FailureKind::NewPinRejected
         | FailureKind::CertificateRejected
@@ -66,7 +70,7 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    const KINDS: [FailureKind; 13] = [
+    const KINDS: [FailureKind; 15] = [
         FailureKind::NoModule,
         FailureKind::NoToken,
         FailureKind::NoMatchingCertificate,
@@ -80,6 +84,8 @@ mod tests {
         FailureKind::Config,
         FailureKind::Internal,
         FailureKind::NewPinRejected,
+        FailureKind::InvalidChoice,
+        FailureKind::MissingAuthtok,
     ];
 
     #[test]

@@ -9,11 +9,28 @@ use std::path::{Path, PathBuf};
 
 /// The sources (folders or files) whose records reach the log as
 /// `pam_tessera`.
+///
+/// core/src/wait.rs is left out until its records carry IDs (being done
+/// separately); list it here (or replace the core/src entries by
+/// "core/src") then.
 const LOGGING_SOURCES: &[&str] = &[
     "pam-module/src",
     "ipc/src",
-    "auth-helper/src/main.rs",
+    "auth-helper/src",
     "mappers/src",
+    // core/src, but for wait.rs:
+    "core/src/auth",
+    "core/src/config",
+    "core/src/pki",
+    "core/src/token",
+    "core/src/binding.rs",
+    "core/src/challenge.rs",
+    "core/src/eventd_api.rs",
+    "core/src/lib.rs",
+    "core/src/mapping.rs",
+    "core/src/pin_change.rs",
+    "core/src/pkcs11_uri.rs",
+    "core/src/policy.rs",
 ];
 
 const LEVELS: &[&str] = &["error", "warn", "info", "debug", "trace"];
@@ -114,6 +131,28 @@ fn scan(path: &Path, source: &str, ids: &mut BTreeSet<String>, missing: &mut Vec
     }
 }
 
+/// `source` up to its unit tests: an inline `#[cfg(test)] mod name {` (at
+/// the end of a file), which logs what it tests, not records. A test module
+/// in a file of its own (`#[cfg(test)] mod tests;`) does not end the code.
+fn without_unit_tests(source: &str) -> &str {
+    const ATTRIBUTE: &str = "#[cfg(test)]";
+    let mut from = 0;
+    while let Some(found) = source[from..].find(ATTRIBUTE) {
+        let at = from + found;
+        from = at + ATTRIBUTE.len();
+        let item = &source[from..];
+        let Some(end) = item.find(['{', ';']) else {
+            break;
+        };
+        let inline_module = item[end..].starts_with('{')
+            && item[..end].split_whitespace().any(|word| word == "mod");
+        if inline_module {
+            return &source[..at];
+        }
+    }
+    source
+}
+
 /// The IDs in docs/pam.md's "Log records" table (first column, in backticks).
 fn documented_ids() -> BTreeSet<String> {
     let doc = std::fs::read_to_string(workspace().join("docs/pam.md")).expect("docs/pam.md");
@@ -141,9 +180,7 @@ fn every_record_has_a_documented_stable_id() {
     let mut missing = Vec::new();
     for path in &files {
         let source = std::fs::read_to_string(path).expect("source file");
-        // Unit tests (at the end of a file) log what they test, not records.
-        let code = source.split("#[cfg(test)]").next().unwrap_or(&source);
-        scan(path, code, &mut ids, &mut missing);
+        scan(path, without_unit_tests(&source), &mut ids, &mut missing);
     }
     assert!(missing.is_empty(), "records without an `id`: {missing:#?}");
     for id in &ids {
@@ -173,4 +210,14 @@ fn the_scanner_finds_ids_and_records_without_one() {
     scan(Path::new("example.rs"), source, &mut ids, &mut missing);
     assert_eq!(ids.into_iter().collect::<Vec<_>>(), ["pam.a.b", "pam.c.d"]);
     assert_eq!(missing, ["example.rs:3"]);
+}
+
+#[test]
+fn unit_test_modules_are_cut_off_but_test_module_declarations_are_not() {
+    let source = "#[cfg(test)]\nmod tests;\nfn code() {}\n#[cfg(test)]\nmod unit {\n}\n";
+    assert_eq!(
+        without_unit_tests(source),
+        "#[cfg(test)]\nmod tests;\nfn code() {}\n"
+    );
+    assert_eq!(without_unit_tests("fn code() {}"), "fn code() {}");
 }

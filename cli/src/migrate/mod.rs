@@ -1,120 +1,19 @@
 //! `tessera migrate pam_pkcs11 FILE` and `tessera migrate sssd FILE`: print a
 //! tessera.toml equivalent to an existing pam_pkcs11.conf or sssd.conf, with
 //! comments for what has no equivalent and for the old unsafe defaults. One
-//! file per input format; what they share is here.
+//! file per input format; what they share, the tessera.toml being written,
+//! is in `output.rs`.
 
-use std::fmt::Write as _;
-
+mod output;
 mod pam_pkcs11;
 mod sssd;
 
 pub use pam_pkcs11::pam_pkcs11;
 pub use sssd::sssd;
 
-/// A TOML string literal.
-fn quote(text: &str) -> String {
-    toml::Value::String(text.to_owned()).to_string()
-}
-
-/// The pieces of the tessera.toml being written.
-#[derive(Debug, Default)]
-struct Output {
-    notes: Vec<String>,
-    module: Option<String>,
-    ca: Vec<String>,
-    ldap: Vec<String>,
-    rules: Vec<String>,
-}
-
-impl Output {
-    fn note(&mut self, text: impl Into<String>) {
-        self.notes.push(text.into());
-    }
-
-    fn render(&self, source: &str) -> String {
-        let mut out = format!("# tessera.toml migrated from {source} by `tessera migrate`.\n");
-        out.push_str("# Review every comment, then check it with `tessera check-config`\n");
-        out.push_str("# and try certificates with `tessera map CERT.pem`.\n");
-        for note in &self.notes {
-            for line in note.lines() {
-                let _ = writeln!(out, "# {line}");
-            }
-        }
-        out.push_str("\nversion = 1\n\n[pkcs11]\n");
-        match &self.module {
-            Some(module) => {
-                let _ = writeln!(out, "module = {}", quote(module));
-            }
-            None => out.push_str("# module: p11-kit's proxy (the default)\n"),
-        }
-        out.push_str("\n[pki]\n");
-        if self.ca.is_empty() {
-            out.push_str("# No CA was found in the old configuration: name yours.\nca = [\"/etc/tessera/ca\"]\n");
-        } else {
-            let list: Vec<String> = self.ca.iter().map(|ca| quote(ca)).collect();
-            let _ = writeln!(out, "ca = [{}]", list.join(", "));
-        }
-        if !self.ldap.is_empty() {
-            out.push_str("\n[ldap]\n");
-            for line in &self.ldap {
-                out.push_str(line);
-                out.push('\n');
-            }
-        }
-        if self.rules.is_empty() {
-            out.push_str("\n# No mapping could be carried over; tessera needs at least one rule.\n[[rule]]\nuser = \"{cn}\"\n");
-        }
-        for rule in &self.rules {
-            out.push('\n');
-            out.push_str(rule);
-        }
-        out
-    }
-}
-
-fn rule(name: &str, comments: &[String], lines: &[String]) -> String {
-    let mut text = String::new();
-    for comment in comments {
-        for line in comment.lines() {
-            let _ = writeln!(text, "# {line}");
-        }
-    }
-    let _ = writeln!(text, "[[rule]]\nname = {}", quote(name));
-    for line in lines {
-        let _ = writeln!(text, "{line}");
-    }
-    text
-}
-
-fn commented_rule(name: &str, comments: &[String], lines: &[String]) -> String {
-    let body = rule(name, &[], lines);
-    let mut text = String::new();
-    for comment in comments {
-        for line in comment.lines() {
-            let _ = writeln!(text, "# {line}");
-        }
-    }
-    for line in body.lines() {
-        let _ = writeln!(text, "# {line}");
-    }
-    text
-}
-
-/// Where tessera looks for CAs when the old configuration named none: the
-/// system store, which the comment before it asks to narrow down.
-const SYSTEM_CA_FILE: &str = "/etc/ssl/certs/ca-certificates.crt";
-
-/// `starttls = true` when any URI is `ldap://`: tessera refuses cleartext
-/// LDAP (see `ldap.allow_cleartext_…` in tessera.toml(5)), so a migrated
-/// config never asks for it.
-fn push_starttls(uris: &[String], out: &mut Output) {
-    if uris.iter().any(|uri| uri.starts_with("ldap://")) {
-        out.ldap.push("starttls = true".to_owned());
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::output::quote;
     use super::*;
     use std::path::Path;
     use tessera_core::config::Config;

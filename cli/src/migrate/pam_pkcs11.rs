@@ -1,6 +1,6 @@
 //! `tessera migrate pam_pkcs11`: pam_pkcs11.conf (scconf) to tessera.toml.
 
-use super::{commented_rule, push_starttls, quote, rule, Output, SYSTEM_CA_FILE};
+use super::output::{commented_rule, push_starttls, quote, rule, Output, SYSTEM_CA_FILE};
 
 /// One element of a pam_pkcs11 (scconf) file.
 #[derive(Debug, Clone, PartialEq, Eq)]

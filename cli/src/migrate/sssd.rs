@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{commented_rule, push_starttls, quote, rule, Output, SYSTEM_CA_FILE};
+use super::output::{commented_rule, push_starttls, quote, rule, Output, SYSTEM_CA_FILE};
 
 /// sssd.conf sections: name -> (key -> value).
 fn ini(text: &str) -> Result<BTreeMap<String, BTreeMap<String, String>>, String> {

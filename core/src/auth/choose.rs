@@ -5,7 +5,7 @@ use tessera_ipc::Conversation;
 use zeroize::Zeroizing;
 
 use super::candidate::Candidate;
-use super::failure::{AuthFailure, Refusal};
+use super::failure::AuthFailure;
 use tessera_ipc::FailureKind;
 
 /// Picks one (certificate, user) pair; asks the user when there are several.
@@ -46,8 +46,8 @@ pub(crate) fn choose<'a>(
             Ok(number) if (1..=options.len()).contains(&number) => number - 1,
             _ => {
                 conversation.error("Invalid choice")?;
-                return Err(AuthFailure::refused(
-                    Refusal::InvalidChoice,
+                return Err(AuthFailure::new(
+                    FailureKind::InvalidChoice,
                     format!(
                         "the answer to the certificate choice was not a number from 1 to {}",
                         options.len()

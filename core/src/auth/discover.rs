@@ -240,7 +240,7 @@ impl Step<'_> {
         let fields = match CertificateFields::from_der(&certificate.der) {
             Ok(fields) => fields,
             Err(error) => {
-                tracing::info!(token = %certificate.token.describe(), label = %certificate.label, %error, "certificate skipped");
+                tracing::info!(id = "auth.certificate.unparsable", token = %certificate.token.describe(), label = %certificate.label, %error, "certificate skipped");
                 entry.verdict = Verdict::Unusable(error.to_string());
                 return Ok(entry);
             }
@@ -256,7 +256,7 @@ impl Step<'_> {
         let basis = entry.matched().map(|(_, _, basis)| basis);
         entry.verdict = match (basis, self.scope) {
             (Some(TrustBasis::AuthorizedKey), _) if fields.public_key.is_some() => {
-                tracing::info!(subject = %fields.subject, "certificate key is in the user's authorized files; no chain validation");
+                tracing::info!(id = "auth.certificate.authorized_key", subject = %fields.subject, "certificate key is in the user's authorized files; no chain validation");
                 Verdict::AuthorizedKey
             }
             (Some(TrustBasis::AuthorizedKey), _) => {
@@ -294,11 +294,11 @@ impl Step<'_> {
             self.deadline,
         ) {
             Ok(validated) => {
-                tracing::debug!(%subject, "certificate valid");
+                tracing::debug!(id = "auth.certificate.valid", %subject, "certificate valid");
                 Verdict::Valid(Box::new(validated))
             }
             Err(rejection) => {
-                tracing::warn!(%subject, token = %certificate.token.describe(), reason = %rejection, "certificate rejected");
+                tracing::warn!(id = "auth.certificate.rejected", %subject, token = %certificate.token.describe(), reason = %rejection, "certificate rejected");
                 Verdict::Rejected(rejection)
             }
         }
@@ -317,7 +317,7 @@ impl Step<'_> {
         let key = match &bare.key {
             Ok(key) => key,
             Err(error) => {
-                tracing::debug!(token = %bare.token.describe(), label = %bare.label, %error, "public key skipped");
+                tracing::debug!(id = "auth.key.unusable", token = %bare.token.describe(), label = %bare.label, %error, "public key skipped");
                 entry.verdict = Verdict::Unusable(error.clone());
                 return Ok(entry);
             }

@@ -1,5 +1,5 @@
-//! How a login or PIN change fails: the protocol's class of failure, the
-//! specific refusal where that class is too broad, and a message for the log.
+//! How a login or PIN change fails: the protocol's class of failure and a
+//! message for the log.
 
 use std::fmt;
 
@@ -8,33 +8,11 @@ use tessera_ipc::{ConversationError, FailureKind};
 
 use crate::token::{TokenError, TokenIdentity};
 
-/// Refusals the protocol has no class of its own for: each travels as
-/// [`FailureKind::WrongPin`] (PAM_AUTH_ERR, as docs/pam.md's table says) but
-/// is not one, and says which it is here and in the log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
-    /// The answer to the certificate choice was not one of the numbers offered.
-    InvalidChoice,
-    /// `pin_source = "use_first_pass"`, and no earlier module set PAM_AUTHTOK.
-    MissingAuthtok,
-}
-
-impl Refusal {
-    /// The class of failure the PAM module maps to a code.
-    pub fn kind(self) -> FailureKind {
-        match self {
-            Refusal::InvalidChoice | Refusal::MissingAuthtok => FailureKind::WrongPin,
-        }
-    }
-}
-
 /// A failed authentication: its class and a message for the log.
 #[derive(Debug, Clone)]
 pub struct AuthFailure {
     /// The class of failure, which the PAM module turns into a code.
     pub kind: FailureKind,
-    /// The specific refusal, when `kind` is the nearest class and not the thing itself.
-    pub refusal: Option<Refusal>,
     /// What happened, for the log (never contains the PIN).
     pub message: String,
 }
@@ -43,15 +21,6 @@ impl AuthFailure {
     pub(crate) fn new(kind: FailureKind, message: impl Into<String>) -> Self {
         Self {
             kind,
-            refusal: None,
-            message: message.into(),
-        }
-    }
-
-    pub(crate) fn refused(refusal: Refusal, message: impl Into<String>) -> Self {
-        Self {
-            kind: refusal.kind(),
-            refusal: Some(refusal),
             message: message.into(),
         }
     }

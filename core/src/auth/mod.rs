@@ -28,7 +28,7 @@ use crate::token::TokenBackend;
 
 pub use candidate::TrustBasis;
 pub use discover::{discover, Examined, Object, Scope, Verdict};
-pub use failure::{AuthFailure, Refusal};
+pub use failure::AuthFailure;
 pub use request::{AuthRequest, AuthSuccess};
 pub use tessera_ipc::{Conversation, ConversationError, FailureKind, Secret};
 pub use tokens::{load_module, matching_tokens, BareKeys, TokenObjects};
@@ -41,10 +41,14 @@ pub fn authenticate(
 ) -> Result<AuthSuccess, AuthFailure> {
     let store = TrustStore::load(&config.ca_paths)
         .map_err(|error| AuthFailure::new(FailureKind::Config, error.to_string()))?;
-    tracing::debug!(anchors = store.len(), "trust anchors loaded");
+    tracing::debug!(
+        id = "auth.anchors.loaded",
+        anchors = store.len(),
+        "trust anchors loaded"
+    );
 
     let module = load_module(config)?;
-    tracing::debug!(module = %config.pkcs11_module.display(), "PKCS#11 module loaded");
+    tracing::debug!(id = "auth.token.module_loaded", module = %config.pkcs11_module.display(), "PKCS#11 module loaded");
     authenticate_with(config, &store, &module, request, conversation)
 }
 
@@ -57,7 +61,11 @@ pub fn authenticate_with(
     conversation: &mut dyn Conversation,
 ) -> Result<AuthSuccess, AuthFailure> {
     let tokens = tokens::find_tokens(backend, config, request.policy, conversation)?;
-    tracing::debug!(count = tokens.len(), "tokens present");
+    tracing::debug!(
+        id = "auth.token.listed",
+        count = tokens.len(),
+        "tokens present"
+    );
     if tokens.is_empty() {
         return Err(AuthFailure::new(
             FailureKind::NoToken,

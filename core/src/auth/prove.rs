@@ -7,7 +7,7 @@ use std::fmt;
 use tessera_ipc::{Conversation, FailureKind, Secret};
 
 use super::candidate::{Candidate, Proof};
-use super::failure::{login_failure, AuthFailure, Refusal};
+use super::failure::{login_failure, AuthFailure};
 use super::request::AuthRequest;
 use crate::challenge::{Challenge, KeyAlgorithm};
 use crate::policy::PinSource;
@@ -54,7 +54,7 @@ pub(crate) fn prove_possession(
             conversation,
         )?)
     };
-    tracing::debug!(token = %token.describe(), "logged in to the token");
+    tracing::debug!(id = "auth.token.logged_in", token = %token.describe(), "logged in to the token");
 
     let proof_failed = |error: &dyn fmt::Display| {
         AuthFailure::new(
@@ -72,7 +72,11 @@ pub(crate) fn prove_possession(
     let signature = session
         .sign(candidate.id, &mechanism, &input)
         .map_err(|error| proof_failed(&error))?;
-    tracing::debug!(bytes = signature.len(), "token signed the challenge");
+    tracing::debug!(
+        id = "auth.proof.signed",
+        bytes = signature.len(),
+        "token signed the challenge"
+    );
     match &candidate.proof {
         Proof::Certificate { validated, .. } => {
             algorithm.verify(validated.end_entity(), &challenge, &signature)
@@ -80,7 +84,7 @@ pub(crate) fn prove_possession(
         Proof::Key(key) => algorithm.verify_with_key(key, &challenge, &signature),
     }
     .map_err(|error| proof_failed(&error))?;
-    tracing::debug!(token = %token.describe(), ?algorithm, "challenge signature verified");
+    tracing::debug!(id = "auth.proof.verified", token = %token.describe(), ?algorithm, "challenge signature verified");
     Ok(pin)
 }
 
@@ -106,7 +110,7 @@ fn log_in_with_pin(
     let first_pass = match request.policy.pin_source {
         PinSource::Prompt => None,
         PinSource::UseFirstPass | PinSource::TryFirstPass if counter_low => {
-            tracing::info!(token = %token.describe(), "the PIN retry counter is low; asking for the PIN instead of trying PAM_AUTHTOK");
+            tracing::info!(id = "auth.pin.counter_low", token = %token.describe(), "the PIN retry counter is low; asking for the PIN instead of trying PAM_AUTHTOK");
             None
         }
         PinSource::UseFirstPass | PinSource::TryFirstPass => request
@@ -121,7 +125,7 @@ fn log_in_with_pin(
                 if failure.kind == FailureKind::WrongPin
                     && request.policy.pin_source == PinSource::TryFirstPass =>
             {
-                tracing::info!(token = %token.describe(), "PAM_AUTHTOK is not the PIN; asking for it");
+                tracing::info!(id = "auth.pin.authtok_rejected", token = %token.describe(), "PAM_AUTHTOK is not the PIN; asking for it");
             }
             Err(failure) => {
                 report_login_failure(&failure, token, conversation)?;
@@ -129,8 +133,8 @@ fn log_in_with_pin(
             }
         }
     } else if request.policy.pin_source == PinSource::UseFirstPass && !counter_low {
-        return Err(AuthFailure::refused(
-            Refusal::MissingAuthtok,
+        return Err(AuthFailure::new(
+            FailureKind::MissingAuthtok,
             "pin_source = \"use_first_pass\" but no earlier module set PAM_AUTHTOK",
         ));
     }

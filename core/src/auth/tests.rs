@@ -7,7 +7,7 @@ use zeroize::Zeroizing;
 
 use super::candidate::{Candidate, Proof};
 use super::choose::choose;
-use super::failure::{AuthFailure, Refusal};
+use super::failure::AuthFailure;
 use super::prove::prove_possession;
 use super::request::AuthRequest;
 use super::scripted_conversation::{error, info, secret, visible, ScriptedConversation, Step};
@@ -115,12 +115,7 @@ fn an_answer_outside_the_list_is_an_invalid_choice_not_a_wrong_pin() {
             error("Invalid choice"),
         ]);
         let failure = choose(candidates, &mut conversation).err().unwrap();
-        assert_eq!(failure.refusal, Some(Refusal::InvalidChoice), "{answer:?}");
-        assert_eq!(
-            failure.kind,
-            FailureKind::WrongPin,
-            "PAM_AUTH_ERR on the wire"
-        );
+        assert_eq!(failure.kind, FailureKind::InvalidChoice, "{answer:?}");
         assert!(
             !failure.message.contains(answer) || answer.is_empty(),
             "the answer is not logged"
@@ -304,16 +299,7 @@ fn use_first_pass_without_an_authtok_is_a_missing_authtok_and_asks_nothing() {
         let failure = prove(&tokens, &request(&policy, authtok), [])
             .err()
             .unwrap();
-        assert_eq!(
-            failure.refusal,
-            Some(Refusal::MissingAuthtok),
-            "{authtok:?}"
-        );
-        assert_eq!(
-            failure.kind,
-            FailureKind::WrongPin,
-            "PAM_AUTH_ERR on the wire"
-        );
+        assert_eq!(failure.kind, FailureKind::MissingAuthtok, "{authtok:?}");
         assert!(tokens.calls().is_empty());
     }
 }
@@ -330,5 +316,4 @@ fn use_first_pass_with_a_wrong_authtok_fails_without_asking() {
     .err()
     .unwrap();
     assert_eq!(failure.kind, FailureKind::WrongPin);
-    assert_eq!(failure.refusal, None);
 }

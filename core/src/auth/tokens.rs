@@ -44,7 +44,7 @@ pub fn matching_tokens(
             .filter(|token| {
                 let wanted = filter.matches(token);
                 if !wanted {
-                    tracing::debug!(token = %token.describe(), %filter, "token does not match pkcs11.token; skipped");
+                    tracing::debug!(id = "auth.token.filtered_out", token = %token.describe(), %filter, "token does not match pkcs11.token; skipped");
                 }
                 wanted
             })
@@ -133,11 +133,11 @@ impl TokenObjects {
         for token in tokens {
             match backend.certificates(token) {
                 Ok(found) => {
-                    tracing::debug!(token = %token.describe(), count = found.len(), "certificates found");
+                    tracing::debug!(id = "auth.token.certificates_found", token = %token.describe(), count = found.len(), "certificates found");
                     objects.certificates.extend(found);
                 }
                 Err(error) => {
-                    tracing::warn!(token = %token.describe(), %error, "cannot read certificates; token skipped");
+                    tracing::warn!(id = "auth.token.certificates_unreadable", token = %token.describe(), %error, "cannot read certificates; token skipped");
                     objects.unreadable.push((token.clone(), error));
                 }
             }
@@ -156,7 +156,7 @@ impl TokenObjects {
                     }))
                 }
                 Err(error) => {
-                    tracing::warn!(token = %token.describe(), %error, "cannot read public keys; token skipped");
+                    tracing::warn!(id = "auth.token.keys_unreadable", token = %token.describe(), %error, "cannot read public keys; token skipped");
                     objects.unreadable.push((token.clone(), error));
                 }
             }

@@ -30,20 +30,20 @@ impl Cache {
                 .mode(0o755)
                 .create(dir)
             {
-                tracing::warn!(dir = %dir.display(), %error, "cannot create the revocation cache; not caching");
+                tracing::warn!(id = "auth.revocation.cache_create_failed", dir = %dir.display(), %error, "cannot create the revocation cache; not caching");
                 return None;
             }
         }
         if let Err(error) = filetrust::check_trusted_path(dir) {
             if root {
-                tracing::warn!(%error, "revocation cache not used");
+                tracing::warn!(id = "auth.revocation.cache_unused", %error, "revocation cache not used");
             } else {
-                tracing::debug!(%error, "revocation cache not used (unprivileged)");
+                tracing::debug!(id = "auth.revocation.cache_unused_unprivileged", %error, "revocation cache not used (unprivileged)");
             }
             return None;
         }
         if !root {
-            tracing::debug!(dir = %dir.display(), "unprivileged: revocation cache is read-only");
+            tracing::debug!(id = "auth.revocation.cache_read_only", dir = %dir.display(), "unprivileged: revocation cache is read-only");
         }
         Some(Self {
             dir: dir.to_owned(),
@@ -60,7 +60,7 @@ impl Cache {
         let file = match filetrust::open_trusted_file(&path) {
             Ok(file) => file,
             Err(error) => {
-                tracing::debug!(%error, "cache entry skipped");
+                tracing::debug!(id = "auth.revocation.cache_entry_untrusted", %error, "cache entry skipped");
                 return None;
             }
         };
@@ -68,11 +68,11 @@ impl Cache {
         match file.take(max_bytes + 1).read_to_end(&mut bytes) {
             Ok(_) if bytes.len() as u64 <= max_bytes => Some(bytes),
             Ok(_) => {
-                tracing::debug!(path = %path.display(), max_bytes, "cache entry too large; skipped");
+                tracing::debug!(id = "auth.revocation.cache_entry_too_large", path = %path.display(), max_bytes, "cache entry too large; skipped");
                 None
             }
             Err(error) => {
-                tracing::debug!(path = %path.display(), %error, "cache entry unreadable; skipped");
+                tracing::debug!(id = "auth.revocation.cache_entry_unreadable", path = %path.display(), %error, "cache entry unreadable; skipped");
                 None
             }
         }
@@ -83,6 +83,7 @@ impl Cache {
     pub fn remove(&self, name: &str) {
         if !self.writable {
             tracing::debug!(
+                id = "auth.revocation.cache_evict_skipped",
                 name,
                 "unprivileged: not evicting the revocation cache entry"
             );
@@ -93,7 +94,7 @@ impl Cache {
             Ok(()) => {}
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
             Err(error) => {
-                tracing::warn!(path = %path.display(), %error, "cannot evict the revocation cache entry")
+                tracing::warn!(id = "auth.revocation.cache_evict_failed", path = %path.display(), %error, "cannot evict the revocation cache entry")
             }
         }
     }
@@ -101,7 +102,11 @@ impl Cache {
     /// Stores `bytes` as `name`, atomically; failures are logged, not returned.
     pub fn write(&self, name: &str, bytes: &[u8]) {
         if !self.writable {
-            tracing::debug!(name, "unprivileged: not writing the revocation cache");
+            tracing::debug!(
+                id = "auth.revocation.cache_write_skipped",
+                name,
+                "unprivileged: not writing the revocation cache"
+            );
             return;
         }
         let target = self.dir.join(name);
@@ -120,7 +125,7 @@ impl Cache {
         if let Err(error) = written {
             // Best effort: a stale temporary would block the next write.
             let _ = fs::remove_file(&temporary);
-            tracing::warn!(path = %target.display(), %error, "cannot write the revocation cache");
+            tracing::warn!(id = "auth.revocation.cache_write_failed", path = %target.display(), %error, "cannot write the revocation cache");
         }
     }
 }

@@ -160,6 +160,7 @@ pub(super) fn find_path(
     };
     if time != now {
         tracing::info!(
+            id = "auth.chain.clock_skew_tolerated",
             checked_at = %format_time(time),
             "certificate validity accepted within the clock skew tolerance"
         );

@@ -174,7 +174,7 @@ pub fn load_local(paths: &[PathBuf], max_bytes: u64) -> LocalCrls {
     for path in paths {
         if path.is_dir() {
             if let Err(error) = filetrust::check_trusted_path(path) {
-                tracing::error!(%error, "CRL directory not used");
+                tracing::error!(id = "auth.crl.dir_untrusted", %error, "CRL directory not used");
                 local
                     .problems
                     .push(format!("CRL directory not used: {error}"));
@@ -199,7 +199,7 @@ pub fn load_local(paths: &[PathBuf], max_bytes: u64) -> LocalCrls {
                     files.extend(found);
                 }
                 Err(error) => {
-                    tracing::error!(path = %path.display(), %error, "cannot read CRL directory");
+                    tracing::error!(id = "auth.crl.dir_unreadable", path = %path.display(), %error, "cannot read CRL directory");
                     local
                         .problems
                         .push(format!("{}: cannot read: {error}", path.display()));
@@ -213,7 +213,7 @@ pub fn load_local(paths: &[PathBuf], max_bytes: u64) -> LocalCrls {
         match read_crl_file(&file, max_bytes) {
             Ok(found) => local.documents.extend(found),
             Err(error) => {
-                tracing::error!("CRL file not used: {error}");
+                tracing::error!(id = "auth.crl.file_unusable", "CRL file not used: {error}");
                 local.problems.push(format!("CRL file not used: {error}"));
             }
         }
@@ -265,7 +265,7 @@ pub fn distribution_point_urls(certificate: &Certificate) -> Vec<String> {
         Ok(Some(points)) => points.0,
         Ok(None) => return Vec::new(),
         Err(error) => {
-            tracing::warn!(%error, "malformed CRL distribution points ignored");
+            tracing::warn!(id = "auth.crl.distribution_points_malformed", %error, "malformed CRL distribution points ignored");
             return Vec::new();
         }
     };

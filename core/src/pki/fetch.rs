@@ -94,6 +94,7 @@ pub fn fetch(
         .read_to_vec()
         .map_err(|error| failed(describe(error, timeout)))?;
     tracing::debug!(
+        id = "auth.revocation.fetched",
         url,
         bytes = bytes.len(),
         millis = started.elapsed().as_millis() as u64,

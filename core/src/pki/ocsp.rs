@@ -138,10 +138,12 @@ pub fn check(context: &Context<'_>, target: Target<'_>) -> Result<(Verified, Str
     {
         match verify_response(&cached, &cert_id, None, target, context) {
             Ok(verified) => {
-                tracing::debug!(url, "OCSP response from the cache");
+                tracing::debug!(id = "auth.ocsp.cached", url, "OCSP response from the cache");
                 return Ok((verified, format!("OCSP responder {url} (cached)")));
             }
-            Err(failure) => tracing::debug!(url, %failure, "cached OCSP response not used"),
+            Err(failure) => {
+                tracing::debug!(id = "auth.ocsp.cache_rejected", url, %failure, "cached OCSP response not used")
+            }
         }
     }
     let nonce = if context.policy.nonce {

@@ -120,7 +120,7 @@ pub fn check(
                     match ocsp::check(&context, target) {
                         Ok((verified, source)) => match verified.answer {
                             Answer::Good => {
-                                tracing::debug!(who = %level.who(), %source, "OCSP: good");
+                                tracing::debug!(id = "auth.ocsp.good", who = %level.who(), %source, "OCSP: good");
                                 answered = true;
                                 break;
                             }
@@ -140,12 +140,12 @@ pub fn check(
                             }
                         },
                         Err(Failure::Unavailable(why)) => {
-                            tracing::info!(who = %level.who(), "OCSP unavailable: {why}");
+                            tracing::info!(id = "auth.ocsp.unavailable", who = %level.who(), "OCSP unavailable: {why}");
                             allowed &= policy.ocsp.soft_fail;
                             failures.push(why);
                         }
                         Err(Failure::Invalid(why)) => {
-                            tracing::warn!(who = %level.who(), "OCSP response rejected: {why}");
+                            tracing::warn!(id = "auth.ocsp.rejected", who = %level.who(), "OCSP response rejected: {why}");
                             invalid = true;
                             failures.push(why);
                         }
@@ -163,12 +163,12 @@ pub fn check(
                             break;
                         }
                         Err(NoCrl { why, forged: true }) => {
-                            tracing::warn!(who = %level.who(), "CRL rejected: {why}");
+                            tracing::warn!(id = "auth.crl.rejected", who = %level.who(), "CRL rejected: {why}");
                             invalid = true;
                             failures.push(why);
                         }
                         Err(NoCrl { why, forged: false }) => {
-                            tracing::info!(who = %level.who(), "no CRL: {why}");
+                            tracing::info!(id = "auth.crl.missing", who = %level.who(), "no CRL: {why}");
                             allowed &= level.missing_policy(policy) == MissingPolicy::Allow;
                             failures.push(why);
                         }
@@ -190,7 +190,7 @@ pub fn check(
                     why: summary,
                 });
             }
-            tracing::warn!(who = %level.who(), "revocation status unknown, allowed by policy: {summary}");
+            tracing::warn!(id = "auth.revocation.unknown_allowed", who = %level.who(), "revocation status unknown, allowed by policy: {summary}");
         }
     }
     plan.documents
@@ -276,21 +276,29 @@ fn find_crls(
                 match CrlDocument::parse(bytes, format!("{url} (cached)")) {
                     Ok(document) if usable(&document).is_ok() => match verify(&document) {
                         Ok(()) => {
-                            tracing::debug!(url, "CRL from the cache");
+                            tracing::debug!(id = "auth.crl.cached", url, "CRL from the cache");
                             return Ok(vec![document]);
                         }
                         Err(why) => {
-                            tracing::warn!(url, "cached CRL evicted: {why}");
+                            tracing::warn!(
+                                id = "auth.crl.cache_evicted",
+                                url,
+                                "cached CRL evicted: {why}"
+                            );
                             if let Some(cache) = cache {
                                 cache.remove(&name);
                             }
                         }
                     },
                     Ok(_) => {
-                        tracing::debug!(url, "cached CRL is stale or not for this certificate")
+                        tracing::debug!(
+                            id = "auth.crl.cache_stale",
+                            url,
+                            "cached CRL is stale or not for this certificate"
+                        )
                     }
                     Err(error) => {
-                        tracing::debug!(url, %error, "cached CRL not used; evicted");
+                        tracing::debug!(id = "auth.crl.cache_malformed", url, %error, "cached CRL not used; evicted");
                         if let Some(cache) = cache {
                             cache.remove(&name);
                         }

@@ -168,7 +168,7 @@ impl Pkcs11Module {
                 Ok(Some(token)) => tokens.push(token),
                 // A token pulled between the slot list and this call is simply gone.
                 Err(error) if error.token_gone() => {
-                    tracing::debug!(slot = slot.id(), %error, "token vanished while listing")
+                    tracing::debug!(id = "auth.token.vanished", slot = slot.id(), %error, "token vanished while listing")
                 }
                 Err(error) => return Err(error),
             }
@@ -205,6 +205,7 @@ impl Pkcs11Module {
         for handle in session.iter_objects_with_cache_size(&template, cache)? {
             if handles.len() == MAX_CERTIFICATES_PER_TOKEN {
                 tracing::warn!(
+                    id = "auth.token.too_many_certificates",
                     token = %token.describe(),
                     "token holds more than {MAX_CERTIFICATES_PER_TOKEN} certificates; ignoring the rest"
                 );
@@ -222,6 +223,7 @@ impl Pkcs11Module {
             });
             if oversized {
                 tracing::warn!(
+                    id = "auth.token.certificate_too_large",
                     token = %token.describe(),
                     "certificate object larger than {MAX_CERTIFICATE_SIZE} bytes; skipped"
                 );
@@ -252,7 +254,7 @@ impl Pkcs11Module {
                 }
             }
             if certificate.der.is_empty() {
-                tracing::debug!(token = %token.describe(), "certificate object without a value; skipped");
+                tracing::debug!(id = "auth.token.certificate_empty", token = %token.describe(), "certificate object without a value; skipped");
                 continue;
             }
             certificates.push(certificate);
@@ -303,7 +305,7 @@ impl Pkcs11Module {
             .map_err(|error| UnblockError::Puk(error.into()))?;
         let initialised = session.init_pin(&auth_pin(new));
         if let Err(error) = session.logout() {
-            tracing::debug!(%error, "C_Logout after the PIN unblock failed");
+            tracing::debug!(id = "auth.token.logout_failed", %error, "C_Logout after the PIN unblock failed");
         }
         initialised.map_err(|error| UnblockError::NewPin(error.into()))
     }
@@ -317,6 +319,7 @@ impl Pkcs11Module {
         for handle in session.iter_objects_with_cache_size(&template, cache)? {
             if handles.len() == MAX_CERTIFICATES_PER_TOKEN {
                 tracing::warn!(
+                    id = "auth.token.too_many_keys",
                     token = %token.describe(),
                     "token holds more than {MAX_CERTIFICATES_PER_TOKEN} public keys; ignoring the rest"
                 );
@@ -343,6 +346,7 @@ impl Pkcs11Module {
             });
             if oversized {
                 tracing::warn!(
+                    id = "auth.token.key_too_large",
                     token = %token.describe(),
                     "public-key attribute larger than {MAX_PUBLIC_KEY_ATTRIBUTE} bytes; key skipped"
                 );
@@ -383,7 +387,7 @@ impl Drop for Pkcs11Module {
         if let Some(context) = self.context.take() {
             if self.finalize_on_drop {
                 if let Err(error) = context.finalize() {
-                    tracing::debug!(%error, "C_Finalize failed");
+                    tracing::debug!(id = "auth.token.finalize_failed", %error, "C_Finalize failed");
                 }
             }
         }
@@ -408,7 +412,10 @@ impl Pkcs11Session {
         match self.session.login(UserType::User, auth_pin.as_ref()) {
             Ok(()) => {}
             Err(CryptokiError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {
-                tracing::debug!("token already logged in; logging out to verify the PIN");
+                tracing::debug!(
+                    id = "auth.token.already_logged_in",
+                    "token already logged in; logging out to verify the PIN"
+                );
                 self.session.logout()?;
                 self.session.login(UserType::User, auth_pin.as_ref())?;
             }
@@ -454,7 +461,7 @@ impl Drop for Pkcs11Session {
     fn drop(&mut self) {
         if self.logged_in {
             if let Err(error) = self.session.logout() {
-                tracing::debug!(%error, "C_Logout failed");
+                tracing::debug!(id = "auth.token.logout_failed", %error, "C_Logout failed");
             }
         }
     }

@@ -27,7 +27,8 @@ use x509_cert::ext::pkix::name::GeneralName;
 use x509_cert::ext::pkix::SubjectAltName;
 use x509_cert::Certificate;
 
-use super::{eku_oid, key_usage_name, oid_name, regex};
+use super::names::{eku_oid, key_usage_name, oid_name};
+use super::pattern::regex;
 use crate::certificate::CertificateFields;
 use crate::dn::{Dn, DnStyle};
 

@@ -1,6 +1,7 @@
 //! A scratch login environment: SoftHSM tokens, a test CA, a tessera config,
 //! PAM service files and fake users (nss_wrapper), driven through real libpam
-//! by `tessera-pam-harness`.
+//! by `tessera-pam-harness`, whose output is a [`PamRun`]
+//! (`login/pam_run.rs`).
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -13,6 +14,9 @@ use crate::bins::{artefact, pam_module};
 use crate::pki::{TestCa, UserCert};
 use crate::run;
 use crate::softhsm::{KeyType, SoftHsm, SOFTHSM_MODULE};
+
+mod pam_run;
+pub use pam_run::PamRun;
 
 /// The PAM service the rig writes.
 pub const SERVICE: &str = "tessera-test";
@@ -513,103 +517,5 @@ impl LoginRig {
     /// `pam_authenticate` as `user` with the PIN answers given.
     pub fn authenticate(&self, user: Option<&str>, answers: &[&str]) -> PamRun {
         self.pam(user, answers, &["authenticate"])
-    }
-}
-
-/// What one harness run printed.
-#[derive(Debug)]
-pub struct PamRun {
-    /// JSON events: messages, results, the final PAM_USER.
-    pub events: Vec<Value>,
-    /// The module's log (it logs to stderr in the rig).
-    pub log: String,
-}
-
-impl PamRun {
-    /// Parses the harness's stdout (JSON lines) and keeps its stderr as the log.
-    pub fn parse(stdout: &[u8], stderr: &[u8]) -> Self {
-        let events = String::from_utf8_lossy(stdout)
-            .lines()
-            .map(|line| {
-                serde_json::from_str(line).unwrap_or_else(|_| panic!("harness printed {line:?}"))
-            })
-            .collect();
-        PamRun {
-            events,
-            log: String::from_utf8_lossy(stderr).into_owned(),
-        }
-    }
-
-    /// The result name (e.g. `PAM_SUCCESS`) of operation `op`.
-    pub fn result(&self, op: &str) -> String {
-        self.events
-            .iter()
-            .find(|event| event["event"] == "result" && event["op"] == op)
-            .and_then(|event| event["name"].as_str())
-            .unwrap_or_else(|| panic!("no result for {op}: {self}"))
-            .to_owned()
-    }
-
-    /// Microseconds operation `op` took.
-    pub fn micros(&self, op: &str) -> u64 {
-        self.events
-            .iter()
-            .find(|event| event["event"] == "result" && event["op"] == op)
-            .and_then(|event| event["micros"].as_u64())
-            .unwrap_or_else(|| panic!("no timing for {op}: {self}"))
-    }
-
-    /// PAM_USER after the run.
-    pub fn user(&self) -> Option<String> {
-        self.events
-            .iter()
-            .find(|event| event["event"] == "user")
-            .and_then(|event| event["user"].as_str())
-            .map(str::to_owned)
-    }
-
-    /// PAM_AUTHTOK as pam_wrapper's `pam_get_items.so` exported it into the
-    /// PAM environment (applications cannot read the item themselves).
-    pub fn authtok(&self) -> Option<String> {
-        self.env()
-            .iter()
-            .find_map(|var| var.strip_prefix("PAM_AUTHTOK=").map(str::to_owned))
-    }
-
-    /// The PAM environment after the run, as NAME=VALUE strings.
-    pub fn env(&self) -> Vec<String> {
-        self.events
-            .iter()
-            .find(|event| event["event"] == "env")
-            .and_then(|event| event["vars"].as_array())
-            .map(|vars| {
-                vars.iter()
-                    .filter_map(|var| var.as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    /// Conversation messages as (style, text).
-    pub fn messages(&self) -> Vec<(String, String)> {
-        self.events
-            .iter()
-            .filter(|event| event["event"] == "message")
-            .map(|event| {
-                (
-                    event["style"].as_str().unwrap_or_default().to_owned(),
-                    event["text"].as_str().unwrap_or_default().to_owned(),
-                )
-            })
-            .collect()
-    }
-}
-
-impl std::fmt::Display for PamRun {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        for event in &self.events {
-            writeln!(f, "{event}")?;
-        }
-        write!(f, "--- module log ---\n{}", self.log)
     }
 }

@@ -2,7 +2,8 @@
 //! (`fuzz/material/`) still reach deep into the parsers: each seed is
 //! accepted by the code its target fuzzes, so a fuzz run starts from valid
 //! certificates, CRLs, OCSP answers, configs and card sessions rather than
-//! from noise. Regenerate with `tessera-fuzz-seeds fuzz` when this fails
+//! from noise. Regenerate with `cargo run -p tessera-tools --bin
+//! tessera-fuzz-seeds -- fuzz` (tools/src/bin/fuzz_seeds.rs) when this fails
 //! after a format change.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 

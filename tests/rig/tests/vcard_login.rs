@@ -180,6 +180,38 @@ fn waiting_for_a_card_returns_as_soon_as_it_is_inserted() {
     assert!(run.micros("authenticate") < 30_000_000, "{run}");
 }
 
+/// GDM starts its smart-card service the moment gsd-smartcard sees the
+/// card, while OpenSC may not list the token yet: the wait must notice
+/// the token without another reader event.
+#[test]
+fn a_card_inserted_just_before_the_login_is_found_without_another_reader_event() {
+    let card = card_rig(CardKey::P256, 3);
+    let config = card
+        .rig
+        .default_config()
+        .replace(tessera_testrig::softhsm::SOFTHSM_MODULE, OPENSC_PKCS11)
+        .replace("[pki]", "[auth]\nwait_for_card = \"60s\"\n[pki]");
+    card.rig.write_config(&config);
+    // The login starts 0, 100 and 200 ms after the insertion.
+    for attempt in 0..3 {
+        card.card.pull().unwrap();
+        card.pcscd.wait_card(0, false, PCSC_TIMEOUT).unwrap();
+        card.card.insert().unwrap();
+        std::thread::sleep(Duration::from_millis(100 * attempt));
+        let run = card.rig.authenticate(Some("alice"), &[PIN]);
+        assert_eq!(
+            run.result("authenticate"),
+            "PAM_SUCCESS",
+            "attempt {attempt}: {run}"
+        );
+        // Far from the 60 s deadline: no reader event came after the start.
+        assert!(
+            run.micros("authenticate") < 30_000_000,
+            "attempt {attempt}: {run}"
+        );
+    }
+}
+
 #[test]
 fn the_card_pin_is_changed_through_pam() {
     let card = card_rig(CardKey::P256, 3);

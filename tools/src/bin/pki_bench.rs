@@ -1,7 +1,7 @@
 //! Validation cost per login: tessera's `pki::validate` next to `openssl`
 //! doing the same work, in the same run, against the rig's PKI.
 //!
-//! `cargo run -p tessera-testrig --bin tessera-pki-bench` (as root: the
+//! `cargo run -p tessera-tools --bin tessera-pki-bench` (as root: the
 //! trust anchors must be root-owned). Prints min/median/p90 in ms.
 #![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)]
 

@@ -3,9 +3,9 @@
 //! PKI's certificates, CRLs and OCSP responses, configs, session bindings,
 //! PKCS#11 URIs, durations and APDU sequences.
 //!
-//! Usage: `tessera-fuzz-seeds fuzz` from the workspace root. The committed
-//! output is what the fuzz targets and `tests/fuzz_seeds.rs` expect, so
-//! regenerate both together.
+//! Usage, from the workspace root: `cargo run -p tessera-tools --bin
+//! tessera-fuzz-seeds -- fuzz`. The committed output is what the fuzz targets
+//! and `tests/rig/tests/fuzz_seeds.rs` expect, so regenerate both together.
 // A generator run by hand: a failure is a panic with its reason.
 #![allow(clippy::expect_used)]
 
@@ -252,7 +252,7 @@ fn texts(seeds: &Path) {
     write(
         &config,
         "example.toml",
-        include_bytes!("../../../../etc/tessera.toml"),
+        include_bytes!("../../../etc/tessera.toml"),
     );
     write(
         &config,
