@@ -14,6 +14,7 @@ use tessera_core::pki::TrustStore;
 use tessera_core::token::Pkcs11Module;
 use tessera_mappers::{
     certificate_der, CertificateFields, Mapping, MappingInput, Outcome, PublicKey, TokenInfo,
+    TrustBasis,
 };
 
 /// What `tessera map` was asked.
@@ -173,11 +174,7 @@ fn render(item: &Explained) -> String {
         text.push_str(&format!("{step}\n"));
     }
     text.push_str(&match &item.mapping.outcome {
-        Outcome::Matched {
-            rule,
-            users,
-            key_only,
-        } => format!(
+        Outcome::Matched { rule, users, basis } => format!(
             "result: maps to {} by rule \"{rule}\"{}{}\n",
             users.join(", "),
             if users.len() > 1 {
@@ -185,20 +182,20 @@ fn render(item: &Explained) -> String {
             } else {
                 ""
             },
-            if *key_only {
+            if *basis == TrustBasis::AuthorizedKey {
                 "; key match only, no chain validation"
             } else {
                 ""
             }
         ),
         Outcome::NoMatch => "result: no rule maps it\n".to_owned(),
-        Outcome::Error {
-            rule,
-            message,
-            unavailable,
-        } => format!(
-            "result: error in rule \"{rule}\"{}: {message}\n",
-            if *unavailable { " (unavailable)" } else { "" }
+        Outcome::Error { rule, error } => format!(
+            "result: error in rule \"{rule}\"{}: {error}\n",
+            if error.is_unavailable() {
+                " (unavailable)"
+            } else {
+                ""
+            }
         ),
     });
     text

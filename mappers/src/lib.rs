@@ -42,7 +42,7 @@ pub use public_key::{KeyError, PublicKey};
 pub use rule::{
     map_certificate, Accounts, CacheFallback, Lookup, Mapping, MappingContext, MappingInput,
     OpenError, OpenTrusted, Outcome, Refusal, RefusalReason, Rule, RuleConfig, RuleError,
-    RuleTrace, SourceError, Verdict,
+    RuleTrace, SourceError, TrustBasis, Verdict,
 };
 pub use template::{escape_filter_value, Template, TemplateError};
 pub use username::{validate_username, UsernameError};

@@ -378,8 +378,7 @@ fn broken_mapfile_stops_mapping_with_file_and_line() {
     ));
     match &mapping.outcome {
         Outcome::Error {
-            message: SourceError::MapFile(MapFileError::NotKeyAndUser { path, line: 2 }),
-            unavailable: false,
+            error: SourceError::MapFile(MapFileError::NotKeyAndUser { path, line: 2 }),
             ..
         } => assert_eq!(path, &file),
         other => panic!("{other:?}"),
@@ -396,9 +395,8 @@ fn a_missing_mapfile_is_an_error_naming_it_not_a_miss() {
         matches!(
             &mapping.outcome,
             Outcome::Error {
-                message: SourceError::MapFile(MapFileError::Open { path, .. }),
-                unavailable: false,
-                ..
+                error: SourceError::MapFile(MapFileError::Open { path, .. }),
+                    ..
             } if path == &file
         ),
         "{mapping:#?}"

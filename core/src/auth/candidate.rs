@@ -6,28 +6,7 @@ use tessera_mappers::PublicKey;
 use crate::pki::ValidatedCertificate;
 use crate::token::TokenIdentity;
 
-/// What a mapping rule vouches for, and so which check the login relies on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TrustBasis {
-    /// The certificate: it must chain to a trusted CA, be within its
-    /// validity period and not be revoked.
-    CertificateChain,
-    /// The public key alone, listed in the user's authorized files: no chain
-    /// validation applies (DESIGN.md: keys without certificates).
-    AuthorizedKey,
-}
-
-impl TrustBasis {
-    /// The basis of a mapping rule's match; `key_only` is the mappers' word
-    /// for a match on an authorized file.
-    pub(crate) fn of_match(key_only: bool) -> Self {
-        if key_only {
-            TrustBasis::AuthorizedKey
-        } else {
-            TrustBasis::CertificateChain
-        }
-    }
-}
+pub use tessera_mappers::TrustBasis;
 
 /// How possession of the key is proven and checked.
 pub(crate) enum Proof<'a> {

@@ -123,11 +123,7 @@ impl Examined<'_> {
     /// The users and rule of a match, with what the rule vouches for.
     fn matched(&self) -> Option<(&[String], &str, TrustBasis)> {
         match &self.mapping.as_ref()?.outcome {
-            Outcome::Matched {
-                rule,
-                users,
-                key_only,
-            } => Some((users, rule, TrustBasis::of_match(*key_only))),
+            Outcome::Matched { rule, users, basis } => Some((users, rule, *basis)),
             _ => None,
         }
     }
@@ -159,23 +155,15 @@ pub(crate) fn map_object(
         requested_user: scope.user(),
     };
     let mapping = mapping::map(config, context, &input);
-    if let (
-        Scope::Login { .. },
-        Outcome::Error {
-            rule,
-            message,
-            unavailable,
-        },
-    ) = (scope, &mapping.outcome)
-    {
-        let kind = if *unavailable {
+    if let (Scope::Login { .. }, Outcome::Error { rule, error }) = (scope, &mapping.outcome) {
+        let kind = if error.is_unavailable() {
             FailureKind::MappingUnavailable
         } else {
             FailureKind::Config
         };
         return Err(AuthFailure::new(
             kind,
-            format!("mapping rule \"{rule}\": {message}"),
+            format!("mapping rule \"{rule}\": {error}"),
         ));
     }
     Ok(mapping)

@@ -29,7 +29,9 @@ use crate::username::validate_username;
 
 pub use self::context::{Accounts, MappingContext, MappingInput, OpenError, OpenTrusted};
 pub use self::source_error::{CacheFallback, SourceError};
-pub use self::trace::{Lookup, Mapping, Outcome, Refusal, RefusalReason, RuleTrace, Verdict};
+pub use self::trace::{
+    Lookup, Mapping, Outcome, Refusal, RefusalReason, RuleTrace, TrustBasis, Verdict,
+};
 
 /// One `[[rule]]` table as written in the configuration.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -351,12 +353,15 @@ pub fn map_certificate(
             Verdict::Users { users, .. } => Some(Outcome::Matched {
                 rule: rule.name.clone(),
                 users: users.clone(),
-                key_only: rule.uses_authorized_files(),
+                basis: if rule.uses_authorized_files() {
+                    TrustBasis::AuthorizedKey
+                } else {
+                    TrustBasis::CertificateChain
+                },
             }),
             Verdict::Error { error } => Some(Outcome::Error {
                 rule: rule.name.clone(),
-                message: error.clone(),
-                unavailable: error.is_unavailable(),
+                error: error.clone(),
             }),
             _ => None,
         };

@@ -151,6 +151,17 @@ impl fmt::Display for RuleTrace {
     }
 }
 
+/// What a mapping rule vouches for, and so which check the login relies on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrustBasis {
+    /// The certificate: it must chain to a trusted CA, be within its
+    /// validity period and not be revoked.
+    CertificateChain,
+    /// The public key alone, listed in the user's authorized files: no chain
+    /// validation applies (docs/mapping.md, authorized files).
+    AuthorizedKey,
+}
+
 /// The result of mapping one certificate or key.
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "result", rename_all = "snake_case")]
@@ -161,9 +172,10 @@ pub enum Outcome {
         rule: String,
         /// The users (several: the user chooses, never a silent pick).
         users: Vec<String>,
-        /// The match is on the public key alone (authorized files): no
-        /// chain validation applies.
-        key_only: bool,
+        /// What the rule vouches for (JSON: `key_only`, true for a match
+        /// on the public key alone).
+        #[serde(rename = "key_only", serialize_with = "is_key_only")]
+        basis: TrustBasis,
     },
     /// No rule applied.
     NoMatch,
@@ -171,12 +183,10 @@ pub enum Outcome {
     Error {
         /// The rule.
         rule: String,
-        /// What failed.
-        #[serde(serialize_with = "as_message")]
-        message: SourceError,
-        /// `message.is_unavailable()`, kept as a field for the login
-        /// engine, which matches on it.
-        unavailable: bool,
+        /// What failed (JSON: `message`, and `unavailable` when the source
+        /// could not be reached rather than answered wrong).
+        #[serde(flatten, serialize_with = "as_message_and_availability")]
+        error: SourceError,
     },
 }
 
@@ -200,6 +210,47 @@ impl Mapping {
 }
 
 /// An error serialised as its message.
+fn is_key_only<S: Serializer>(basis: &TrustBasis, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_bool(*basis == TrustBasis::AuthorizedKey)
+}
+
+fn as_message_and_availability<S: Serializer>(
+    error: &SourceError,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeStruct;
+    let mut fields = serializer.serialize_struct("SourceError", 2)?;
+    fields.serialize_field("message", &error.to_string())?;
+    fields.serialize_field("unavailable", &error.is_unavailable())?;
+    fields.end()
+}
+
 fn as_message<S: Serializer>(error: &impl fmt::Display, serializer: S) -> Result<S::Ok, S::Error> {
     serializer.collect_str(error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcomes_keep_their_json_shape() {
+        let matched = Outcome::Matched {
+            rule: "cn".into(),
+            users: vec!["alice".into()],
+            basis: TrustBasis::AuthorizedKey,
+        };
+        assert_eq!(
+            serde_json::to_value(&matched).unwrap(),
+            serde_json::json!({"result": "matched", "rule": "cn", "users": ["alice"], "key_only": true})
+        );
+        let error = Outcome::Error {
+            rule: "ldap".into(),
+            error: SourceError::NoDirectory,
+        };
+        assert_eq!(
+            serde_json::to_value(&error).unwrap(),
+            serde_json::json!({"result": "error", "rule": "ldap", "message": "no [ldap] section", "unavailable": false})
+        );
+    }
 }

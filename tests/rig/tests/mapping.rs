@@ -64,8 +64,7 @@ fn refused_with(mapping: &Mapping, error: impl Fn(&ServerError) -> bool) -> bool
     matches!(
         &mapping.outcome,
         Outcome::Error {
-            message: SourceError::DirectoryRefused(ServerFailure { error: found, .. }),
-            unavailable: false,
+            error: SourceError::DirectoryRefused(ServerFailure { error: found, .. }),
             ..
         } if error(found)
     )
@@ -349,11 +348,10 @@ fn a_hung_server_times_out_and_the_next_one_answers() {
         matches!(
             &mapping.outcome,
             Outcome::Error {
-                message: SourceError::DirectoryUnreachable {
+                error: SourceError::DirectoryUnreachable {
                     failures,
                     cache: CacheFallback::NotConfigured,
                 },
-                unavailable: true,
                 ..
             } if matches!(failures.as_slice(), [ServerFailure { error: ServerError::Unreachable(_), .. }])
         ),
@@ -393,11 +391,10 @@ fn the_cache_stands_in_while_the_directory_is_down_until_it_expires() {
         matches!(
             &mapping.outcome,
             Outcome::Error {
-                message: SourceError::DirectoryUnreachable {
+                error: SourceError::DirectoryUnreachable {
                     cache: CacheFallback::Expired { age: 3601 },
                     ..
                 },
-                unavailable: true,
                 ..
             }
         ),
