@@ -194,11 +194,8 @@ mod tests {
     use super::*;
 
     #[test]
+    #[ignore = "needs root: CA files must be root-owned"]
     fn a_ca_file_over_4_mib_is_refused() {
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!("skipped: CA files must be root-owned");
-            return;
-        }
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bundle.pem");
         std::fs::write(&path, vec![b'\n'; MAX_CA_FILE_SIZE as usize + 1]).unwrap();
