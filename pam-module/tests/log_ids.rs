@@ -9,28 +9,12 @@ use std::path::{Path, PathBuf};
 
 /// The sources (folders or files) whose records reach the log as
 /// `pam_tessera`.
-///
-/// core/src/wait.rs is left out until its records carry IDs (being done
-/// separately); list it here (or replace the core/src entries by
-/// "core/src") then.
 const LOGGING_SOURCES: &[&str] = &[
     "pam-module/src",
     "ipc/src",
     "auth-helper/src",
+    "core/src",
     "mappers/src",
-    // core/src, but for wait.rs:
-    "core/src/auth",
-    "core/src/config",
-    "core/src/pki",
-    "core/src/token",
-    "core/src/binding.rs",
-    "core/src/challenge.rs",
-    "core/src/eventd_api.rs",
-    "core/src/lib.rs",
-    "core/src/mapping.rs",
-    "core/src/pin_change.rs",
-    "core/src/pkcs11_uri.rs",
-    "core/src/policy.rs",
 ];
 
 const LEVELS: &[&str] = &["error", "warn", "info", "debug", "trace"];

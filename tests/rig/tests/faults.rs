@@ -160,7 +160,8 @@ fn expect_killed_at_the_deadline(rig: &FaultRig, run: &FaultRun) {
 fn expect_died_without_verdict(rig: &FaultRig, run: &FaultRun) {
     expect_result(run, "PAM_AUTHINFO_UNAVAIL");
     assert!(
-        run.run.log.contains("the helper ended without a verdict"),
+        run.run
+            .logged("pam.helper.failed", "the helper ended without a verdict"),
         "the log does not say the helper died\n{run}"
     );
     assert!(
@@ -758,7 +759,13 @@ fn ten_thousand_certificate_objects_are_read_no_further_than_the_limit() {
         );
         expect_injected(&run, "C_FindObjects");
         expect_result(&run, expected);
-        assert!(run.run.log.contains("more than 32 certificates"), "{run}");
+        assert!(
+            run.run.logged(
+                "auth.token.too_many_certificates",
+                "more than 32 certificates"
+            ),
+            "{run}"
+        );
         // One C_FindObjects fills the 32 the module reads, one more shows there are more.
         assert!(run.count("C_FindObjects") <= 3, "{run}");
         // At most five C_GetAttributeValue calls per certificate read: the

@@ -69,7 +69,7 @@ fn empty_pin_is_auth_err_without_a_login_attempt() {
     rig.enroll("alice", KeyType::P256);
     let run = rig.authenticate(Some("alice"), &[""]);
     assert_eq!(run.result("authenticate"), "PAM_AUTH_ERR", "{run}");
-    assert!(run.log.contains("empty PIN"), "{run}");
+    assert!(run.logged("auth.login.failed", "empty PIN"), "{run}");
 }
 
 #[test]
@@ -93,7 +93,10 @@ fn attacker_token_with_victims_certificate_and_another_key_is_auth_err() {
     let run = rig.authenticate(Some("alice"), &[PIN]);
     assert_eq!(run.result("authenticate"), "PAM_AUTH_ERR", "{run}");
     assert!(
-        run.log.contains("signature does not match the certificate"),
+        run.logged(
+            "auth.login.failed",
+            "signature does not match the certificate"
+        ),
         "{run}"
     );
 }
@@ -109,7 +112,10 @@ fn self_signed_certificate_with_the_victims_cn_is_rejected() {
         .write_object("attacker", PIN, "01", "cert", &certificate);
     let run = rig.authenticate(Some("alice"), &[PIN]);
     assert_eq!(run.result("authenticate"), "PAM_AUTH_ERR", "{run}");
-    assert!(run.log.contains("issuer not trusted"), "{run}");
+    assert!(
+        run.logged("auth.certificate.rejected", "issuer not trusted"),
+        "{run}"
+    );
     assert!(
         !run.messages()
             .iter()
@@ -147,7 +153,10 @@ fn not_yet_valid_certificate_is_rejected() {
     rig.enroll_with("alice-token", KeyType::P256, &spec, &rig.ca);
     let run = rig.authenticate(Some("alice"), &[PIN]);
     assert_eq!(run.result("authenticate"), "PAM_AUTH_ERR", "{run}");
-    assert!(run.log.contains("not valid before"), "{run}");
+    assert!(
+        run.logged("auth.certificate.rejected", "not valid before"),
+        "{run}"
+    );
 }
 
 #[test]
@@ -163,7 +172,10 @@ fn certificate_from_an_untrusted_ca_is_rejected() {
     );
     let run = rig.authenticate(Some("alice"), &[PIN]);
     assert_eq!(run.result("authenticate"), "PAM_AUTH_ERR", "{run}");
-    assert!(run.log.contains("issuer not trusted"), "{run}");
+    assert!(
+        run.logged("auth.certificate.rejected", "issuer not trusted"),
+        "{run}"
+    );
 }
 
 #[test]
@@ -175,7 +187,10 @@ fn email_protection_only_certificate_is_rejected() {
     rig.enroll_with("alice-token", KeyType::P256, &spec, &rig.ca);
     let run = rig.authenticate(Some("alice"), &[PIN]);
     assert_eq!(run.result("authenticate"), "PAM_AUTH_ERR", "{run}");
-    assert!(run.log.contains("extended key usage"), "{run}");
+    assert!(
+        run.logged("auth.certificate.rejected", "extended key usage"),
+        "{run}"
+    );
 }
 
 #[test]
@@ -188,7 +203,10 @@ fn key_usage_without_digital_signature_is_rejected() {
     let run = rig.authenticate(Some("alice"), &[PIN]);
     assert_eq!(run.result("authenticate"), "PAM_AUTH_ERR", "{run}");
     assert!(
-        run.log.contains("does not allow digital signatures"),
+        run.logged(
+            "auth.certificate.rejected",
+            "does not allow digital signatures"
+        ),
         "{run}"
     );
 }
@@ -258,7 +276,7 @@ fn unknown_config_key_is_service_err_naming_key_and_line() {
         rig.config_path().display()
     );
     assert!(
-        run.log.contains(&expected),
+        run.logged("auth.config.invalid", &expected),
         "expected {expected:?} in the log: {run}"
     );
 }
@@ -271,7 +289,10 @@ fn group_writable_config_is_service_err() {
     std::fs::set_permissions(rig.config_path(), std::fs::Permissions::from_mode(0o664)).unwrap();
     let run = rig.authenticate(Some("alice"), &[PIN]);
     assert_eq!(run.result("authenticate"), "PAM_SERVICE_ERR", "{run}");
-    assert!(run.log.contains("lets group or others write it"), "{run}");
+    assert!(
+        run.logged("auth.config.invalid", "lets group or others write it"),
+        "{run}"
+    );
 }
 
 #[test]

@@ -581,7 +581,10 @@ fn a_bare_key_in_authorized_keys_logs_in_with_a_signature() {
     let rig = LoginRig::with_bare_key(0o600);
     let run = rig.authenticate(Some("alice"), &[PIN]);
     assert_eq!(run.result("authenticate"), "PAM_SUCCESS", "{run}");
-    assert!(run.log.contains("challenge signature verified"), "{run}");
+    assert!(
+        run.logged("auth.proof.verified", "challenge signature verified"),
+        "{run}"
+    );
     // Without a user name there is no home to look in.
     let run = rig.authenticate(None, &[PIN]);
     assert_eq!(run.result("authenticate"), "PAM_AUTHINFO_UNAVAIL", "{run}");

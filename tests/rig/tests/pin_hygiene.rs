@@ -53,7 +53,8 @@ fn with_the_retry_counter_low_try_first_pass_asks_instead_of_spending_a_try_on_t
         "{run}"
     );
     assert!(
-        run.run.log.contains("the PIN retry counter is low"),
+        run.run
+            .logged("auth.pin.counter_low", "the PIN retry counter is low"),
         "{run}"
     );
 }

@@ -91,6 +91,21 @@ impl PamRun {
             })
             .collect()
     }
+
+    /// The module's and the helper's log records with the stable ID `id`
+    /// (docs/pam.md, "Log records"), whole lines.
+    pub fn records(&self, id: &str) -> Vec<&str> {
+        let needle = format!("id=\"{id}\"");
+        self.log
+            .lines()
+            .filter(|line| line.contains(&needle))
+            .collect()
+    }
+
+    /// Whether a record `id` was logged whose line contains `text`.
+    pub fn logged(&self, id: &str, text: &str) -> bool {
+        self.records(id).iter().any(|line| line.contains(text))
+    }
 }
 
 impl std::fmt::Display for PamRun {
