@@ -11,7 +11,6 @@
 //! (`TESSERA_DEB_PROFILE=deb-test scripts/build-deb`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -23,6 +22,7 @@ use tessera_testrig::softhsm::KeyType;
 use tessera_testrig::system::Overlay;
 use tessera_testrig::systemd::in_namespace;
 use tessera_testrig::vcard::{CardSpec, VirtualCard};
+use tessera_testrig::{describe, output_with_stdin};
 
 const MODULE: &str = "/usr/lib/x86_64-linux-gnu/security/pam_tessera.so";
 
@@ -79,40 +79,22 @@ fn package() -> PathBuf {
     })
 }
 
-fn text(output: &Output) -> String {
-    format!(
-        "status {}\nstdout: {}\nstderr: {}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
 /// Runs `script` with the overlay in place, `input` on standard input.
 fn run(overlay: &Overlay, rig: &LoginRig, script: &str, input: &str) -> Output {
     let (key, value) = rig.hsm.env();
-    let mut child = overlay
-        .command("sh")
-        .args(["-c", script])
-        .env(key, value)
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
+    output_with_stdin(
+        overlay
+            .command("sh")
+            .args(["-c", script])
+            .env(key, value)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+        input,
+    )
 }
 
 fn succeeds(overlay: &Overlay, rig: &LoginRig, script: &str, input: &str) -> String {
     let output = run(overlay, rig, script, input);
-    assert!(output.status.success(), "{script}\n{}", text(&output));
+    assert!(output.status.success(), "{script}\n{}", describe(&output));
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
@@ -186,7 +168,7 @@ fn the_package_installs_sets_up_and_logs_in_through_common_auth_then_removes_cle
         "update-alternatives --query gdm-smartcard",
         "",
     );
-    assert!(!output.status.success(), "{}", text(&output));
+    assert!(!output.status.success(), "{}", describe(&output));
 
     let listed = succeeds(&overlay, &rig, "dpkg -L tessera", "");
     let listed: Vec<&str> = listed.lines().collect();
@@ -275,7 +257,7 @@ fn the_package_installs_sets_up_and_logs_in_through_common_auth_then_removes_cle
     assert!(
         !output.status.success(),
         "the caller's environment reached the token stack: {}",
-        text(&output)
+        describe(&output)
     );
     // The admin gives the helper its environment in the configuration.
     let config = succeeds(&overlay, &rig, "cat /etc/tessera/tessera.toml", "");
@@ -295,28 +277,39 @@ fn the_package_installs_sets_up_and_logs_in_through_common_auth_then_removes_cle
     assert!(
         String::from_utf8_lossy(&output.stdout).contains("successfully authenticated"),
         "{}",
-        text(&output)
+        describe(&output)
     );
     let output = run(&overlay, &rig, login, "000000\n");
-    assert!(!output.status.success(), "a wrong PIN: {}", text(&output));
+    assert!(
+        !output.status.success(),
+        "a wrong PIN: {}",
+        describe(&output)
+    );
 
     // The login went through the installed helper: the module names it,
     // and the helper's own record follows.
     let output = run(&overlay, &rig, debug_login, &format!("{PIN}\n"));
     let log = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{}", text(&output));
-    // The record's fields, not their order (the module's log adds an id).
+    assert!(output.status.success(), "{}", describe(&output));
+    // Records by their stable ids (docs/pam.md, "Log records").
+    let record = |id: &str, fields: &[&str]| {
+        log.lines().any(|line| {
+            line.contains(&format!("id=\"{id}\""))
+                && fields.iter().all(|field| line.contains(field))
+        })
+    };
     assert!(
-        log.lines()
-            .any(|line| line.contains("helper started")
-                && line.contains(&format!(" helper={HELPER} "))),
+        record("pam.helper.started", &[&format!(" helper={HELPER} ")]),
         "{}",
-        text(&output)
+        describe(&output)
     );
     assert!(
-        log.contains("authenticated service=\"tessera-package-debug\" user=alice"),
+        record(
+            "auth.login.succeeded",
+            &["service=\"tessera-package-debug\"", "user=alice"]
+        ),
         "{}",
-        text(&output)
+        describe(&output)
     );
     // Without a trustworthy helper there is no card login: made
     // group-writable, the helper is refused and never started
@@ -324,10 +317,14 @@ fn the_package_installs_sets_up_and_logs_in_through_common_auth_then_removes_cle
     succeeds(&overlay, &rig, &format!("chmod 0775 {HELPER}"), "");
     let output = run(&overlay, &rig, debug_login, &format!("{PIN}\n"));
     let log = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success(), "{}", text(&output));
-    assert!(log.contains("refusing the helper"), "{}", text(&output));
-    assert!(log.contains("Error in service module"), "{}", text(&output));
-    assert!(!log.contains("helper started"), "{}", text(&output));
+    assert!(!output.status.success(), "{}", describe(&output));
+    assert!(log.contains("refusing the helper"), "{}", describe(&output));
+    assert!(
+        log.contains("Error in service module"),
+        "{}",
+        describe(&output)
+    );
+    assert!(!log.contains("helper started"), "{}", describe(&output));
     succeeds(&overlay, &rig, &format!("chmod 0755 {HELPER}"), "");
 
     // Removal takes the module out of the stacks before the file goes.
