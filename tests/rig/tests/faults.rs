@@ -137,10 +137,13 @@ fn expect_no_helper_left(rig: &FaultRig, run: &FaultRun) {
 fn expect_killed_at_the_deadline(rig: &FaultRig, run: &FaultRun) {
     expect_result(run, "PAM_AUTHINFO_UNAVAIL");
     assert!(
-        run.run.log.contains(&format!(
-            "the token did not answer within {} s; the helper was killed",
-            TOKEN_TIMEOUT.as_secs()
-        )),
+        run.run.logged(
+            "pam.helper.failed",
+            &format!(
+                "the token did not answer within {} s; the helper was killed",
+                TOKEN_TIMEOUT.as_secs()
+            )
+        ),
         "the log does not name the timeout\n{run}"
     );
     assert!(

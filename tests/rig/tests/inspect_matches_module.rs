@@ -64,9 +64,10 @@ fn module_agrees(rig: &LoginRig, user: &str, world: &str) {
             "{world}: inspect maps the certificate to {users:?}, not {user}: {run}"
         );
         assert!(
-            run.log.contains(&format!(
-                "no valid certificate on the token(s) maps to user {user}"
-            )),
+            run.logged(
+                "auth.login.unavailable",
+                &format!("no valid certificate on the token(s) maps to user {user}")
+            ),
             "{world}: {run}"
         );
     } else if verdict == "valid" {
@@ -80,7 +81,7 @@ fn module_agrees(rig: &LoginRig, user: &str, world: &str) {
             "{world}: inspect says {verdict:?}: {run}"
         );
         assert!(
-            run.log.contains(&format!("rejected: {reason}")),
+            run.logged("auth.login.failed", &format!("rejected: {reason}")),
             "{world}: the module rejects it for the reason inspect gives ({reason}): {run}"
         );
     }
@@ -230,7 +231,10 @@ fn every_certificate_of_several_tokens_gets_the_modules_verdict() {
             }
             Some(reason) => {
                 assert_eq!(run.result("authenticate"), "PAM_AUTH_ERR", "{token}: {run}");
-                assert!(run.log.contains(reason), "{token}: {reason}: {run}");
+                assert!(
+                    run.logged("auth.certificate.rejected", reason),
+                    "{token}: {reason}: {run}"
+                );
             }
         }
     }

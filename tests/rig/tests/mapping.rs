@@ -541,7 +541,7 @@ fn mapfile_rule_logs_in_through_libpam() {
     let run = rig.authenticate(None, &[PIN]);
     assert_eq!(run.result("authenticate"), "PAM_SUCCESS", "{run}");
     assert_eq!(run.user().as_deref(), Some("alice"));
-    assert!(run.log.contains("by digest"), "{run}");
+    assert!(run.logged("auth.mapping.step", "by digest"), "{run}");
 }
 
 #[test]
@@ -557,7 +557,7 @@ fn a_mapfile_miss_never_falls_back_to_the_key() {
     // The key, "alice", is a user; pam_pkcs11 would have logged her in.
     let run = rig.authenticate(Some("alice"), &[PIN]);
     assert_eq!(run.result("authenticate"), "PAM_AUTHINFO_UNAVAIL", "{run}");
-    assert!(run.log.contains("\"alice\": miss"), "{run}");
+    assert!(run.logged("auth.mapping.step", "\"alice\": miss"), "{run}");
 }
 
 #[test]
@@ -595,7 +595,10 @@ fn a_world_writable_authorized_keys_file_is_refused() {
     let rig = LoginRig::with_bare_key(0o666);
     let run = rig.authenticate(Some("alice"), &[PIN]);
     assert_eq!(run.result("authenticate"), "PAM_AUTHINFO_UNAVAIL", "{run}");
-    assert!(run.log.contains("group or others can write it"), "{run}");
+    assert!(
+        run.logged("auth.mapping.step", "group or others can write it"),
+        "{run}"
+    );
 }
 
 #[test]
@@ -625,7 +628,10 @@ fn a_directory_rule_logs_in_through_libpam_and_fails_closed_when_down() {
     slapd.stop();
     let run = rig.authenticate(None, &[PIN]);
     assert_eq!(run.result("authenticate"), "PAM_AUTHINFO_UNAVAIL", "{run}");
-    assert!(run.log.contains("no LDAP server answered"), "{run}");
+    assert!(
+        run.logged("auth.login.failed", "no LDAP server answered"),
+        "{run}"
+    );
 }
 
 #[test]

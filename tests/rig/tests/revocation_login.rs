@@ -72,7 +72,10 @@ fn rejected_as_revoked(run: &PamRun, reason: &str) {
             .any(|(style, text)| style == "error" && text.contains(&expected)),
         "the user is told why: {run}"
     );
-    assert!(run.log.contains(&expected), "the log says why: {run}");
+    assert!(
+        run.logged("auth.certificate.rejected", &expected),
+        "the log says why: {run}"
+    );
     assert!(
         !run.messages()
             .iter()

@@ -93,16 +93,28 @@ impl PamRun {
     }
 
     /// The module's and the helper's log records with the stable ID `id`
-    /// (docs/pam.md, "Log records"), whole lines.
-    pub fn records(&self, id: &str) -> Vec<&str> {
+    /// (docs/pam.md, "Log records"). A record runs from its level to the
+    /// next record's: some messages span lines (the mapping trace).
+    pub fn records(&self, id: &str) -> Vec<String> {
         let needle = format!("id=\"{id}\"");
-        self.log
-            .lines()
-            .filter(|line| line.contains(&needle))
-            .collect()
+        let mut records: Vec<String> = Vec::new();
+        for line in self.log.lines() {
+            let starts_record = ["ERROR ", "WARN ", "INFO ", "DEBUG ", "TRACE "]
+                .iter()
+                .any(|level| line.trim_start().starts_with(level));
+            match records.last_mut() {
+                Some(record) if !starts_record => {
+                    record.push('\n');
+                    record.push_str(line);
+                }
+                _ => records.push(line.to_owned()),
+            }
+        }
+        records.retain(|record| record.contains(&needle));
+        records
     }
 
-    /// Whether a record `id` was logged whose line contains `text`.
+    /// Whether a record `id` was logged that contains `text`.
     pub fn logged(&self, id: &str, text: &str) -> bool {
         self.records(id).iter().any(|line| line.contains(text))
     }
