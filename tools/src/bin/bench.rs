@@ -36,14 +36,16 @@ fn baseline_label() -> String {
 /// The pam_tessera.so of an earlier commit, named by
 /// `TESSERA_BENCH_BASELINE_MODULE` (scripts/bench builds it from the git ref
 /// `TESSERA_BENCH_BASELINE`), as service [`BASELINE_SERVICE`]: the rig's
-/// current config without `[pkcs11] environment`, since that build loaded
-/// the token stack in the PAM application and read its variables there
-/// (the harness sets them).
+/// current config. A build from before the helper (scripts/bench sets
+/// `TESSERA_BENCH_BASELINE_HELPER=no`) loaded the token stack in the PAM
+/// application and read its variables there (the harness sets them), so
+/// its config has no `[pkcs11] environment`.
 fn baseline_service(rig: &LoginRig) -> Option<&'static str> {
     let module = std::env::var_os("TESSERA_BENCH_BASELINE_MODULE")?;
-    let config = std::fs::read_to_string(rig.config_path())
-        .unwrap()
-        .replace(&rig.environment_line(), "");
+    let mut config = std::fs::read_to_string(rig.config_path()).unwrap();
+    if std::env::var("TESSERA_BENCH_BASELINE_HELPER").as_deref() == Ok("no") {
+        config = config.replace(&rig.environment_line(), "");
+    }
     let path = rig.path().join("baseline.toml");
     std::fs::write(&path, config).unwrap();
     std::fs::write(
