@@ -28,7 +28,7 @@ const BASELINE_SERVICE: &str = "tessera-baseline";
 /// The row name of the baseline module.
 fn baseline_label() -> String {
     format!(
-        "pam_tessera before the helper ({})",
+        "pam_tessera at {}",
         std::env::var("TESSERA_BENCH_BASELINE").unwrap_or_else(|_| "baseline".to_owned())
     )
 }
