@@ -17,6 +17,7 @@ pub mod pki;
 pub mod references;
 pub mod slapd;
 pub mod softhsm;
+pub mod source_tree;
 pub mod sssd;
 pub mod system;
 pub mod systemd;

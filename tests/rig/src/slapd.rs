@@ -69,6 +69,41 @@ pub struct SlapdTls {
     pub key: PathBuf,
 }
 
+impl SlapdTls {
+    /// A fresh CA and a server certificate for 127.0.0.1 issued by it, as
+    /// PEM files in `dir`: the slapd TLS files, and the CA file clients
+    /// trust.
+    pub fn for_localhost(dir: &Path) -> (SlapdTls, PathBuf) {
+        use rcgen::{
+            BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+            KeyPair, SanType, PKCS_ECDSA_P256_SHA256,
+        };
+        let ca_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).expect("CA key");
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "Directory CA");
+        let ca_cert = ca_params.self_signed(&ca_key).expect("CA certificate");
+        let issuer = Issuer::new(ca_params, ca_key);
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).expect("server key");
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("server params");
+        params.subject_alt_names = vec![SanType::IpAddress("127.0.0.1".parse().expect("IP"))];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let certificate = params.signed_by(&key, &issuer).expect("server certificate");
+        std::fs::create_dir_all(dir).expect("TLS directory");
+        let tls = SlapdTls {
+            certificate: dir.join("server.pem"),
+            key: dir.join("server.key"),
+        };
+        std::fs::write(&tls.certificate, certificate.pem()).expect("server certificate");
+        std::fs::write(&tls.key, key.serialize_pem()).expect("server key");
+        let ca = dir.join("ca.pem");
+        std::fs::write(&ca, ca_cert.pem()).expect("CA file");
+        (tls, ca)
+    }
+}
+
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");

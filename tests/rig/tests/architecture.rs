@@ -8,6 +8,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+use tessera_testrig::source_tree::{
+    crate_modules, declared_module, without_unit_tests, workspace, ModulePath,
+};
+
 /// Crate roots, relative to the workspace.
 const CRATES: &[&str] = &[
     "ipc/src/lib.rs",
@@ -27,65 +31,10 @@ const CRATES: &[&str] = &[
 const MAX_LINES: usize = 600;
 const LONG_ON_PURPOSE: &str = "Long on purpose:";
 
-/// A module's path within its crate (`[]` for the root).
-type ModulePath = Vec<String>;
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// The files of the crate whose root is `root`, by module path: the root,
-/// and every module it declares (`mod name;`), recursively.
-fn modules(root: &Path) -> BTreeMap<ModulePath, PathBuf> {
-    let mut found = BTreeMap::new();
-    let mut pending = vec![(Vec::new(), root.to_owned())];
-    while let Some((module, path)) = pending.pop() {
-        let source = std::fs::read_to_string(&path)
-            .unwrap_or_else(|error| panic!("{}: {error}", path.display()));
-        // A root or mod.rs holds its children beside it; a.rs in a/.
-        let dir = if module.is_empty() || path.file_stem().is_some_and(|stem| stem == "mod") {
-            path.parent().unwrap().to_owned()
-        } else {
-            path.with_extension("")
-        };
-        for child in source.lines().filter_map(declared_module) {
-            let file = [
-                dir.join(format!("{child}.rs")),
-                dir.join(&child).join("mod.rs"),
-            ]
-            .into_iter()
-            .find(|candidate| candidate.is_file())
-            .unwrap_or_else(|| panic!("{}: module {child} has no file", path.display()));
-            let mut child_module = module.clone();
-            child_module.push(child);
-            pending.push((child_module, file));
-        }
-        found.insert(module, path);
-    }
-    found
-}
-
-/// The lines of a file before its inline test module (`#[cfg(test)]`,
-/// other attributes, `mod name {`: the rest of the file).
-fn non_test_lines(source: &str) -> Vec<&str> {
-    let lines: Vec<&str> = source.lines().collect();
-    let end = (0..lines.len())
-        .find(|&index| {
-            lines[index].trim_start().starts_with("#[cfg(test)]")
-                && lines[index + 1..]
-                    .iter()
-                    .map(|line| line.trim_start())
-                    .find(|line| !line.starts_with("#["))
-                    .is_some_and(|item| item.starts_with("mod ") && item.contains('{'))
-        })
-        .unwrap_or(lines.len());
-    lines[..end].to_vec()
-}
-
 /// The code of a file without its comments and its inline test module.
 fn code_of(source: &str) -> String {
-    non_test_lines(source)
-        .into_iter()
+    without_unit_tests(source)
+        .lines()
         .filter(|line| !line.trim_start().starts_with("//"))
         .map(|line| format!("{line}\n"))
         .collect()
@@ -99,21 +48,6 @@ fn test_children(source: &str) -> BTreeSet<String> {
         .filter(|pair| pair[0] == "#[cfg(test)]")
         .filter_map(|pair| declared_module(pair[1]))
         .collect()
-}
-
-/// `name` of a line `[pub[(...)]] mod name;`.
-fn declared_module(line: &str) -> Option<String> {
-    let rest = line.trim();
-    let rest = match rest.strip_prefix("pub") {
-        Some(after) => after
-            .trim_start()
-            .strip_prefix('(')
-            .and_then(|inner| inner.split_once(')'))
-            .map_or(after, |(_, after)| after),
-        None => rest,
-    };
-    let name = rest.trim_start().strip_prefix("mod ")?.strip_suffix(';')?;
-    Some(name.trim().to_owned())
 }
 
 /// The paths a `use` tree names: `a::{b, c::{d, e}}` gives `a::b`,
@@ -349,7 +283,7 @@ fn crate_graph(
     BTreeMap<ModulePath, BTreeSet<ModulePath>>,
     BTreeMap<ModulePath, String>,
 ) {
-    let mut files = modules(root);
+    let mut files = crate_modules(root);
     let sources: BTreeMap<ModulePath, String> = files
         .iter()
         .map(|(module, path)| (module.clone(), std::fs::read_to_string(path).unwrap()))
@@ -409,9 +343,9 @@ fn no_file_imports_a_file_that_imports_it_back() {
 fn no_file_is_long_without_saying_why() {
     let mut long = Vec::new();
     for root in CRATES {
-        for path in modules(&workspace().join(root)).values() {
+        for path in crate_modules(&workspace().join(root)).values() {
             let source = std::fs::read_to_string(path).unwrap();
-            let lines = non_test_lines(&source).len();
+            let lines = without_unit_tests(&source).lines().count();
             if lines > MAX_LINES && !source.contains(LONG_ON_PURPOSE) {
                 long.push(format!("{} ({lines} lines)", path.display()));
             }

@@ -402,43 +402,12 @@ fn the_cache_stands_in_while_the_directory_is_down_until_it_expires() {
     );
 }
 
-/// A CA and a server certificate for 127.0.0.1, as PEM files in `dir`;
-/// returns the slapd TLS files and the CA file.
-fn server_tls(dir: &Path) -> (SlapdTls, PathBuf) {
-    use rcgen::{
-        BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, SanType,
-    };
-    let ca_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "Directory CA");
-    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca_params, ca_key);
-    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.subject_alt_names = vec![SanType::IpAddress("127.0.0.1".parse().unwrap())];
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    let certificate = params.signed_by(&key, &issuer).unwrap();
-    std::fs::create_dir_all(dir).unwrap();
-    let tls = SlapdTls {
-        certificate: dir.join("server.pem"),
-        key: dir.join("server.key"),
-    };
-    std::fs::write(&tls.certificate, certificate.pem()).unwrap();
-    std::fs::write(&tls.key, key.serialize_pem()).unwrap();
-    let ca = dir.join("ca.pem");
-    std::fs::write(&ca, ca_cert.pem()).unwrap();
-    (tls, ca)
-}
-
 #[test]
 fn tls_starttls_and_an_authenticated_bind_work_and_a_wrong_password_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let ca = TestCa::new("Tessera Test Root CA");
     let (alice_der, alice) = issue(&ca, "alice");
-    let (tls, tls_ca) = server_tls(&dir.path().join("tls"));
+    let (tls, tls_ca) = SlapdTls::for_localhost(&dir.path().join("tls"));
     let slapd = Slapd::start_with(
         &dir.path().join("slapd"),
         &[LdapUser {
@@ -477,7 +446,7 @@ fn tls_starttls_and_an_authenticated_bind_work_and_a_wrong_password_is_refused()
     );
 
     // A server whose certificate is not signed by tls_ca is not talked to.
-    let (_, other_ca) = server_tls(&dir.path().join("other"));
+    let (_, other_ca) = SlapdTls::for_localhost(&dir.path().join("other"));
     let mut untrusted = config(slapd.ldaps_uri().unwrap(), false);
     untrusted.tls_ca = Some(other_ca);
     let mapping = map(

@@ -337,35 +337,6 @@ fn a_migrated_files_domain_logs_in_as_sssd_does() {
     assert_eq!(ours, theirs, "tessera, then SSSD");
 }
 
-/// A CA and a server certificate for 127.0.0.1, as PEM files in `dir`: the
-/// slapd TLS files and the CA file.
-fn server_tls(dir: &std::path::Path) -> (SlapdTls, std::path::PathBuf) {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, SanType};
-    let ca_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "Directory CA");
-    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca_params, ca_key);
-    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.subject_alt_names = vec![SanType::IpAddress("127.0.0.1".parse().unwrap())];
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    let certificate = params.signed_by(&key, &issuer).unwrap();
-    std::fs::create_dir_all(dir).unwrap();
-    let tls = SlapdTls {
-        certificate: dir.join("server.pem"),
-        key: dir.join("server.key"),
-    };
-    std::fs::write(&tls.certificate, certificate.pem()).unwrap();
-    std::fs::write(&tls.key, key.serialize_pem()).unwrap();
-    let ca = dir.join("ca.pem");
-    std::fs::write(&ca, ca_cert.pem()).unwrap();
-    (tls, ca)
-}
-
 #[test]
 fn a_migrated_ldap_domain_with_ad_style_rules_logs_in_as_sssd_does() {
     // alice in the directory with an AD-style strong mapping (issuer and
@@ -380,7 +351,7 @@ fn a_migrated_ldap_domain_with_ad_style_rules_logs_in_as_sssd_does() {
         fields.issuer_dn.format_sssd(tessera_mappers::DnStyle::Ad),
         hex::encode_upper(serial)
     );
-    let (tls, tls_ca) = server_tls(&rig.path().join("tls"));
+    let (tls, tls_ca) = SlapdTls::for_localhost(&rig.path().join("tls"));
     let slapd = Slapd::start_with(
         &rig.path().join("slapd"),
         &[LdapUser {

@@ -5,42 +5,20 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-/// The sources (folders or files) whose records reach the log as
-/// `pam_tessera`.
-const LOGGING_SOURCES: &[&str] = &[
-    "pam-module/src",
-    "ipc/src",
-    "auth-helper/src",
-    "core/src",
-    "mappers/src",
+use tessera_testrig::source_tree::{crate_modules, without_unit_tests, workspace};
+
+/// The roots of the crates whose records reach the log as `pam_tessera`.
+const LOGGING_CRATES: &[&str] = &[
+    "pam-module/src/lib.rs",
+    "ipc/src/lib.rs",
+    "auth-helper/src/main.rs",
+    "core/src/lib.rs",
+    "mappers/src/lib.rs",
 ];
 
 const LEVELS: &[&str] = &["error", "warn", "info", "debug", "trace"];
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn rust_files(dir: &Path, files: &mut Vec<PathBuf>) {
-    if dir.is_file() {
-        files.push(dir.to_owned());
-        return;
-    }
-    let mut entries: Vec<_> = std::fs::read_dir(dir)
-        .unwrap_or_else(|error| panic!("{}: {error}", dir.display()))
-        .map(|entry| entry.expect("directory entry").path())
-        .collect();
-    entries.sort();
-    for path in entries {
-        if path.is_dir() {
-            rust_files(&path, files);
-        } else if path.extension().is_some_and(|ext| ext == "rs") {
-            files.push(path);
-        }
-    }
-}
 
 /// The argument list of the macro call whose `(` is at `open`: up to the
 /// matching `)`, skipping string literals.
@@ -115,28 +93,6 @@ fn scan(path: &Path, source: &str, ids: &mut BTreeSet<String>, missing: &mut Vec
     }
 }
 
-/// `source` up to its unit tests: an inline `#[cfg(test)] mod name {` (at
-/// the end of a file), which logs what it tests, not records. A test module
-/// in a file of its own (`#[cfg(test)] mod tests;`) does not end the code.
-fn without_unit_tests(source: &str) -> &str {
-    const ATTRIBUTE: &str = "#[cfg(test)]";
-    let mut from = 0;
-    while let Some(found) = source[from..].find(ATTRIBUTE) {
-        let at = from + found;
-        from = at + ATTRIBUTE.len();
-        let item = &source[from..];
-        let Some(end) = item.find(['{', ';']) else {
-            break;
-        };
-        let inline_module = item[end..].starts_with('{')
-            && item[..end].split_whitespace().any(|word| word == "mod");
-        if inline_module {
-            return &source[..at];
-        }
-    }
-    source
-}
-
 /// The IDs in docs/pam.md's "Log records" table (first column, in backticks).
 fn documented_ids() -> BTreeSet<String> {
     let doc = std::fs::read_to_string(workspace().join("docs/pam.md")).expect("docs/pam.md");
@@ -155,11 +111,11 @@ fn documented_ids() -> BTreeSet<String> {
 
 #[test]
 fn every_record_has_a_documented_stable_id() {
-    let mut files = Vec::new();
-    for dir in LOGGING_SOURCES {
-        rust_files(&workspace().join(dir), &mut files);
-    }
-    assert!(files.len() > 5, "no sources found: {files:?}");
+    let files: Vec<_> = LOGGING_CRATES
+        .iter()
+        .flat_map(|root| crate_modules(&workspace().join(root)).into_values())
+        .collect();
+    assert!(files.len() > 50, "no sources found: {files:?}");
     let mut ids = BTreeSet::new();
     let mut missing = Vec::new();
     for path in &files {
@@ -194,14 +150,4 @@ fn the_scanner_finds_ids_and_records_without_one() {
     scan(Path::new("example.rs"), source, &mut ids, &mut missing);
     assert_eq!(ids.into_iter().collect::<Vec<_>>(), ["pam.a.b", "pam.c.d"]);
     assert_eq!(missing, ["example.rs:3"]);
-}
-
-#[test]
-fn unit_test_modules_are_cut_off_but_test_module_declarations_are_not() {
-    let source = "#[cfg(test)]\nmod tests;\nfn code() {}\n#[cfg(test)]\nmod unit {\n}\n";
-    assert_eq!(
-        without_unit_tests(source),
-        "#[cfg(test)]\nmod tests;\nfn code() {}\n"
-    );
-    assert_eq!(without_unit_tests("fn code() {}"), "fn code() {}");
 }
